@@ -1,0 +1,57 @@
+use std::io;
+
+/// Everything the kernel boundary can report. Callers match on the variants that carry
+/// meaning (a link that does not exist, a name that is taken) and pass the rest on.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkdError {
+    #[error("netlink socket: {0}")]
+    Socket(#[source] io::Error),
+    #[error("{op}: {source}")]
+    Kernel {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink: cannot decode the kernel's answer: {0}")]
+    Decode(String),
+    #[error("link {0} does not exist")]
+    NoSuchLink(String),
+    #[error("network namespace {path}: {source}")]
+    Netns {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sysctl {key}: {source}")]
+    Sysctl {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("firewall: {0}")]
+    Firewall(String),
+}
+
+impl LinkdError {
+    /// The errno behind a kernel error, so callers can tell EEXIST from ENOENT.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            LinkdError::Kernel { source, .. }
+            | LinkdError::Netns { source, .. }
+            | LinkdError::Sysctl { source, .. }
+            | LinkdError::Socket(source) => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub fn is_exists(&self) -> bool {
+        self.errno() == Some(libc::EEXIST)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, LinkdError::NoSuchLink(_))
+            || matches!(self.errno(), Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, LinkdError>;

@@ -1,0 +1,71 @@
+//! Applying a rendered iptables ruleset: one `iptables-restore --noflush` transaction per
+//! operation, so a change costs one process and is all-or-nothing.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::error::{LinkdError, Result};
+
+/// The iptables tools to run; overridable so tests and other backends can point elsewhere.
+#[derive(Debug, Clone)]
+pub struct Iptables {
+    pub restore: String,
+    pub save: String,
+}
+
+impl Default for Iptables {
+    fn default() -> Self {
+        Iptables {
+            restore: "iptables-restore".into(),
+            save: "iptables-save".into(),
+        }
+    }
+}
+
+impl Iptables {
+    /// Applies `ruleset` (iptables-restore syntax) atomically without flushing tables.
+    /// Chains declared in it are flushed and refilled; everything else is left alone.
+    pub fn restore(&self, ruleset: &str) -> Result<()> {
+        let mut child = Command::new(&self.restore)
+            .args(["--noflush", "-w", "5"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LinkdError::Firewall(format!("cannot run {}: {e}", self.restore)))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(ruleset.as_bytes())
+                .map_err(|e| LinkdError::Firewall(format!("writing to {}: {e}", self.restore)))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| LinkdError::Firewall(format!("waiting for {}: {e}", self.restore)))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr.lines().next().unwrap_or("no message").trim();
+        Err(LinkdError::Firewall(format!(
+            "{} failed ({}): {reason}",
+            self.restore, out.status
+        )))
+    }
+
+    /// The current rules of one table, as `iptables-save -t TABLE` prints them.
+    pub fn save(&self, table: &str) -> Result<String> {
+        let out = Command::new(&self.save)
+            .args(["-t", table])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LinkdError::Firewall(format!("cannot run {}: {e}", self.save)))?;
+        if !out.status.success() {
+            return Err(LinkdError::Firewall(format!(
+                "{} -t {table} failed: {}",
+                self.save,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}

@@ -1,0 +1,20 @@
+//! linkd: the only crate of netd that talks to the kernel's network stack. It applies
+//! plans (links, addresses, routes, sysctls, firewall rulesets); it decides nothing.
+
+pub mod address;
+pub mod error;
+pub mod firewall;
+pub mod link;
+pub mod netlink;
+pub mod netns;
+pub mod sysctl;
+
+pub use address::Address;
+pub use error::{LinkdError, Result};
+pub use firewall::Iptables;
+pub use link::{format_mac, parse_mac, BridgeSpec, Link, Mac, VethSpec};
+pub use netlink::{Netlink, Request};
+pub use netns::{Netns, NetnsGuard};
+pub use route::Route;
+
+pub mod route;

@@ -1,0 +1,112 @@
+//! IPv4 routes in the main table, with replace semantics so applying twice is harmless.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::Result;
+use crate::netlink::{Netlink, Request};
+
+/// A route as netd sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+fn message(route: &Route) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.destination_prefix_length = route.destination.prefix_len();
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.kind = RouteType::Unicast;
+    msg.header.scope = if route.gateway.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    if route.destination.prefix_len() > 0 {
+        msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(
+            route.destination.network(),
+        )));
+    }
+    if let Some(gw) = route.gateway {
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    }
+    if let Some(oif) = route.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    msg
+}
+
+/// The request that installs (or replaces) a route.
+pub fn replace_route_request(route: &Route) -> Request {
+    Request::new(
+        format!("add route {}", route.destination),
+        RouteNetlinkMessage::NewRoute(message(route)),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+}
+
+impl Netlink {
+    pub fn replace_route(&mut self, route: &Route) -> Result<()> {
+        self.batch(vec![replace_route_request(route)])
+    }
+
+    /// Deletes a route; one that is already gone is not an error.
+    pub fn delete_route(&mut self, route: &Route) -> Result<()> {
+        match self.execute(
+            &format!("delete route {}", route.destination),
+            RouteNetlinkMessage::DelRoute(message(route)),
+            0,
+        ) {
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The IPv4 routes of the main table.
+    pub fn routes(&mut self) -> Result<Vec<Route>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        let answers = self.dump("list routes", RouteNetlinkMessage::GetRoute(req))?;
+        let mut out = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewRoute(msg) = answer else {
+                continue;
+            };
+            if msg.header.table != RouteHeader::RT_TABLE_MAIN
+                || msg.header.kind != RouteType::Unicast
+            {
+                continue;
+            }
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut gateway = None;
+            let mut oif = None;
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            if let Ok(destination) = Ipv4Net::new(dst, msg.header.destination_prefix_length) {
+                out.push(Route {
+                    destination,
+                    gateway,
+                    oif,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
