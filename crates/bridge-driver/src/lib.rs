@@ -1,1 +1,15 @@
-//! placeholder
+//! bridge-driver: netd's network model, IPAM and the bridge driver. Everything here is
+//! plain data and pure functions (what the kernel should look like), so it is tested
+//! without root; `linkd` applies it.
+
+pub mod error;
+pub mod firewall;
+pub mod ipam;
+pub mod mac;
+pub mod model;
+pub mod names;
+pub mod plan;
+pub mod pools;
+
+pub use error::{IpamError, ModelError};
+pub use model::{BridgeOptions, Network, NetworkRequest};

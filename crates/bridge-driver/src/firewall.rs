@@ -1,0 +1,362 @@
+//! Firewall rules as data: the desired iptables state of netd's chains, rendered from the
+//! networks (a pure function, golden-tested), and the restore text that makes the kernel
+//! match it in one transaction.
+//!
+//! Layout (names are stable; renaming them would break upgrades):
+//! - filter `FORWARD` jumps to `NETD-USER` (first, left to administrators) and `NETD-FORWARD`.
+//! - `NETD-FORWARD` sends traffic through `NETD-ISOLATION-1/2` (no traffic between networks),
+//!   then to one chain per network, `NETD-FWD-<hash>`, matched by bridge, so per-network
+//!   rules stay together and the shared chain grows by two jumps per network, not per
+//!   container.
+//! - nat `POSTROUTING` jumps to `NETD-POSTROUTING`, which masquerades each network's subnet
+//!   leaving through any other interface.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+
+use crate::model::Network;
+use crate::names::short_hash;
+
+pub const CHAIN_USER: &str = "NETD-USER";
+pub const CHAIN_FORWARD: &str = "NETD-FORWARD";
+pub const CHAIN_ISOLATION_1: &str = "NETD-ISOLATION-1";
+pub const CHAIN_ISOLATION_2: &str = "NETD-ISOLATION-2";
+pub const CHAIN_POSTROUTING: &str = "NETD-POSTROUTING";
+/// Every per-network filter chain starts with this.
+pub const NETWORK_CHAIN_PREFIX: &str = "NETD-FWD-";
+/// Every chain netd owns starts with this.
+pub const CHAIN_PREFIX: &str = "NETD-";
+
+/// What the firewall needs to know about one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFirewall {
+    pub id: String,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+}
+
+impl From<&Network> for NetworkFirewall {
+    fn from(n: &Network) -> Self {
+        NetworkFirewall {
+            id: n.id.clone(),
+            bridge: n.bridge.clone(),
+            subnet: n.subnet,
+            internal: n.internal,
+            icc: n.icc,
+            masquerade: n.masquerade,
+        }
+    }
+}
+
+/// The name of a network's filter chain.
+pub fn network_chain(network_id: &str) -> String {
+    format!("{NETWORK_CHAIN_PREFIX}{}", short_hash(network_id))
+}
+
+/// One chain's rules, each in `iptables-save` form (`-A CHAIN ...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub rules: Vec<String>,
+}
+
+impl Chain {
+    fn new(name: &str) -> Self {
+        Chain {
+            name: name.to_string(),
+            rules: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, spec: impl AsRef<str>) {
+        self.rules.push(format!("-A {} {}", self.name, spec.as_ref()));
+    }
+}
+
+/// The desired content of netd's chains, per table, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub filter: Vec<Chain>,
+    pub nat: Vec<Chain>,
+}
+
+/// Renders the desired rules of every network (in the order given).
+pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
+    let mut forward = Chain::new(CHAIN_FORWARD);
+    let mut isolation1 = Chain::new(CHAIN_ISOLATION_1);
+    let mut isolation2 = Chain::new(CHAIN_ISOLATION_2);
+    let mut postrouting = Chain::new(CHAIN_POSTROUTING);
+    let mut per_network = Vec::new();
+
+    forward.add(format!("-j {CHAIN_ISOLATION_1}"));
+    for net in networks {
+        let br = &net.bridge;
+        let chain_name = network_chain(&net.id);
+        forward.add(format!("-o {br} -j {chain_name}"));
+        forward.add(format!("-i {br} -j {chain_name}"));
+        isolation1.add(format!("-i {br} ! -o {br} -j {CHAIN_ISOLATION_2}"));
+        isolation2.add(format!("-o {br} -j DROP"));
+
+        let mut chain = Chain::new(&chain_name);
+        let icc = if net.icc { "ACCEPT" } else { "DROP" };
+        if net.internal {
+            chain.add(format!("-i {br} -o {br} -j {icc}"));
+            chain.add(format!("-i {br} ! -o {br} -j DROP"));
+            chain.add(format!("! -i {br} -o {br} -j DROP"));
+        } else {
+            chain.add(format!(
+                "-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+            ));
+            chain.add(format!("-i {br} -o {br} -j {icc}"));
+            chain.add(format!("-i {br} ! -o {br} -j ACCEPT"));
+            chain.add(format!("-o {br} -m conntrack --ctstate DNAT -j ACCEPT"));
+            chain.add(format!("-o {br} -j DROP"));
+            if net.masquerade {
+                postrouting.add(format!("-s {} ! -o {br} -j MASQUERADE", net.subnet));
+            }
+        }
+        per_network.push(chain);
+    }
+
+    let mut filter = vec![forward, isolation1, isolation2];
+    filter.extend(per_network);
+    Ruleset {
+        filter,
+        nat: vec![postrouting],
+    }
+}
+
+/// One table of `iptables-save` output: chains in order of declaration, with their rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedTable {
+    pub chains: BTreeMap<String, Vec<String>>,
+}
+
+impl SavedTable {
+    /// Parses the output of `iptables-save -t TABLE`.
+    pub fn parse(text: &str) -> Self {
+        let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(decl) = line.strip_prefix(':') {
+                if let Some(name) = decl.split_whitespace().next() {
+                    chains.entry(name.to_string()).or_default();
+                }
+            } else if let Some(rule) = line.strip_prefix("-A ") {
+                if let Some(name) = rule.split_whitespace().next() {
+                    chains
+                        .entry(name.to_string())
+                        .or_default()
+                        .push(line.trim_end().to_string());
+                }
+            }
+        }
+        SavedTable { chains }
+    }
+
+    pub fn rules(&self, chain: &str) -> &[String] {
+        self.chains.get(chain).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// netd's chains present in this table.
+    pub fn owned_chains(&self) -> impl Iterator<Item = &str> {
+        self.chains
+            .keys()
+            .map(String::as_str)
+            .filter(|c| c.starts_with(CHAIN_PREFIX))
+    }
+}
+
+/// Fixes for the jumps from built-in chains into netd's, and the admin chain, computed
+/// from what is there now. Empty when everything is in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFixes {
+    /// Chains to declare because they are missing (declaring flushes, so only when missing).
+    pub filter_declare: Vec<String>,
+    pub filter: Vec<String>,
+    pub nat: Vec<String>,
+}
+
+impl EntryFixes {
+    pub fn is_empty(&self) -> bool {
+        self.filter_declare.is_empty() && self.filter.is_empty() && self.nat.is_empty()
+    }
+}
+
+/// Which entry jumps are missing or out of place.
+pub fn entry_fixes(filter: &SavedTable, nat: &SavedTable) -> EntryFixes {
+    let mut fixes = EntryFixes::default();
+    if !filter.chains.contains_key(CHAIN_USER) {
+        fixes.filter_declare.push(CHAIN_USER.to_string());
+    }
+    let user_jump = format!("-A FORWARD -j {CHAIN_USER}");
+    let forward_jump = format!("-A FORWARD -j {CHAIN_FORWARD}");
+    let forward = filter.rules("FORWARD");
+    if forward.first() != Some(&user_jump) {
+        for _ in forward.iter().filter(|r| **r == user_jump) {
+            fixes.filter.push(format!("-D FORWARD -j {CHAIN_USER}"));
+        }
+        fixes.filter.push(format!("-I FORWARD 1 -j {CHAIN_USER}"));
+    }
+    if !forward.contains(&forward_jump) {
+        fixes.filter.push(format!("-I FORWARD 2 -j {CHAIN_FORWARD}"));
+    }
+    let post_jump = format!("-A POSTROUTING -j {CHAIN_POSTROUTING}");
+    if !nat.rules("POSTROUTING").contains(&post_jump) {
+        fixes.nat.push(format!("-I POSTROUTING 1 -j {CHAIN_POSTROUTING}"));
+    }
+    fixes
+}
+
+/// The `iptables-restore --noflush` text that sets netd's chains to `ruleset`, deletes the
+/// chains named in `stale` (per table), and applies the entry fixes.
+pub fn restore_text(ruleset: &Ruleset, stale: &StaleChains, fixes: &EntryFixes) -> String {
+    let mut out = String::new();
+    render_table(&mut out, "filter", &ruleset.filter, &stale.filter, &fixes.filter_declare, &fixes.filter);
+    render_table(&mut out, "nat", &ruleset.nat, &stale.nat, &[], &fixes.nat);
+    out
+}
+
+/// Chains of netd's that exist but are no longer wanted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleChains {
+    pub filter: Vec<String>,
+    pub nat: Vec<String>,
+}
+
+impl StaleChains {
+    /// netd's chains present in the saved tables that `ruleset` does not have.
+    pub fn find(ruleset: &Ruleset, filter: &SavedTable, nat: &SavedTable) -> Self {
+        let stale = |chains: &[Chain], saved: &SavedTable| -> Vec<String> {
+            saved
+                .owned_chains()
+                .filter(|c| *c != CHAIN_USER && !chains.iter().any(|w| w.name == *c))
+                .map(str::to_string)
+                .collect()
+        };
+        StaleChains {
+            filter: stale(&ruleset.filter, filter),
+            nat: stale(&ruleset.nat, nat),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filter.is_empty() && self.nat.is_empty()
+    }
+}
+
+fn render_table(
+    out: &mut String,
+    table: &str,
+    chains: &[Chain],
+    stale: &[String],
+    declare: &[String],
+    fixes: &[String],
+) {
+    out.push_str(&format!("*{table}\n"));
+    for name in declare
+        .iter()
+        .chain(chains.iter().map(|c| &c.name))
+        .chain(stale.iter())
+    {
+        out.push_str(&format!(":{name} - [0:0]\n"));
+    }
+    for chain in chains {
+        for rule in &chain.rules {
+            out.push_str(rule);
+            out.push('\n');
+        }
+    }
+    for name in stale {
+        out.push_str(&format!("-X {name}\n"));
+    }
+    for fix in fixes {
+        out.push_str(fix);
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+}
+
+/// Chains whose live rules differ from the desired ones (missing chains included).
+pub fn drifted_chains<'a>(ruleset: &'a Ruleset, filter: &SavedTable, nat: &SavedTable) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    for (chains, saved) in [(&ruleset.filter, filter), (&ruleset.nat, nat)] {
+        for chain in chains {
+            match saved.chains.get(&chain.name) {
+                Some(rules) if *rules == chain.rules => {}
+                _ => out.push(chain.name.as_str()),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(id: &str, bridge: &str, subnet: &str) -> NetworkFirewall {
+        NetworkFirewall {
+            id: id.into(),
+            bridge: bridge.into(),
+            subnet: subnet.parse().expect("subnet"),
+            internal: false,
+            icc: true,
+            masquerade: true,
+        }
+    }
+
+    #[test]
+    fn entry_fixes_on_an_empty_host() {
+        let empty = SavedTable::parse("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\nCOMMIT\n");
+        let fixes = entry_fixes(&empty, &SavedTable::default());
+        assert_eq!(fixes.filter_declare, vec!["NETD-USER"]);
+        assert_eq!(fixes.filter, vec!["-I FORWARD 1 -j NETD-USER", "-I FORWARD 2 -j NETD-FORWARD"]);
+        assert_eq!(fixes.nat, vec!["-I POSTROUTING 1 -j NETD-POSTROUTING"]);
+    }
+
+    #[test]
+    fn entry_fixes_when_all_in_place() {
+        let filter = SavedTable::parse(
+            ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n:NETD-FORWARD - [0:0]\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n",
+        );
+        let nat = SavedTable::parse(":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j NETD-POSTROUTING\n");
+        assert!(entry_fixes(&filter, &nat).is_empty());
+    }
+
+    #[test]
+    fn user_chain_moved_back_to_first() {
+        let filter = SavedTable::parse(
+            ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n-A FORWARD -j ACCEPT\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n",
+        );
+        let fixes = entry_fixes(&filter, &SavedTable::default());
+        assert!(fixes.filter_declare.is_empty(), "an existing admin chain is never flushed");
+        assert_eq!(fixes.filter, vec!["-D FORWARD -j NETD-USER", "-I FORWARD 1 -j NETD-USER"]);
+    }
+
+    #[test]
+    fn stale_chains_and_drift() {
+        let a = net("a", "br-a", "10.1.0.0/24");
+        let b = net("b", "br-b", "10.2.0.0/24");
+        let both = desired(&[a.clone(), b]);
+        let only_a = desired(&[a]);
+        let mut text = String::new();
+        for c in &both.filter {
+            text.push_str(&format!(":{} - [0:0]\n", c.name));
+            for r in &c.rules {
+                text.push_str(r);
+                text.push('\n');
+            }
+        }
+        text.push_str(":NETD-USER - [0:0]\n");
+        let saved = SavedTable::parse(&text);
+        let stale = StaleChains::find(&only_a, &saved, &SavedTable::default());
+        assert_eq!(stale.filter, vec![network_chain("b")]);
+        assert!(drifted_chains(&both, &saved, &SavedTable::default()).contains(&CHAIN_POSTROUTING));
+        let drift = drifted_chains(&both, &saved, &SavedTable::default());
+        assert_eq!(drift, vec![CHAIN_POSTROUTING], "filter chains match exactly");
+    }
+}
