@@ -184,6 +184,10 @@ impl Netlink {
             .collect())
     }
 
+    pub fn set_alias(&mut self, name: &str, alias: &str) -> Result<()> {
+        self.batch(vec![set_alias_request(name, alias)])
+    }
+
     pub fn set_up(&mut self, index: u32, what: &str) -> Result<()> {
         self.batch(vec![set_up_request(index, what)])
     }

@@ -1,1 +1,11 @@
-//! placeholder
+//! netd: the daemon that owns container networking on a host, and the pieces `netctl`
+//! shares with it.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod files;
+pub mod pause;
+pub mod state;
+pub mod store;

@@ -1,0 +1,536 @@
+//! netctl: the command line of netd, shaped like `docker network`, `docker run` and
+//! `docker exec`.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use netd::api::client::Client;
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(name = "netctl", version, about = "Command line of the netd container network daemon")]
+struct Cli {
+    /// netd's API socket.
+    #[arg(long, global = true, env = "NETD_SOCKET", default_value = "/run/netd/netd.sock")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Create a sandbox (a network namespace held by a pause process), optionally running
+    /// a command in it.
+    Run(RunArgs),
+    /// Run a command inside a sandbox.
+    Exec {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Connect a sandbox to a network (next free ethN).
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        name: String,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect { network: String, name: String },
+    /// List sandboxes.
+    Ps {
+        /// Only print ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show sandboxes in detail (JSON).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove sandboxes.
+    Rm {
+        /// Stop processes running in the sandbox (and sandboxes sharing it) first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// System operations.
+    #[command(subcommand)]
+    System(SystemCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworkCmd {
+    /// Create a network.
+    Create {
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        #[arg(long)]
+        internal: bool,
+        /// Driver option KEY=VALUE (bridge-name, mtu, icc, masquerade).
+        #[arg(short, long = "opt")]
+        opts: Vec<String>,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks in detail (JSON).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove all networks no sandbox uses.
+    Prune {
+        /// Accepted for Docker compatibility; prune never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCmd {
+    /// Repair the kernel state from netd's records now, and print what was repaired.
+    Reconcile,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    name: Option<String>,
+    /// NET, none, or container:NAME.
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long = "alias")]
+    aliases: Vec<String>,
+    /// Run CMD in the background (output to the sandbox's log file) and print the id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the sandbox when CMD exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+fn key_values(field: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(anyhow!("{field}: {item:?} is not KEY=VALUE")),
+        })
+        .collect()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Cmd::Network(cmd) => network(&client, cmd).await,
+        Cmd::Run(args) => run_sandbox(&client, args).await,
+        Cmd::Exec { name, command } => {
+            let info = client.call(Method::GET, &format!("/sandboxes/{name}"), None).await?;
+            let mut cmd = sandbox_command(&info, &command)?;
+            wait_foreground(&mut cmd, &command[0])
+        }
+        Cmd::Connect { ip, aliases, network, name } => {
+            let body = json!({"container": name, "ip": ip, "aliases": aliases});
+            client.call(Method::POST, &format!("/networks/{network}/connect"), Some(&body)).await?;
+            Ok(0)
+        }
+        Cmd::Disconnect { network, name } => {
+            let body = json!({"container": name});
+            client.call(Method::POST, &format!("/networks/{network}/disconnect"), Some(&body)).await?;
+            Ok(0)
+        }
+        Cmd::Ps { quiet } => {
+            let list = client.call(Method::GET, "/sandboxes", None).await?;
+            print_sandboxes(&list, quiet);
+            Ok(0)
+        }
+        Cmd::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in names {
+                out.push(client.call(Method::GET, &format!("/sandboxes/{name}"), None).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        Cmd::Rm { force, names } => {
+            let mut failed = false;
+            for name in names {
+                let path = format!("/sandboxes/{name}?force={force}");
+                match client.call(Method::DELETE, &path, None).await {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(u8::from(failed))
+        }
+        Cmd::System(SystemCmd::Reconcile) => {
+            let answer = client.call(Method::POST, "/system/reconcile", None).await?;
+            let repairs = answer["Repairs"].as_array().cloned().unwrap_or_default();
+            if repairs.is_empty() {
+                println!("nothing to repair");
+            }
+            for repair in repairs {
+                println!("{}", repair.as_str().unwrap_or_default());
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
+    match cmd {
+        NetworkCmd::Create { driver, subnet, gateway, ip_range, internal, opts, labels, name } => {
+            let body = json!({
+                "name": name,
+                "driver": driver,
+                "subnet": subnet,
+                "gateway": gateway,
+                "ip_range": ip_range,
+                "internal": internal,
+                "options": key_values("--opt", &opts)?,
+                "labels": key_values("--label", &labels)?,
+            });
+            let answer = client.call(Method::POST, "/networks", Some(&body)).await?;
+            println!("{}", answer["Id"].as_str().unwrap_or_default());
+            Ok(0)
+        }
+        NetworkCmd::Ls { quiet } => {
+            let list = client.call(Method::GET, "/networks", None).await?;
+            let rows: Vec<Vec<String>> = list
+                .as_array()
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|n| {
+                    vec![
+                        short(n["Id"].as_str().unwrap_or_default()),
+                        text(&n["Name"]),
+                        text(&n["Driver"]),
+                        text(&n["Scope"]),
+                    ]
+                })
+                .collect();
+            if quiet {
+                rows.iter().for_each(|r| println!("{}", r[0]));
+            } else {
+                print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
+            }
+            Ok(0)
+        }
+        NetworkCmd::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in names {
+                out.push(client.call(Method::GET, &format!("/networks/{name}"), None).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        NetworkCmd::Rm { names } => {
+            let mut failed = false;
+            for name in names {
+                match client.call(Method::DELETE, &format!("/networks/{name}"), None).await {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(u8::from(failed))
+        }
+        NetworkCmd::Prune { force: _ } => {
+            let answer = client.call(Method::POST, "/networks/prune", None).await?;
+            let deleted = answer["NetworksDeleted"].as_array().cloned().unwrap_or_default();
+            if !deleted.is_empty() {
+                println!("Deleted Networks:");
+                for name in deleted {
+                    println!("{}", name.as_str().unwrap_or_default());
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
+    let body = json!({
+        "name": args.name,
+        "network": args.network,
+        "ip": args.ip,
+        "aliases": args.aliases,
+    });
+    let info = client.call(Method::POST, "/sandboxes", Some(&body)).await?;
+    let id = text(&info["Id"]);
+    if args.command.is_empty() {
+        println!("{id}");
+        return Ok(0);
+    }
+    if args.detach {
+        let started = start_detached(&info, &args.command);
+        match started {
+            Ok(pid) => {
+                let body = json!({"pid": pid});
+                client.call(Method::POST, &format!("/sandboxes/{id}/processes"), Some(&body)).await?;
+                println!("{id}");
+                return Ok(0);
+            }
+            Err(e) => {
+                let _ = client.call(Method::DELETE, &format!("/sandboxes/{id}?force=true"), None).await;
+                return Err(e);
+            }
+        }
+    }
+    let mut cmd = sandbox_command(&info, &args.command)?;
+    let code = wait_foreground(&mut cmd, &args.command[0]);
+    if args.rm {
+        client.call(Method::DELETE, &format!("/sandboxes/{id}?force=true"), None).await?;
+    }
+    code
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_sandboxes(list: &Value, quiet: bool) {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let nets = s["NetworkSettings"]["Networks"].as_object().cloned().unwrap_or_default();
+            let names: Vec<String> = nets.keys().cloned().collect();
+            let ips: Vec<String> = nets.values().map(|n| text(&n["IPAddress"])).collect();
+            let mode = text(&s["HostConfig"]["NetworkMode"]);
+            vec![
+                short(&text(&s["Id"])),
+                ago(&text(&s["Created"])),
+                if s["State"]["Running"].as_bool() == Some(true) { "Up".into() } else { "Dead".into() },
+                if names.is_empty() { mode } else { names.join(",") },
+                ips.join(","),
+                text(&s["Name"]).trim_start_matches('/').to_string(),
+            ]
+        })
+        .collect();
+    if quiet {
+        rows.iter().for_each(|r| println!("{}", r[0]));
+    } else {
+        print_table(&["CONTAINER ID", "CREATED", "STATUS", "NETWORKS", "IP ADDRESS", "NAMES"], &rows);
+    }
+}
+
+fn ago(rfc3339: &str) -> String {
+    let Ok(then) = humantime::parse_rfc3339_weak(rfc3339) else {
+        return rfc3339.to_string();
+    };
+    let secs = std::time::SystemTime::now().duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
+    match secs {
+        0..=59 => format!("{secs} seconds ago"),
+        60..=3599 => format!("{} minutes ago", secs / 60),
+        3600..=86399 => format!("{} hours ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86400),
+    }
+}
+
+/// What a process needs to enter a sandbox, prepared before fork so that the child only
+/// makes async-signal-safe system calls.
+struct Entry {
+    netns: std::fs::File,
+    binds: Vec<(CString, CString)>,
+    hostname: Vec<u8>,
+}
+
+fn entry_for(info: &Value) -> anyhow::Result<Entry> {
+    let key = text(&info["NetworkSettings"]["SandboxKey"]);
+    let netns = std::fs::File::open(&key).with_context(|| format!("cannot open sandbox namespace {key}"))?;
+    let mut binds = Vec::new();
+    for (field, target) in [("HostsPath", "/etc/hosts"), ("ResolvConfPath", "/etc/resolv.conf"), ("HostnamePath", "/etc/hostname")] {
+        let source = text(&info[field]);
+        if !source.is_empty() && std::path::Path::new(&source).exists() && std::path::Path::new(target).exists() {
+            binds.push((CString::new(source)?, CString::new(target)?));
+        }
+    }
+    Ok(Entry {
+        netns,
+        binds,
+        hostname: text(&info["Config"]["Hostname"]).into_bytes(),
+    })
+}
+
+/// A command that runs inside the sandbox: its network namespace, plus a private mount and
+/// UTS namespace where the sandbox's hosts, resolv.conf and hostname are in place.
+fn sandbox_command(info: &Value, argv: &[String]) -> anyhow::Result<Command> {
+    let entry = entry_for(info)?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    let fd = entry.netns.as_raw_fd();
+    let root = CString::new("/")?;
+    let none = CString::new("none")?;
+    // SAFETY: the closure runs between fork and exec and only makes system calls on data
+    // prepared beforehand (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &entry.netns;
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::mount(none.as_ptr(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (source, target) in &entry.binds {
+                if libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if !entry.hostname.is_empty() {
+                libc::sethostname(entry.hostname.as_ptr().cast(), entry.hostname.len());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+fn wait_foreground(cmd: &mut Command, program: &str) -> anyhow::Result<u8> {
+    // Like a shell, leave terminal signals to the child while it runs.
+    // SAFETY: installing SIG_IGN runs no handler code.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("error: cannot run {program}: executable file not found");
+            return Ok(127);
+        }
+        Err(e) => {
+            eprintln!("error: cannot run {program}: {e}");
+            return Ok(126);
+        }
+    };
+    let status = child.wait().context("waiting for the command")?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(1),
+        _ => 1,
+    })
+}
+
+fn start_detached(info: &Value, argv: &[String]) -> anyhow::Result<u32> {
+    let log_path = text(&info["LogPath"]);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open log file {log_path}"))?;
+    let mut cmd = sandbox_command(info, argv)?;
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("cannot run {}", argv[0]))?;
+    let pid = child.id();
+    if pid == 0 {
+        bail!("cannot run {}", argv[0]);
+    }
+    Ok(pid)
+}

@@ -1,0 +1,58 @@
+//! netd-pause NETNS SANDBOX_ID: holds a sandbox's network namespace, like the Kubernetes
+//! pause container. Enters NETNS, forks, prints the child's pid and exits; the child
+//! detaches (own session, stdio on /dev/null) and sleeps until killed.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::unistd::{fork, setsid, ForkResult};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        eprintln!("usage: netd-pause NETNS SANDBOX_ID");
+        return ExitCode::from(2);
+    }
+    let netns = match File::open(&args[1]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("netd-pause: {}: {e}", args[1]);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET) {
+        eprintln!("netd-pause: setns {}: {e}", args[1]);
+        return ExitCode::FAILURE;
+    }
+    drop(netns);
+    // SAFETY: the process is single-threaded here, so fork is sound.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            println!("{child}");
+            ExitCode::SUCCESS
+        }
+        Ok(ForkResult::Child) => {
+            let _ = setsid();
+            let _ = std::env::set_current_dir("/");
+            if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            for sig in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
+                // SAFETY: installing SIG_IGN runs no handler code.
+                let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+            }
+            loop {
+                nix::unistd::pause();
+            }
+        }
+        Err(e) => {
+            eprintln!("netd-pause: fork: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! netd: the container network daemon.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use netd::api::server;
+use netd::config::{Args, Config};
+use netd::engine::{EngineConfig, EngineHandle};
+use netd::state::Paths;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::from_args(&args)?;
+    let exe = std::env::current_exe().context("cannot find netd's own executable")?;
+    let pause_binary = exe.with_file_name("netd-pause");
+    if !pause_binary.exists() {
+        anyhow::bail!("{} is missing (it is installed next to netd)", pause_binary.display());
+    }
+    let engine_config = EngineConfig {
+        paths: Paths {
+            root: config.root.clone(),
+            run_dir: config.run_dir.clone(),
+            pause_binary,
+        },
+        default_bridge: config.default_bridge.clone(),
+        default_subnet: config.default_subnet,
+        default_network: config.default_network,
+    };
+    let (engine, repairs) = EngineHandle::spawn(engine_config)?;
+    for repair in &repairs {
+        tracing::info!("start-up repair: {repair}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = server::bind(&config.socket)
+            .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+        tracing::info!("netd listening on {}", config.socket.display());
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        };
+        axum::serve(listener, server::router(engine))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("API server failed")?;
+        let _ = std::fs::remove_file(&config.socket);
+        tracing::info!("netd stopped; networks and sandboxes keep running");
+        Ok(())
+    })
+}

@@ -1,0 +1,142 @@
+//! netd's settings: flags, each also settable in a TOML file (`--config`); a flag given on
+//! the command line wins over the file, the file over the defaults.
+
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::error::{NetdError, Result};
+
+/// Command-line flags of `netd`.
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(name = "netd", version, about = "Container network daemon")]
+pub struct Args {
+    /// TOML file with any of the settings below (kebab-case keys).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// State directory [default: /var/lib/netd].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Runtime directory: namespaces, pause pids, sandbox files [default: /run/netd].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// API socket [default: RUN_DIR/netd.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Bridge of the default network [default: docker0].
+    #[arg(long)]
+    pub default_bridge: Option<String>,
+    /// Subnet of the default network; host bits set the gateway [default: 172.17.0.0/16].
+    #[arg(long)]
+    pub default_subnet: Option<String>,
+    /// Do not create the default `bridge` network.
+    #[arg(long)]
+    pub no_default_network: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    root: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    default_bridge: Option<String>,
+    default_subnet: Option<String>,
+    no_default_network: Option<bool>,
+}
+
+/// The settings netd runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub default_bridge: String,
+    pub default_subnet: Ipv4Net,
+    pub default_network: bool,
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let root = args.root.clone().or(file.root).unwrap_or_else(|| "/var/lib/netd".into());
+        let run_dir = args.run_dir.clone().or(file.run_dir).unwrap_or_else(|| "/run/netd".into());
+        let socket = args
+            .socket
+            .clone()
+            .or(file.socket)
+            .unwrap_or_else(|| run_dir.join("netd.sock"));
+        let default_bridge = args
+            .default_bridge
+            .clone()
+            .or(file.default_bridge)
+            .unwrap_or_else(|| "docker0".into());
+        let subnet_text = args
+            .default_subnet
+            .clone()
+            .or(file.default_subnet)
+            .unwrap_or_else(|| bridge_driver::pools::DEFAULT_BRIDGE_SUBNET.into());
+        let default_subnet: Ipv4Net = subnet_text.parse().map_err(|_| {
+            NetdError::Invalid(format!("--default-subnet: {subnet_text:?} is not an IPv4 CIDR"))
+        })?;
+        if default_subnet.prefix_len() > 30 {
+            return Err(NetdError::Invalid(format!(
+                "--default-subnet: {subnet_text} is too small (use /30 or larger)"
+            )));
+        }
+        let default_network = !(args.no_default_network || file.no_default_network.unwrap_or(false));
+        Ok(Config {
+            root,
+            run_dir,
+            socket,
+            default_bridge,
+            default_subnet,
+            default_network,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| NetdError::Invalid(format!("--config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| NetdError::Invalid(format!("--config {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("netd.toml");
+        std::fs::write(&path, "root = \"/srv/netd\"\ndefault-bridge = \"br9\"\n").expect("write");
+        let args = Args {
+            config: Some(path),
+            default_bridge: Some("br1".into()),
+            ..Default::default()
+        };
+        let c = Config::from_args(&args).expect("valid");
+        assert_eq!(c.root, PathBuf::from("/srv/netd"));
+        assert_eq!(c.default_bridge, "br1");
+        assert_eq!(c.run_dir, PathBuf::from("/run/netd"));
+        assert_eq!(c.socket, PathBuf::from("/run/netd/netd.sock"));
+        assert!(c.default_network);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_subnets_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("netd.toml");
+        std::fs::write(&path, "colour = \"blue\"\n").expect("write");
+        let args = Args { config: Some(path), ..Default::default() };
+        assert!(Config::from_args(&args).is_err());
+        let args = Args { default_subnet: Some("nope".into()), ..Default::default() };
+        let err = Config::from_args(&args).expect_err("bad").to_string();
+        assert!(err.contains("--default-subnet"), "{err}");
+    }
+}

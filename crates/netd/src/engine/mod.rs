@@ -1,0 +1,254 @@
+//! The engine: netd's state and every operation on it, run on one dedicated OS thread.
+//!
+//! One thread owns the state, the store and the netlink sockets, so operations are
+//! serialised without locks, and namespace switches (`setns`) happen on a thread that
+//! nothing else uses. The API sends it jobs and awaits the answers.
+
+mod dataplane;
+mod inspect;
+mod networks;
+mod reconcile;
+mod sandboxes;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use bridge_driver::model::{build_network, first_host, NetworkRequest};
+use bridge_driver::Network;
+use ipnet::Ipv4Net;
+use linkd::{Iptables, Netlink};
+use tokio::sync::oneshot;
+
+use crate::error::{NetdError, Result};
+use crate::state::{Paths, Sandbox, State};
+use crate::store::{Change, Kind, Store};
+
+pub use sandboxes::{ConnectRequest, RunRequest};
+
+/// How the engine is set up (from netd's flags).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub paths: Paths,
+    pub default_bridge: String,
+    /// The default network's subnet; host bits, if set, give the gateway (like `--bip`).
+    pub default_subnet: Ipv4Net,
+    pub default_network: bool,
+}
+
+/// Runtime facts about a sandbox that live in the run directory, not the store.
+#[derive(Debug, Clone, Default)]
+struct Runtime {
+    pause_pid: Option<i32>,
+    /// Processes started detached in the sandbox (`netctl run -d -- CMD`).
+    processes: Vec<i32>,
+}
+
+/// netd's state and the handles it needs to change the kernel.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    state: State,
+    store: Store,
+    host: Netlink,
+    iptables: Iptables,
+    runtime: HashMap<String, Runtime>,
+}
+
+const DEFAULT_NETWORK_NAME: &str = "bridge";
+
+impl Engine {
+    /// Opens the store, loads the state, sets up the default network and reconciles the
+    /// kernel with the recorded state. Returns the engine and what start-up repaired.
+    pub fn start(config: EngineConfig) -> Result<(Engine, Vec<String>)> {
+        let store = Store::open(&config.paths.root)?;
+        let mut state = State::default();
+        for network in store.load::<Network>(Kind::Network)? {
+            state.networks.insert(network.id.clone(), network);
+        }
+        for sandbox in store.load::<Sandbox>(Kind::Sandbox)? {
+            state.sandboxes.insert(sandbox.id.clone(), sandbox);
+        }
+        state.rebuild_pools()?;
+        for dir in [config.paths.netns_dir(), config.paths.sandboxes_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                NetdError::Internal(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut engine = Engine {
+            host: Netlink::open()?,
+            iptables: Iptables::default(),
+            runtime: HashMap::new(),
+            config,
+            state,
+            store,
+        };
+        engine.load_runtime();
+        engine.ensure_default_network()?;
+        let repairs = engine.reconcile()?;
+        Ok((engine, repairs))
+    }
+
+    fn load_runtime(&mut self) {
+        for id in self.state.sandboxes.keys() {
+            let pause_pid = crate::state::read_pid(&self.config.paths.sandbox_file(id, "pause.pid"));
+            let processes = std::fs::read_to_string(self.config.paths.sandbox_file(id, "processes"))
+                .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+                .unwrap_or_default();
+            self.runtime.insert(id.clone(), Runtime { pause_pid, processes });
+        }
+    }
+
+    /// The default `bridge` network: created on first start, checked on every start.
+    fn ensure_default_network(&mut self) -> Result<()> {
+        if !self.config.default_network {
+            return Ok(());
+        }
+        let subnet = self.config.default_subnet.trunc();
+        let gateway = if self.config.default_subnet.addr() == subnet.network() {
+            first_host(subnet)?
+        } else {
+            self.config.default_subnet.addr()
+        };
+        let bridge = self.config.default_bridge.clone();
+        bridge_driver::names::validate_ifname("--default-bridge", &bridge)?;
+        if let Some(existing) = self.state.networks.values().find(|n| n.default).cloned() {
+            if existing.bridge == bridge && existing.subnet == subnet && existing.gateway == gateway {
+                return Ok(());
+            }
+            if self.state.attached(&existing.id).next().is_some() {
+                return Err(NetdError::Conflict(format!(
+                    "the default network uses bridge {} and subnet {} and has sandboxes attached; \
+                     remove them before changing --default-bridge or --default-subnet",
+                    existing.bridge, existing.subnet
+                )));
+            }
+            self.remove_network_record(&existing)?;
+        }
+        let adopt = self.check_default_bridge_free(&bridge, gateway, subnet)?;
+        let request = NetworkRequest {
+            name: DEFAULT_NETWORK_NAME.into(),
+            subnet: Some(subnet.to_string()),
+            gateway: Some(gateway.to_string()),
+            options: [
+                ("com.docker.network.bridge.default_bridge", "true"),
+                ("com.docker.network.bridge.name", bridge.as_str()),
+                ("com.docker.network.bridge.enable_icc", "true"),
+                ("com.docker.network.bridge.enable_ip_masquerade", "true"),
+                ("com.docker.network.driver.mtu", "1500"),
+            ]
+            .into_iter()
+            .filter(|(k, _)| *k != "com.docker.network.bridge.default_bridge")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..Default::default()
+        };
+        let valid = request.validate()?;
+        let mut network = build_network(
+            crate::state::new_id()?,
+            crate::state::now_rfc3339(),
+            &request,
+            &valid,
+            subnet,
+            true,
+        )?;
+        network
+            .options
+            .insert("com.docker.network.bridge.default_bridge".into(), "true".into());
+        if adopt {
+            // A bridge left with our address (an earlier netd, or Docker's docker0): mark
+            // it as this network's so it is managed from now on.
+            self.host
+                .set_alias(&bridge, &bridge_driver::names::bridge_alias(&network.id))?;
+        }
+        self.add_network(network)?;
+        Ok(())
+    }
+
+    /// Refuses to take over a link another program owns with a different address.
+    /// Returns whether an existing bridge with the right address is to be adopted.
+    fn check_default_bridge_free(&mut self, bridge: &str, gateway: Ipv4Addr, subnet: Ipv4Net) -> Result<bool> {
+        let Some(link) = self.host.link_by_name(bridge)? else {
+            return Ok(false);
+        };
+        if dataplane::owned_bridge_network(&link).is_some() {
+            return Ok(true);
+        }
+        let wanted = Ipv4Net::new(gateway, subnet.prefix_len()).unwrap_or(subnet);
+        let addresses = self.host.addresses_of(link.index)?;
+        if link.kind.as_deref() == Some("bridge") && (addresses.is_empty() || addresses.contains(&wanted)) {
+            return Ok(true);
+        }
+        let have: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+        Err(NetdError::Conflict(format!(
+            "interface {bridge} already exists ({}, address {}) and is not managed by netd; \
+             choose another name with --default-bridge NAME (or --no-default-network)",
+            link.kind.as_deref().unwrap_or("unknown kind"),
+            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+        )))
+    }
+
+    fn commit(&self, changes: Vec<Change>) -> Result<()> {
+        self.store.commit(changes)
+    }
+
+    fn paths(&self) -> &Paths {
+        &self.config.paths
+    }
+
+    fn netns_path(&self, sandbox: &Sandbox) -> PathBuf {
+        self.paths().netns(sandbox.netns_owner())
+    }
+}
+
+/// A job for the engine thread.
+type Job = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// A handle to the engine thread, cheap to clone into request handlers.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl EngineHandle {
+    /// Starts the engine on its own thread; returns once start-up is done.
+    pub fn spawn(config: EngineConfig) -> Result<(EngineHandle, Vec<String>)> {
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("netd-engine".into())
+            .spawn(move || match Engine::start(config) {
+                Ok((mut engine, repairs)) => {
+                    let _ = ready_tx.send(Ok(repairs));
+                    while let Ok(job) = jobs_rx.recv() {
+                        job(&mut engine);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| NetdError::Internal(format!("cannot start the engine thread: {e}")))?;
+        let repairs = ready_rx
+            .recv()
+            .map_err(|_| NetdError::Internal("the engine thread died during start-up".into()))??;
+        Ok((EngineHandle { jobs: jobs_tx }, repairs))
+    }
+
+    /// Runs `f` on the engine thread and returns its answer.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Engine) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |engine| {
+                let _ = tx.send(f(engine));
+            }))
+            .map_err(|_| NetdError::Internal("the engine has stopped".into()))?;
+        rx.await
+            .map_err(|_| NetdError::Internal("the engine dropped the request".into()))?
+    }
+}

@@ -1,0 +1,164 @@
+//! Reconciliation: make the kernel match the recorded state, and remove what netd owns but
+//! no longer wants. Runs at start-up and on demand (`netctl system reconcile`); reports
+//! every repair as one line.
+
+use std::collections::HashSet;
+
+use bridge_driver::names::parse_host_veth_name;
+use bridge_driver::plan::bridge_plan;
+use linkd::Netns;
+
+use super::{dataplane, Engine, Runtime};
+use crate::error::Result;
+use crate::pause;
+use crate::state::Sandbox;
+
+impl Engine {
+    pub fn reconcile(&mut self) -> Result<Vec<String>> {
+        let mut repairs = Vec::new();
+        let networks: Vec<_> = self.ordered_networks().into_iter().cloned().collect();
+        for network in &networks {
+            for repair in dataplane::ensure_bridge(&mut self.host, &bridge_plan(network))? {
+                repairs.push(format!("network {}: {repair}", network.name));
+            }
+        }
+        self.apply_host_sysctls()?;
+        repairs.extend(dataplane::reconcile_firewall(&self.iptables, &self.ordered_networks())?);
+
+        // Owners first, so sandboxes that join them find the namespace in place.
+        let mut sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
+        sandboxes.sort_by_key(|s| s.joined.is_some());
+        for sandbox in &sandboxes {
+            if let Err(e) = self.reconcile_sandbox(sandbox, &mut repairs) {
+                repairs.push(format!("sandbox {}: could not repair: {e}", sandbox.name));
+            }
+        }
+        self.remove_leaks(&mut repairs)?;
+        Ok(repairs)
+    }
+
+    fn reconcile_sandbox(&mut self, sandbox: &Sandbox, repairs: &mut Vec<String>) -> Result<()> {
+        let name = &sandbox.name;
+        let netns_path = self.netns_path(sandbox);
+        if sandbox.joined.is_none() && !Netns::is_mounted(&netns_path) {
+            // The namespace is gone (a reboot, or a crash before it was made): rebuild the
+            // sandbox from its record, with a new pause process.
+            if let Some(runtime) = self.runtime.remove(&sandbox.id) {
+                self.teardown_sandbox(&sandbox.id, true, &runtime);
+            }
+            let pid = self.create_sandbox(sandbox)?;
+            self.runtime.insert(sandbox.id.clone(), Runtime { pause_pid: Some(pid), processes: Vec::new() });
+            repairs.push(format!("sandbox {name}: recreated its network namespace (pause pid {pid})"));
+            return Ok(());
+        }
+        if sandbox.joined.is_none() {
+            self.reconcile_endpoints(sandbox, repairs)?;
+        }
+        let pause_pid = self.runtime.get(&sandbox.id).and_then(|r| r.pause_pid);
+        let alive = pause_pid.is_some_and(|pid| pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid));
+        if !alive {
+            let pid = pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?.finish()?;
+            crate::files::write_atomic(&self.paths().sandbox_file(&sandbox.id, "pause.pid"), &format!("{pid}\n"))?;
+            self.runtime.entry(sandbox.id.clone()).or_default().pause_pid = Some(pid);
+            repairs.push(format!("sandbox {name}: restarted its pause process (pid {pid})"));
+        }
+        let dir = self.paths().sandbox_dir(&sandbox.id);
+        if !self.paths().sandbox_file(&sandbox.id, "hosts").exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| crate::error::NetdError::Internal(e.to_string()))?;
+            self.write_files(sandbox)?;
+            repairs.push(format!("sandbox {name}: rewrote hosts and resolv.conf"));
+        }
+        Ok(())
+    }
+
+    fn reconcile_endpoints(&mut self, sandbox: &Sandbox, repairs: &mut Vec<String>) -> Result<()> {
+        let netns = Netns::open(self.netns_path(sandbox))?;
+        let mut inner = netns.netlink()?;
+        for (plan, bridge) in self.endpoint_plans(sandbox)? {
+            let bridge_link = self.host.require_link(&bridge)?;
+            let host_end = self.host.link_by_name(&plan.host_veth)?;
+            let inside = inner.link_by_name(&plan.interface)?;
+            let complete = match (&host_end, &inside) {
+                (Some(h), Some(i)) => {
+                    h.master == Some(bridge_link.index)
+                        && h.up
+                        && i.up
+                        && inner.addresses_of(i.index)?.contains(&plan.address)
+                }
+                _ => false,
+            };
+            if complete {
+                if let (Some(gateway), Some(i)) = (plan.default_gateway, &inside) {
+                    let has_default = inner
+                        .routes()?
+                        .iter()
+                        .any(|r| r.destination.prefix_len() == 0 && r.gateway == Some(gateway));
+                    if !has_default {
+                        inner.replace_route(&dataplane::default_route(gateway, i.index))?;
+                        repairs.push(format!("sandbox {}: restored its default route", sandbox.name));
+                    }
+                }
+                continue;
+            }
+            // Rebuild the endpoint from scratch: a half-made pair is simpler to replace.
+            if let Some(h) = host_end {
+                self.host.delete_link(h.index, &plan.host_veth)?;
+            }
+            if let Some(i) = inside {
+                inner.delete_link(i.index, &plan.interface)?;
+            }
+            dataplane::create_endpoint(&mut self.host, &netns, &mut inner, bridge_link.index, &plan)?;
+            repairs.push(format!("sandbox {}: recreated interface {}", sandbox.name, plan.interface));
+        }
+        Ok(())
+    }
+
+    /// Removes veths, bridges, namespaces, pause processes and run files that belong to
+    /// no recorded network or sandbox.
+    fn remove_leaks(&mut self, repairs: &mut Vec<String>) -> Result<()> {
+        let wanted_veths: HashSet<String> = self
+            .state
+            .sandboxes
+            .values()
+            .flat_map(|s| {
+                s.endpoints
+                    .iter()
+                    .map(|e| bridge_driver::names::host_veth_name(&s.id, e.interface))
+            })
+            .collect();
+        for link in self.host.links()? {
+            if link.kind.as_deref() == Some("veth")
+                && parse_host_veth_name(&link.name).is_some()
+                && !wanted_veths.contains(&link.name)
+            {
+                self.host.delete_link(link.index, &link.name)?;
+                repairs.push(format!("removed leaked veth {}", link.name));
+            }
+            if let Some(network_id) = dataplane::owned_bridge_network(&link) {
+                if !self.state.networks.contains_key(network_id) {
+                    self.host.delete_link(link.index, &link.name)?;
+                    repairs.push(format!("removed bridge {} of a deleted network", link.name));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.paths().netns_dir()) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !self.state.sandboxes.contains_key(&id) {
+                    let _ = Netns::remove(entry.path());
+                    repairs.push(format!("removed leaked network namespace {id}"));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.paths().sandboxes_dir()) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !self.state.sandboxes.contains_key(&id) {
+                    self.teardown_sandbox(&id, true, &Runtime::default());
+                    repairs.push(format!("removed leftovers of deleted sandbox {id}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,424 @@
+//! Sandbox verbs: run, rm, connect, disconnect.
+
+use std::net::Ipv4Addr;
+
+use bridge_driver::mac::mac_from_ip;
+use bridge_driver::model::parse_ip;
+use bridge_driver::names::validate_name;
+use bridge_driver::plan::{endpoint_plan, EndpointPlan};
+use bridge_driver::Network;
+use linkd::{Netlink, Netns};
+use serde::{Deserialize, Serialize};
+
+use super::{dataplane, Engine, Runtime, DEFAULT_NETWORK_NAME};
+use crate::error::{NetdError, Result};
+use crate::files;
+use crate::pause;
+use crate::state::{new_id, now_rfc3339, Endpoint, Sandbox};
+use crate::store::{Change, Kind};
+
+/// `netctl run`'s request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A network, `none`, or `container:NAME`; the default network when absent.
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// `netctl connect`'s request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    pub container: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+enum Mode {
+    None,
+    Network(Network),
+    Joined(Sandbox),
+}
+
+fn validate_aliases(aliases: &[String]) -> Result<()> {
+    for alias in aliases {
+        validate_name("--alias", alias)?;
+    }
+    Ok(())
+}
+
+impl Engine {
+    fn parse_mode(&self, network: Option<&str>) -> Result<Mode> {
+        match network {
+            Some("none") => Ok(Mode::None),
+            Some(spec) if spec.starts_with("container:") => {
+                let target = &spec["container:".len()..];
+                let owner = self.state.sandbox(target)?;
+                let owner = self.state.sandbox(owner.netns_owner())?.clone();
+                Ok(Mode::Joined(owner))
+            }
+            Some(name) => Ok(Mode::Network(self.state.network(name)?.clone())),
+            None => {
+                let default = self.state.networks.values().find(|n| n.default).cloned();
+                default.map(Mode::Network).ok_or_else(|| {
+                    NetdError::NotFound(format!(
+                        "network {DEFAULT_NETWORK_NAME} not found (netd runs with --no-default-network); give --network"
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Takes an address on a network: the requested one, or the next free one.
+    fn take_address(&mut self, network: &Network, ip: Option<&str>) -> Result<Ipv4Addr> {
+        let pool = self
+            .state
+            .pools
+            .get_mut(&network.id)
+            .ok_or_else(|| NetdError::Internal(format!("no address pool for {}", network.name)))?;
+        match ip {
+            Some(text) => {
+                let ip = parse_ip("--ip", text)?;
+                pool.reserve(ip).map_err(|e| NetdError::Conflict(format!("--ip: {e}")))?;
+                Ok(ip)
+            }
+            None => Ok(pool.allocate()?),
+        }
+    }
+
+    fn release_addresses(&mut self, endpoints: &[Endpoint]) {
+        for ep in endpoints {
+            if let Some(pool) = self.state.pools.get_mut(&ep.network_id) {
+                pool.release(ep.ip);
+            }
+        }
+    }
+
+    /// `netctl run`: records the sandbox, then creates its namespace, pause process,
+    /// endpoint and files. On failure everything is undone and the error returned.
+    pub fn run(&mut self, request: RunRequest) -> Result<Sandbox> {
+        if let Some(name) = &request.name {
+            validate_name("--name", name)?;
+            if self.state.sandboxes.values().any(|s| &s.name == name) {
+                return Err(NetdError::Conflict(format!(
+                    "the sandbox name {name} is already in use"
+                )));
+            }
+        }
+        validate_aliases(&request.aliases)?;
+        let mode = self.parse_mode(request.network.as_deref())?;
+        if request.ip.is_some() && !matches!(mode, Mode::Network(_)) {
+            return Err(NetdError::Invalid("--ip: needs --network NET".into()));
+        }
+        if !request.aliases.is_empty() && !matches!(mode, Mode::Network(_)) {
+            return Err(NetdError::Invalid("--alias: needs --network NET".into()));
+        }
+        let id = new_id()?;
+        let name = request.name.clone().unwrap_or_else(|| id[..12].to_string());
+        let (network_mode, joined, endpoints) = match &mode {
+            Mode::None => ("none".to_string(), None, Vec::new()),
+            Mode::Joined(owner) => (format!("container:{}", owner.id), Some(owner.id.clone()), Vec::new()),
+            Mode::Network(network) => {
+                let ip = self.take_address(network, request.ip.as_deref())?;
+                let endpoint = Endpoint {
+                    network_id: network.id.clone(),
+                    endpoint_id: new_id()?,
+                    interface: 0,
+                    ip,
+                    mac: mac_from_ip(ip),
+                    aliases: request.aliases.clone(),
+                    default_route: !network.internal,
+                    static_ip: request.ip.is_some(),
+                };
+                (network.name.clone(), None, vec![endpoint])
+            }
+        };
+        let sandbox = Sandbox {
+            id: id.clone(),
+            name,
+            created: now_rfc3339(),
+            network_mode,
+            joined,
+            endpoints,
+        };
+        if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &id, &sandbox)?]) {
+            self.release_addresses(&sandbox.endpoints);
+            return Err(e);
+        }
+        self.state.sandboxes.insert(id.clone(), sandbox.clone());
+        match self.create_sandbox(&sandbox) {
+            Ok(pid) => {
+                self.runtime.insert(
+                    id,
+                    Runtime {
+                        pause_pid: Some(pid),
+                        processes: Vec::new(),
+                    },
+                );
+                Ok(sandbox)
+            }
+            Err(e) => {
+                let _ = self.forget_sandbox(&sandbox);
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn endpoint_plans(&self, sandbox: &Sandbox) -> Result<Vec<(EndpointPlan, String)>> {
+        sandbox
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let network = self.state.networks.get(&ep.network_id).ok_or_else(|| {
+                    NetdError::Internal(format!("endpoint on unknown network {}", ep.network_id))
+                })?;
+                let plan = endpoint_plan(network, &sandbox.id, ep.interface, ep.ip, ep.default_route);
+                Ok((plan, network.bridge.clone()))
+            })
+            .collect()
+    }
+
+    /// Creates the kernel side of a recorded sandbox; returns the pause pid.
+    pub(super) fn create_sandbox(&mut self, sandbox: &Sandbox) -> Result<i32> {
+        let dir = self.paths().sandbox_dir(&sandbox.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| NetdError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        let netns_path = self.netns_path(sandbox);
+        let starting = if sandbox.joined.is_some() {
+            pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?
+        } else {
+            let (netns, mut inner) = Netns::create(&netns_path)?;
+            let starting = pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?;
+            for (plan, bridge) in self.endpoint_plans(sandbox)? {
+                let bridge_index = self.host.require_link(&bridge)?.index;
+                dataplane::create_endpoint(&mut self.host, &netns, &mut inner, bridge_index, &plan)?;
+            }
+            starting
+        };
+        self.write_files(sandbox)?;
+        let pid = starting.finish()?;
+        files::write_atomic(&self.paths().sandbox_file(&sandbox.id, "pause.pid"), &format!("{pid}\n"))?;
+        Ok(pid)
+    }
+
+    /// Writes the sandbox's hosts, resolv.conf and hostname files.
+    pub(super) fn write_files(&self, sandbox: &Sandbox) -> Result<()> {
+        let hostname = sandbox.short_id();
+        let addresses: Vec<Ipv4Addr> = sandbox.endpoints.iter().map(|e| e.ip).collect();
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let paths = self.paths();
+        files::write_atomic(
+            &paths.sandbox_file(&sandbox.id, "hosts"),
+            &files::hosts(hostname, &sandbox.name, &addresses),
+        )?;
+        files::write_atomic(&paths.sandbox_file(&sandbox.id, "resolv.conf"), &files::resolv_conf(&host_resolv))?;
+        files::write_atomic(&paths.sandbox_file(&sandbox.id, "hostname"), &format!("{hostname}\n"))?;
+        Ok(())
+    }
+
+    /// Deletes a sandbox's record, then tears its kernel side down (best effort, ordered:
+    /// processes, namespace, files).
+    fn forget_sandbox(&mut self, sandbox: &Sandbox) -> Result<()> {
+        self.commit(vec![Change::delete(Kind::Sandbox, &sandbox.id)])?;
+        self.state.sandboxes.remove(&sandbox.id);
+        self.release_addresses(&sandbox.endpoints);
+        let runtime = self.runtime.remove(&sandbox.id).unwrap_or_default();
+        self.teardown_sandbox(&sandbox.id, sandbox.joined.is_none(), &runtime);
+        Ok(())
+    }
+
+    /// Removes what a sandbox left in the kernel and the run directory. Idempotent.
+    pub(super) fn teardown_sandbox(&self, id: &str, owns_netns: bool, runtime: &Runtime) {
+        for pid in &runtime.processes {
+            if process_in_netns(*pid, &self.paths().netns(id)) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let pause_pid = runtime
+            .pause_pid
+            .or_else(|| crate::state::read_pid(&self.paths().sandbox_file(id, "pause.pid")));
+        if let Some(pid) = pause_pid {
+            pause::stop(pid, id);
+        }
+        if owns_netns {
+            let _ = Netns::remove(self.paths().netns(id));
+        }
+        let _ = std::fs::remove_dir_all(self.paths().sandbox_dir(id));
+    }
+
+    /// `netctl rm`: refused while detached processes run or other sandboxes share the
+    /// namespace, unless forced (which stops them first).
+    pub fn remove_sandbox(&mut self, reference: &str, force: bool) -> Result<String> {
+        let sandbox = self.state.sandbox(reference)?.clone();
+        let dependents: Vec<Sandbox> = self.state.joined_to(&sandbox.id).into_iter().cloned().collect();
+        if !dependents.is_empty() && !force {
+            let names: Vec<&str> = dependents.iter().map(|s| s.name.as_str()).collect();
+            return Err(NetdError::Conflict(format!(
+                "sandbox {} shares its network namespace with {}; remove them first or use -f",
+                sandbox.name,
+                names.join(", ")
+            )));
+        }
+        let running = self.running_processes(&sandbox);
+        if !running.is_empty() && !force {
+            return Err(NetdError::Conflict(format!(
+                "sandbox {} has running processes ({}); stop them or use -f",
+                sandbox.name,
+                running.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        for dependent in dependents {
+            self.forget_sandbox(&dependent)?;
+        }
+        self.forget_sandbox(&sandbox)?;
+        Ok(sandbox.id)
+    }
+
+    fn running_processes(&self, sandbox: &Sandbox) -> Vec<i32> {
+        let netns = self.netns_path(sandbox);
+        self.runtime
+            .get(&sandbox.id)
+            .map(|r| r.processes.iter().copied().filter(|p| process_in_netns(*p, &netns)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records a process started detached in a sandbox, so `rm` knows about it.
+    pub fn add_process(&mut self, reference: &str, pid: i32) -> Result<()> {
+        let sandbox = self.state.sandbox(reference)?.clone();
+        if !process_in_netns(pid, &self.netns_path(&sandbox)) {
+            return Err(NetdError::Invalid(format!(
+                "process {pid} does not run in sandbox {}",
+                sandbox.name
+            )));
+        }
+        let runtime = self.runtime.entry(sandbox.id.clone()).or_default();
+        runtime.processes.retain(|p| pause::is_alive(*p));
+        runtime.processes.push(pid);
+        let text: String = runtime.processes.iter().map(|p| format!("{p}\n")).collect();
+        files::write_atomic(&self.paths().sandbox_file(&sandbox.id, "processes"), &text)
+    }
+
+    /// `netctl connect`: a new interface (next free ethN) on another network.
+    pub fn connect(&mut self, network_ref: &str, request: ConnectRequest) -> Result<Sandbox> {
+        validate_aliases(&request.aliases)?;
+        let network = self.state.network(network_ref)?.clone();
+        let mut sandbox = self.state.sandbox(&request.container)?.clone();
+        if sandbox.joined.is_some() {
+            return Err(NetdError::Conflict(format!(
+                "sandbox {} shares the network namespace of another sandbox and cannot be connected to a network",
+                sandbox.name
+            )));
+        }
+        if sandbox.endpoints.iter().any(|e| e.network_id == network.id) {
+            return Err(NetdError::Conflict(format!(
+                "sandbox {} is already connected to network {}",
+                sandbox.name, network.name
+            )));
+        }
+        let ip = self.take_address(&network, request.ip.as_deref())?;
+        let interface = (0..)
+            .find(|n| !sandbox.endpoints.iter().any(|e| e.interface == *n))
+            .unwrap_or(0);
+        let has_default = sandbox.endpoints.iter().any(|e| e.default_route);
+        let endpoint = Endpoint {
+            network_id: network.id.clone(),
+            endpoint_id: new_id()?,
+            interface,
+            ip,
+            mac: mac_from_ip(ip),
+            aliases: request.aliases.clone(),
+            default_route: !has_default && !network.internal,
+            static_ip: request.ip.is_some(),
+        };
+        sandbox.endpoints.push(endpoint.clone());
+        if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &sandbox.id, &sandbox)?]) {
+            self.release_addresses(std::slice::from_ref(&endpoint));
+            return Err(e);
+        }
+        let previous = self.state.sandboxes.insert(sandbox.id.clone(), sandbox.clone());
+        if let Err(e) = self.apply_connect(&sandbox, &network, &endpoint) {
+            // Undo: back to the previous record, address released, link gone.
+            if let Some(previous) = previous {
+                if let Ok(change) = Change::put(Kind::Sandbox, &previous.id, &previous) {
+                    let _ = self.commit(vec![change]);
+                }
+                self.state.sandboxes.insert(previous.id.clone(), previous);
+            }
+            self.release_addresses(std::slice::from_ref(&endpoint));
+            let plan = endpoint_plan(&network, &sandbox.id, interface, ip, endpoint.default_route);
+            let _ = self.host.delete_link_by_name(&plan.host_veth);
+            return Err(e);
+        }
+        Ok(sandbox)
+    }
+
+    fn apply_connect(&mut self, sandbox: &Sandbox, network: &Network, endpoint: &Endpoint) -> Result<()> {
+        let netns = Netns::open(self.netns_path(sandbox))?;
+        let mut inner = netns.netlink()?;
+        let plan = endpoint_plan(network, &sandbox.id, endpoint.interface, endpoint.ip, endpoint.default_route);
+        let bridge_index = self.host.require_link(&network.bridge)?.index;
+        dataplane::create_endpoint(&mut self.host, &netns, &mut inner, bridge_index, &plan)?;
+        self.write_files(sandbox)
+    }
+
+    /// `netctl disconnect`: removes the interface; if it carried the default route, the
+    /// next endpoint that can carry it takes over.
+    pub fn disconnect(&mut self, network_ref: &str, container: &str) -> Result<Sandbox> {
+        let network = self.state.network(network_ref)?.clone();
+        let mut sandbox = self.state.sandbox(container)?.clone();
+        let Some(position) = sandbox.endpoints.iter().position(|e| e.network_id == network.id) else {
+            return Err(NetdError::NotFound(format!(
+                "sandbox {} is not connected to network {}",
+                sandbox.name, network.name
+            )));
+        };
+        let removed = sandbox.endpoints.remove(position);
+        let mut new_default = None;
+        if removed.default_route {
+            let networks = &self.state.networks;
+            if let Some(next) = sandbox
+                .endpoints
+                .iter_mut()
+                .find(|e| networks.get(&e.network_id).is_some_and(|n| !n.internal))
+            {
+                next.default_route = true;
+                new_default = Some(next.clone());
+            }
+        }
+        self.commit(vec![Change::put(Kind::Sandbox, &sandbox.id, &sandbox)?])?;
+        self.state.sandboxes.insert(sandbox.id.clone(), sandbox.clone());
+        self.release_addresses(std::slice::from_ref(&removed));
+
+        let netns = Netns::open(self.netns_path(&sandbox))?;
+        let mut inner: Netlink = netns.netlink()?;
+        inner.delete_link_by_name(&format!("eth{}", removed.interface))?;
+        if let Some(next) = new_default {
+            if let Some(gateway_net) = self.state.networks.get(&next.network_id) {
+                let gateway = gateway_net.gateway;
+                let link = inner.require_link(&format!("eth{}", next.interface))?;
+                inner.replace_route(&dataplane::default_route(gateway, link.index))?;
+            }
+        }
+        self.write_files(&sandbox)?;
+        Ok(sandbox)
+    }
+}
+
+/// Whether `pid` lives in the namespace mounted at `netns` (and is not a zombie).
+pub(super) fn process_in_netns(pid: i32, netns: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(want) = std::fs::metadata(netns) else {
+        return false;
+    };
+    let Ok(have) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+        return false;
+    };
+    have.ino() == want.ino() && have.dev() == want.dev() && pause::is_alive(pid)
+}

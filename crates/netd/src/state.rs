@@ -1,0 +1,173 @@
+//! The records netd keeps (networks, sandboxes and their endpoints) and lookups over them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use bridge_driver::ipam::Pool;
+use bridge_driver::Network;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NetdError, Result};
+
+/// One interface of a sandbox on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub endpoint_id: String,
+    /// N of `ethN` inside the sandbox.
+    pub interface: u32,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub aliases: Vec<String>,
+    /// Whether the sandbox's default route goes through this endpoint.
+    pub default_route: bool,
+    /// Whether the user asked for this address (`--ip`).
+    pub static_ip: bool,
+}
+
+/// A sandbox: a network namespace held by a pause process, with endpoints on networks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    /// As Docker shows it: the first network's name, `none`, or `container:<id>`.
+    pub network_mode: String,
+    /// The sandbox whose namespace this one shares (`--network container:NAME`).
+    pub joined: Option<String>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Sandbox {
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    /// The sandbox that owns the namespace (itself unless joined).
+    pub fn netns_owner(&self) -> &str {
+        self.joined.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// Where netd keeps runtime files (`--run-dir`) and state (`--root`).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub pause_binary: PathBuf,
+}
+
+impl Paths {
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir.join("netns")
+    }
+    pub fn netns(&self, sandbox_id: &str) -> PathBuf {
+        self.netns_dir().join(sandbox_id)
+    }
+    pub fn sandboxes_dir(&self) -> PathBuf {
+        self.run_dir.join("sandboxes")
+    }
+    pub fn sandbox_dir(&self, sandbox_id: &str) -> PathBuf {
+        self.sandboxes_dir().join(sandbox_id)
+    }
+    pub fn sandbox_file(&self, sandbox_id: &str, name: &str) -> PathBuf {
+        self.sandbox_dir(sandbox_id).join(name)
+    }
+}
+
+/// Reads a pid from a file written by netd.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Everything netd knows, in memory, mirrored in the store.
+#[derive(Debug, Default)]
+pub struct State {
+    pub networks: BTreeMap<String, Network>,
+    pub sandboxes: BTreeMap<String, Sandbox>,
+    pub pools: HashMap<String, Pool>,
+}
+
+/// Resolves a reference the way Docker does: exact name, then full id, then a unique id
+/// prefix.
+fn resolve<'a, T>(
+    items: &'a BTreeMap<String, T>,
+    name_of: impl Fn(&T) -> &str,
+    reference: &str,
+) -> Option<&'a T> {
+    if let Some(item) = items.values().find(|i| name_of(i) == reference) {
+        return Some(item);
+    }
+    if let Some(item) = items.get(reference) {
+        return Some(item);
+    }
+    if reference.is_empty() {
+        return None;
+    }
+    let mut matches = items.range(reference.to_string()..).take_while(|(k, _)| k.starts_with(reference));
+    match (matches.next(), matches.next()) {
+        (Some((_, item)), None) => Some(item),
+        _ => None,
+    }
+}
+
+impl State {
+    pub fn network(&self, reference: &str) -> Result<&Network> {
+        resolve(&self.networks, |n| n.name.as_str(), reference)
+            .ok_or_else(|| NetdError::NotFound(format!("network {reference} not found")))
+    }
+
+    pub fn sandbox(&self, reference: &str) -> Result<&Sandbox> {
+        resolve(&self.sandboxes, |s| s.name.as_str(), reference)
+            .ok_or_else(|| NetdError::NotFound(format!("no such sandbox: {reference}")))
+    }
+
+    /// Sandboxes with an endpoint on the network.
+    pub fn attached(&self, network_id: &str) -> impl Iterator<Item = &Sandbox> {
+        let id = network_id.to_string();
+        self.sandboxes
+            .values()
+            .filter(move |s| s.endpoints.iter().any(|e| e.network_id == id))
+    }
+
+    /// Sandboxes that share the namespace of `owner`.
+    pub fn joined_to(&self, owner: &str) -> Vec<&Sandbox> {
+        self.sandboxes
+            .values()
+            .filter(|s| s.joined.as_deref() == Some(owner))
+            .collect()
+    }
+
+    /// Builds the address pools from the recorded endpoints.
+    pub fn rebuild_pools(&mut self) -> Result<()> {
+        self.pools.clear();
+        for net in self.networks.values() {
+            self.pools.insert(net.id.clone(), Pool::new(net.subnet, net.gateway, net.ip_range));
+        }
+        for sandbox in self.sandboxes.values() {
+            for ep in &sandbox.endpoints {
+                let pool = self.pools.get_mut(&ep.network_id).ok_or_else(|| {
+                    NetdError::Store(format!(
+                        "sandbox {} has an endpoint on unknown network {}",
+                        sandbox.id, ep.network_id
+                    ))
+                })?;
+                pool.reserve(ep.ip)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A new random 64-hex identifier.
+pub fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| NetdError::Internal(format!("random id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The current time in RFC 3339 form.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
