@@ -1,1 +1,456 @@
-//! placeholder
+//! Test hosts for netd's integration tests.
+//!
+//! A [`TestHost`] is a throwaway network namespace with its own netd (own `--root` and
+//! `--run-dir` in a temporary directory). Optionally it gets an "internet": a second
+//! namespace behind a veth pair, reachable through the test host's default route. Nothing
+//! touches the machine's own namespace, and everything is removed on drop, also when the
+//! test fails. Tests observe the world (packets, `ip`, `iptables-save`), not netd's state.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Address of the test host on its uplink, and of the "internet" namespace.
+pub const HOST_UPLINK_IP: &str = "198.51.100.2";
+pub const INTERNET_IP: &str = "198.51.100.1";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Where cargo put the binaries (the tests run from target/<profile>/deps).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf();
+    for bin in ["netd", "netctl", "netd-pause"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: build the binaries first (cargo build --workspace --bins)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "integration tests need root (they create network namespaces)");
+}
+
+/// Runs a command and returns its output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn must(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throwaway host: a network namespace running its own netd.
+#[derive(Debug)]
+pub struct TestHost {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    netd: Option<Child>,
+    netd_args: Vec<String>,
+    internet: Option<String>,
+}
+
+impl TestHost {
+    /// A test host with netd started with default flags (plus its own directories).
+    pub fn new() -> Self {
+        Self::with_args(&[])
+    }
+
+    /// A test host whose netd gets `args` in addition to its directories.
+    pub fn with_args(args: &[&str]) -> Self {
+        let mut host = Self::bare();
+        host.netd_args = args.iter().map(|s| s.to_string()).collect();
+        host.start_netd();
+        host
+    }
+
+    /// A test host without netd running.
+    pub fn bare() -> Self {
+        require_root();
+        let bin = bin_dir();
+        let name = format!(
+            "ndt{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        must(Command::new("ip").args(["netns", "add", &name]));
+        let host = TestHost {
+            dir: tempfile::Builder::new()
+                .prefix(&format!("{name}-"))
+                .tempdir()
+                .expect("tempdir"),
+            bin,
+            netd: None,
+            netd_args: Vec::new(),
+            internet: None,
+            name,
+        };
+        must(&mut host.cmd("ip", &["link", "set", "lo", "up"]));
+        host
+    }
+
+    pub fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("netd.sock")
+    }
+
+    /// A command that runs inside the test host's namespace.
+    pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns_path()))
+            .arg(program)
+            .args(args);
+        cmd
+    }
+
+    /// Runs a command in the test host and returns its stdout; panics on failure.
+    pub fn sh_ok(&self, program: &str, args: &[&str]) -> String {
+        must(&mut self.cmd(program, args))
+    }
+
+    /// The netd command line this host runs with.
+    pub fn netd_command(&self, extra: &[String]) -> Command {
+        let mut cmd = self.cmd(self.bin.join("netd").to_str().expect("utf-8 path"), &[]);
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(&self.netd_args)
+            .args(extra);
+        cmd
+    }
+
+    /// Starts netd and waits until its API answers.
+    pub fn start_netd(&mut self) {
+        assert!(self.netd.is_none(), "netd already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("netd.log"))
+            .expect("netd log");
+        let child = self
+            .netd_command(&[])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start netd");
+        self.netd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            if let Some(child) = self.netd.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.netd = None;
+                    panic!("netd exited at start ({status}): {}", self.netd_log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("netd did not come up: {}", self.netd_log());
+    }
+
+    pub fn netd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("netd.log")).unwrap_or_default()
+    }
+
+    /// The pid of the running netd.
+    pub fn netd_pid(&self) -> Option<u32> {
+        self.netd.as_ref().map(Child::id)
+    }
+
+    /// Stops netd with SIGTERM and waits for it.
+    pub fn stop_netd(&mut self) {
+        if let Some(mut child) = self.netd.take() {
+            // SAFETY: kill on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills netd with SIGKILL (a crash) and waits for it.
+    pub fn kill_netd(&mut self) {
+        if let Some(mut child) = self.netd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs netctl against this host's netd, inside the test host.
+    pub fn netctl(&self, args: &[&str]) -> Output {
+        let mut cmd = self.cmd(self.bin.join("netctl").to_str().expect("utf-8 path"), &[]);
+        cmd.arg("--socket").arg(self.socket()).args(args);
+        run(&mut cmd)
+    }
+
+    /// A netctl command (not yet run), for long-running ones.
+    pub fn netctl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.cmd(self.bin.join("netctl").to_str().expect("utf-8 path"), &[]);
+        cmd.arg("--socket").arg(self.socket()).args(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    }
+
+    /// Runs netctl and returns its stdout; panics with its stderr when it fails.
+    pub fn netctl_ok(&self, args: &[&str]) -> String {
+        let out = self.netctl(args);
+        assert!(
+            out.status.success(),
+            "netctl {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs netctl expecting failure; returns stderr (checked to be one `error:` line).
+    pub fn netctl_err(&self, args: &[&str]) -> String {
+        let out = self.netctl(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert!(!out.status.success(), "netctl {args:?} should fail but succeeded");
+        assert!(stderr.starts_with("error: "), "netctl {args:?}: stderr {stderr:?} must start with error:");
+        assert_eq!(stderr.lines().count(), 1, "one-line error expected: {stderr:?}");
+        stderr
+    }
+
+    /// `netctl inspect NAME` parsed.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let text = self.netctl_ok(&["inspect", name]);
+        let mut v: serde_json::Value = serde_json::from_str(&text).expect("inspect JSON");
+        v[0].take()
+    }
+
+    /// The IPv4 address of a sandbox on a network.
+    pub fn ip_of(&self, sandbox: &str, network: &str) -> String {
+        self.inspect(sandbox)["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{sandbox} has no address on {network}"))
+            .to_string()
+    }
+
+    /// Runs a command inside a sandbox (via `netctl exec`).
+    pub fn exec(&self, sandbox: &str, argv: &[&str]) -> Output {
+        let mut args = vec!["exec", sandbox, "--"];
+        args.extend_from_slice(argv);
+        self.netctl(&args)
+    }
+
+    /// Whether one ping from a sandbox to `ip` gets an answer.
+    pub fn can_ping(&self, sandbox: &str, ip: &str) -> bool {
+        self.exec(sandbox, &["ping", "-c1", "-W1", ip]).status.success()
+    }
+
+    /// Adds the "internet": a namespace at 198.51.100.1 behind a veth, the test host's
+    /// default route pointing at it. It has no route back to any container subnet, so
+    /// only masqueraded traffic gets answers.
+    pub fn add_internet(&mut self) -> String {
+        let name = format!("{}-inet", self.name);
+        must(Command::new("ip").args(["netns", "add", &name]));
+        self.internet = Some(name.clone());
+        let inet = |args: &[&str]| {
+            must(Command::new("ip").arg("-n").arg(&name).args(args));
+        };
+        must(&mut self.cmd(
+            "ip",
+            &["link", "add", "uplink", "type", "veth", "peer", "name", "wan", "netns", &name],
+        ));
+        self.sh_ok("ip", &["addr", "add", &format!("{HOST_UPLINK_IP}/24"), "dev", "uplink"]);
+        self.sh_ok("ip", &["link", "set", "uplink", "up"]);
+        self.sh_ok("ip", &["route", "add", "default", "via", INTERNET_IP]);
+        inet(&["link", "set", "lo", "up"]);
+        inet(&["addr", "add", &format!("{INTERNET_IP}/24"), "dev", "wan"]);
+        inet(&["link", "set", "wan", "up"]);
+        name
+    }
+
+    /// A command inside the "internet" namespace.
+    pub fn internet_cmd(&self, program: &str, args: &[&str]) -> Command {
+        let name = self.internet.as_ref().expect("add_internet first");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{name}")).arg(program).args(args);
+        cmd
+    }
+
+    /// `iptables-save` of the test host, without counters and comments, for comparisons.
+    pub fn iptables(&self) -> String {
+        let mut out = String::new();
+        for table in ["filter", "nat"] {
+            let text = self.sh_ok("iptables-save", &["-t", table]);
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                let line = match line.split_once(" [") {
+                    Some((decl, _)) if line.starts_with(':') => decl,
+                    _ => line,
+                };
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The test host's links, one name per line (with kind), for comparisons.
+    pub fn links(&self) -> Vec<String> {
+        let text = self.sh_ok("ip", &["-o", "-d", "link", "show"]);
+        let mut out: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The test host's host-side veths of sandboxes (netd's prefix).
+    pub fn sandbox_veths(&self) -> Vec<String> {
+        self.links()
+            .into_iter()
+            .filter(|l| l.starts_with("nd") && l.len() >= 13)
+            .collect()
+    }
+
+    /// Mount points of sandbox namespaces under the run directory that are live.
+    pub fn netns_mounts(&self) -> Vec<String> {
+        let run = self.run_dir().join("netns");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = run.to_string_lossy().to_string();
+        mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Pause processes this host's sandboxes have, from the pid files netd wrote.
+    pub fn pause_pids(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.run_dir().join("sandboxes")) {
+            for entry in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(entry.path().join("pause.pid")) {
+                    if let Ok(pid) = text.trim().parse() {
+                        out.push(pid);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until `f` holds, polling; returns whether it did within `timeout`.
+    pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if f() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The mode bits of the API socket.
+    pub fn socket_mode(&self) -> u32 {
+        std::fs::metadata(self.socket())
+            .expect("socket")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+}
+
+fn is_process_of(pid: i32, needle: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.windows(needle.len()).any(|w| w == needle))
+        .unwrap_or(false)
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.kill_netd();
+        // Pause processes and detached commands of this host's sandboxes, by pid file.
+        if let Ok(entries) = std::fs::read_dir(self.run_dir().join("sandboxes")) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if let Ok(text) = std::fs::read_to_string(entry.path().join("pause.pid")) {
+                    if let Ok(pid) = text.trim().parse::<i32>() {
+                        if is_process_of(pid, id.as_bytes()) {
+                            // SAFETY: kill on a pid verified to be this host's pause process.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                }
+                if let Ok(text) = std::fs::read_to_string(entry.path().join("processes")) {
+                    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+                        let want = std::fs::metadata(self.run_dir().join("netns").join(&id)).ok();
+                        let same = match (ns, want) {
+                            (Some(link), Some(meta)) => {
+                                use std::os::unix::fs::MetadataExt;
+                                link.to_string_lossy().contains(&meta.ino().to_string())
+                            }
+                            _ => false,
+                        };
+                        if same {
+                            // SAFETY: kill on a pid verified to live in this host's sandbox.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                }
+            }
+        }
+        for mount in self.netns_mounts() {
+            let _ = nix_umount(&mount);
+        }
+        if let Some(inet) = self.internet.take() {
+            let _ = run(Command::new("ip").args(["netns", "del", &inet]));
+        }
+        let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
+    }
+}
+
+fn nix_umount(path: &str) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path)?;
+    // SAFETY: umount2 on a NUL-terminated path we own.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
