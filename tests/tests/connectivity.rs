@@ -17,7 +17,7 @@ fn two_sandboxes_on_a_user_network_ping_each_other() {
     assert!(host.can_ping("a", &b));
     assert!(host.can_ping("b", &a));
     // The host reaches them through the bridge's gateway address, too.
-    assert!(host.cmd("ping", &["-c1", "-W1", &a]).status().expect("ping").success());
+    assert!(host.cmd("ping", &["-c1", "-W1", &a]).output().expect("ping").status.success());
     // MAC derived from the address, as Docker does.
     let mac = host.inspect("a")["NetworkSettings"]["Networks"]["mynet"]["MacAddress"].clone();
     assert_eq!(mac, "02:42:0a:01:00:02");

@@ -11,12 +11,8 @@ use serde_json::Value;
 /// What a call to netd can fail with, as `netctl` reports it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach netd at {path}: {source} (is netd running? set --socket or NETD_SOCKET)")]
-    Connect {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot reach netd at {path}: {reason} (is netd running? set --socket or NETD_SOCKET)")]
+    Connect { path: String, reason: std::io::Error },
     #[error("talking to netd: {0}")]
     Http(String),
     /// netd answered with an error; the message is netd's own.
@@ -41,9 +37,9 @@ impl Client {
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|reason| ClientError::Connect {
                 path: self.socket.display().to_string(),
-                source,
+                reason,
             })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

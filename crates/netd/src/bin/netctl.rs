@@ -54,6 +54,10 @@ enum Cmd {
         /// Only print ids.
         #[arg(short, long)]
         quiet: bool,
+        /// Print each sandbox with a template: {{.ID}}, {{.Names}}, {{.Status}},
+        /// {{.Networks}}, {{.IPAddress}}, {{.CreatedAt}}.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show sandboxes in detail (JSON).
     Inspect {
@@ -99,6 +103,9 @@ enum NetworkCmd {
     Ls {
         #[arg(short, long)]
         quiet: bool,
+        /// Print each network with a template: {{.ID}}, {{.Name}}, {{.Driver}}, {{.Scope}}.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show networks in detail (JSON).
     Inspect {
@@ -198,9 +205,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             client.call(Method::POST, &format!("/networks/{network}/disconnect"), Some(&body)).await?;
             Ok(0)
         }
-        Cmd::Ps { quiet } => {
+        Cmd::Ps { quiet, format } => {
             let list = client.call(Method::GET, "/sandboxes", None).await?;
-            print_sandboxes(&list, quiet);
+            print_sandboxes(&list, quiet, format.as_deref());
             Ok(0)
         }
         Cmd::Inspect { names } => {
@@ -256,7 +263,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
             println!("{}", answer["Id"].as_str().unwrap_or_default());
             Ok(0)
         }
-        NetworkCmd::Ls { quiet } => {
+        NetworkCmd::Ls { quiet, format } => {
             let list = client.call(Method::GET, "/networks", None).await?;
             let rows: Vec<Vec<String>> = list
                 .as_array()
@@ -272,11 +279,9 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
                     ]
                 })
                 .collect();
-            if quiet {
-                rows.iter().for_each(|r| println!("{}", r[0]));
-            } else {
-                print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
-            }
+            let header = ["NETWORK ID", "NAME", "DRIVER", "SCOPE"];
+            let keys = ["ID", "Name", "Driver", "Scope"];
+            print_rows(&header, &keys, &rows, quiet, format.as_deref());
             Ok(0)
         }
         NetworkCmd::Inspect { names } => {
@@ -382,7 +387,26 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn print_sandboxes(list: &Value, quiet: bool) {
+/// Prints rows as a table, ids only (`-q`), or through a `--format` template whose
+/// `{{.Key}}` placeholders name the columns.
+fn print_rows(header: &[&str], keys: &[&str], rows: &[Vec<String>], quiet: bool, format: Option<&str>) {
+    if quiet {
+        rows.iter().for_each(|r| println!("{}", r[0]));
+    } else if let Some(template) = format {
+        let template = template.replace("\\t", "\t");
+        for row in rows {
+            let mut line = template.clone();
+            for (key, cell) in keys.iter().zip(row) {
+                line = line.replace(&format!("{{{{.{key}}}}}"), cell);
+            }
+            println!("{line}");
+        }
+    } else {
+        print_table(header, rows);
+    }
+}
+
+fn print_sandboxes(list: &Value, quiet: bool, format: Option<&str>) {
     let rows: Vec<Vec<String>> = list
         .as_array()
         .map(|a| a.as_slice())
@@ -403,11 +427,9 @@ fn print_sandboxes(list: &Value, quiet: bool) {
             ]
         })
         .collect();
-    if quiet {
-        rows.iter().for_each(|r| println!("{}", r[0]));
-    } else {
-        print_table(&["CONTAINER ID", "CREATED", "STATUS", "NETWORKS", "IP ADDRESS", "NAMES"], &rows);
-    }
+    let header = ["CONTAINER ID", "CREATED", "STATUS", "NETWORKS", "IP ADDRESS", "NAMES"];
+    let keys = ["ID", "CreatedAt", "Status", "Networks", "IPAddress", "Names"];
+    print_rows(&header, &keys, &rows, quiet, format);
 }
 
 fn ago(rfc3339: &str) -> String {
