@@ -6,6 +6,9 @@
 //! touches the machine's own namespace, and everything is removed on drop, also when the
 //! test fails. Tests observe the world (packets, `ip`, `iptables-save`), not netd's state.
 
+// Test support: a setup step that cannot be done fails the test, by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::new_without_default)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -39,7 +42,10 @@ pub fn bin_dir() -> PathBuf {
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "integration tests need root (they create network namespaces)");
+    assert_eq!(
+        uid, 0,
+        "integration tests need root (they create network namespaces)"
+    );
 }
 
 /// Runs a command and returns its output.
@@ -221,7 +227,9 @@ impl TestHost {
     pub fn netctl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = self.cmd(self.bin.join("netctl").to_str().expect("utf-8 path"), &[]);
         cmd.arg("--socket").arg(self.socket()).args(args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         cmd
     }
 
@@ -242,9 +250,19 @@ impl TestHost {
     pub fn netctl_err(&self, args: &[&str]) -> String {
         let out = self.netctl(args);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        assert!(!out.status.success(), "netctl {args:?} should fail but succeeded");
-        assert!(stderr.starts_with("error: "), "netctl {args:?}: stderr {stderr:?} must start with error:");
-        assert_eq!(stderr.lines().count(), 1, "one-line error expected: {stderr:?}");
+        assert!(
+            !out.status.success(),
+            "netctl {args:?} should fail but succeeded"
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "netctl {args:?}: stderr {stderr:?} must start with error:"
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "one-line error expected: {stderr:?}"
+        );
         stderr
     }
 
@@ -272,7 +290,9 @@ impl TestHost {
 
     /// Whether one ping from a sandbox to `ip` gets an answer.
     pub fn can_ping(&self, sandbox: &str, ip: &str) -> bool {
-        self.exec(sandbox, &["ping", "-c1", "-W1", ip]).status.success()
+        self.exec(sandbox, &["ping", "-c1", "-W1", ip])
+            .status
+            .success()
     }
 
     /// Adds the "internet": a namespace at 198.51.100.1 behind a veth, the test host's
@@ -287,9 +307,20 @@ impl TestHost {
         };
         must(&mut self.cmd(
             "ip",
-            &["link", "add", "uplink", "type", "veth", "peer", "name", "wan", "netns", &name],
+            &[
+                "link", "add", "uplink", "type", "veth", "peer", "name", "wan", "netns", &name,
+            ],
         ));
-        self.sh_ok("ip", &["addr", "add", &format!("{HOST_UPLINK_IP}/24"), "dev", "uplink"]);
+        self.sh_ok(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{HOST_UPLINK_IP}/24"),
+                "dev",
+                "uplink",
+            ],
+        );
         self.sh_ok("ip", &["link", "set", "uplink", "up"]);
         self.sh_ok("ip", &["route", "add", "default", "via", INTERNET_IP]);
         inet(&["link", "set", "lo", "up"]);
@@ -302,7 +333,9 @@ impl TestHost {
     pub fn internet_cmd(&self, program: &str, args: &[&str]) -> Command {
         let name = self.internet.as_ref().expect("add_internet first");
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{name}")).arg(program).args(args);
+        cmd.arg(format!("--net=/run/netns/{name}"))
+            .arg(program)
+            .args(args);
         cmd
     }
 

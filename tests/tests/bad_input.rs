@@ -1,20 +1,46 @@
 //! Every invalid request gets a clear one-line error, a non-zero exit, and changes nothing:
 //! networks, sandboxes, links and firewall rules are compared before and after.
 
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use netd_tests::TestHost;
 
 /// Everything a bad request could have changed.
 fn snapshot(host: &TestHost) -> (String, String, Vec<String>, String, Vec<String>) {
     let networks = host.netctl_ok(&["network", "inspect", "bridge", "net1", "net2"]);
     let sandboxes = host.netctl_ok(&["inspect", "s1", "s2"]);
-    (networks, sandboxes, host.links(), host.iptables(), host.netns_mounts())
+    (
+        networks,
+        sandboxes,
+        host.links(),
+        host.iptables(),
+        host.netns_mounts(),
+    )
 }
 
 fn setup() -> TestHost {
     let host = TestHost::new();
     host.netctl_ok(&["network", "create", "--subnet", "10.1.0.0/24", "net1"]);
-    host.netctl_ok(&["network", "create", "--subnet", "10.2.0.0/24", "--opt", "bridge-name=br-two", "net2"]);
-    host.netctl_ok(&["run", "-d", "--name", "s1", "--network", "net1", "--ip", "10.1.0.10"]);
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.2.0.0/24",
+        "--opt",
+        "bridge-name=br-two",
+        "net2",
+    ]);
+    host.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s1",
+        "--network",
+        "net1",
+        "--ip",
+        "10.1.0.10",
+    ]);
     host.netctl_ok(&["run", "-d", "--name", "s2", "--network", "net2"]);
     host
 }
@@ -46,16 +72,37 @@ fn bad_network_requests() {
         (create(&["--subnet", "10.9.0.0/33", "x"]), "--subnet"),
         (create(&["--subnet", "banana", "x"]), "--subnet"),
         (create(&["--subnet", "10.9.0.1/24", "x"]), "host bits"),
-        (create(&["--subnet", "10.1.0.0/16", "x"]), "overlaps network net1"),
-        (create(&["--subnet", "10.1.0.128/25", "x"]), "overlaps network net1"),
-        (create(&["--subnet", "10.9.0.0/24", "--gateway", "10.8.0.1", "x"]), "--gateway"),
-        (create(&["--subnet", "10.9.0.0/24", "--gateway", "10.9.0.255", "x"]), "--gateway"),
-        (create(&["--subnet", "10.9.0.0/24", "--gateway", "pear", "x"]), "--gateway"),
+        (
+            create(&["--subnet", "10.1.0.0/16", "x"]),
+            "overlaps network net1",
+        ),
+        (
+            create(&["--subnet", "10.1.0.128/25", "x"]),
+            "overlaps network net1",
+        ),
+        (
+            create(&["--subnet", "10.9.0.0/24", "--gateway", "10.8.0.1", "x"]),
+            "--gateway",
+        ),
+        (
+            create(&["--subnet", "10.9.0.0/24", "--gateway", "10.9.0.255", "x"]),
+            "--gateway",
+        ),
+        (
+            create(&["--subnet", "10.9.0.0/24", "--gateway", "pear", "x"]),
+            "--gateway",
+        ),
         (create(&["--gateway", "10.9.0.1", "x"]), "requires --subnet"),
         (create(&["--subnet", "10.9.0.0/31", "x"]), "too small"),
         (create(&["--subnet", "10.9.0.0/32", "x"]), "too small"),
-        (create(&["--subnet", "10.9.0.0/24", "--ip-range", "10.8.0.0/25", "x"]), "--ip-range"),
-        (create(&["--subnet", "10.9.0.0/24", "net1"]), "already exists"),
+        (
+            create(&["--subnet", "10.9.0.0/24", "--ip-range", "10.8.0.0/25", "x"]),
+            "--ip-range",
+        ),
+        (
+            create(&["--subnet", "10.9.0.0/24", "net1"]),
+            "already exists",
+        ),
         (create(&["--opt", "colour=blue", "x"]), "--opt colour"),
         (create(&["--opt", "icc=maybe", "x"]), "--opt icc"),
         (create(&["--opt", "mtu=huge", "x"]), "--opt mtu"),
@@ -63,7 +110,10 @@ fn bad_network_requests() {
         (create(&["--opt", "novalue", "x"]), "KEY=VALUE"),
         (create(&["--opt", "bridge-name=br-two", "x"]), "bridge-name"),
         (create(&["--opt", "bridge-name=lo", "x"]), "bridge-name"),
-        (create(&["--opt", "bridge-name=this-name-is-too-long", "x"]), "bridge-name"),
+        (
+            create(&["--opt", "bridge-name=this-name-is-too-long", "x"]),
+            "bridge-name",
+        ),
         (create(&["--driver", "overlay", "x"]), "--driver"),
         (create(&["bad name!"]), "name"),
         (vec!["network", "rm", "nosuchnet"], "not found"),
@@ -80,25 +130,55 @@ fn bad_network_requests() {
 fn bad_sandbox_requests() {
     let host = setup();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["run", "-d", "--network", "net1", "--ip", "10.2.0.5"], "not in subnet"),
-        (vec!["run", "-d", "--network", "net1", "--ip", "10.1.0.10"], "already in use"),
-        (vec!["run", "-d", "--network", "net1", "--ip", "10.1.0.1"], "gateway"),
-        (vec!["run", "-d", "--network", "net1", "--ip", "10.1.0.255"], "broadcast"),
-        (vec!["run", "-d", "--network", "net1", "--ip", "ten"], "--ip"),
+        (
+            vec!["run", "-d", "--network", "net1", "--ip", "10.2.0.5"],
+            "not in subnet",
+        ),
+        (
+            vec!["run", "-d", "--network", "net1", "--ip", "10.1.0.10"],
+            "already in use",
+        ),
+        (
+            vec!["run", "-d", "--network", "net1", "--ip", "10.1.0.1"],
+            "gateway",
+        ),
+        (
+            vec!["run", "-d", "--network", "net1", "--ip", "10.1.0.255"],
+            "broadcast",
+        ),
+        (
+            vec!["run", "-d", "--network", "net1", "--ip", "ten"],
+            "--ip",
+        ),
         (vec!["run", "-d", "--network", "nosuchnet"], "not found"),
         (vec!["run", "-d", "--name", "s1"], "already in use"),
         (vec!["run", "-d", "--name", "-bad"], "--name"),
-        (vec!["run", "-d", "--network", "container:ghost"], "no such sandbox"),
-        (vec!["run", "-d", "--network", "none", "--ip", "10.1.0.7"], "--ip"),
-        (vec!["run", "-d", "--network", "net1", "--alias", "no good"], "--alias"),
+        (
+            vec!["run", "-d", "--network", "container:ghost"],
+            "no such sandbox",
+        ),
+        (
+            vec!["run", "-d", "--network", "none", "--ip", "10.1.0.7"],
+            "--ip",
+        ),
+        (
+            vec!["run", "-d", "--network", "net1", "--alias", "no good"],
+            "--alias",
+        ),
         (vec!["rm", "ghost"], "no such sandbox"),
         (vec!["inspect", "ghost"], "no such sandbox"),
         (vec!["exec", "ghost", "--", "true"], "no such sandbox"),
         (vec!["connect", "nosuchnet", "s1"], "not found"),
         (vec!["connect", "net2", "ghost"], "no such sandbox"),
         (vec!["connect", "net1", "s1"], "already connected"),
-        (vec!["connect", "--ip", "10.2.0.2", "net2", "s1"], "already in use"),
-        (vec!["connect", "--ip", "10.1.0.20", "net2", "s1"], "not in subnet"),
+        (
+            vec!["connect", "--ip", "10.2.0.2", "net2", "s1"],
+            "already in use",
+        ),
+        (
+            vec!["connect", "--ip", "10.1.0.20", "net2", "s1"],
+            "not in subnet",
+        ),
         (vec!["disconnect", "net2", "s1"], "not connected"),
     ];
     for (args, needle) in cases {

@@ -1,5 +1,8 @@
 //! The daemon's flags and netctl's output contract.
 
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use netd_tests::{run, TestHost};
 
 #[test]
@@ -15,9 +18,16 @@ fn socket_is_mode_0660_wherever_it_is() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("netd");
-    assert!(TestHost::eventually(std::time::Duration::from_secs(10), || custom.exists()));
+    assert!(TestHost::eventually(
+        std::time::Duration::from_secs(10),
+        || custom.exists()
+    ));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&custom).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&custom)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(mode, 0o660);
@@ -32,7 +42,10 @@ fn a_foreign_default_bridge_is_refused_with_the_flag_to_change() {
     let out = run(&mut host.netd_command(&[]));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("docker0") && stderr.contains("--default-bridge"), "{stderr}");
+    assert!(
+        stderr.contains("docker0") && stderr.contains("--default-bridge"),
+        "{stderr}"
+    );
     assert!(stderr.contains("10.99.0.1/24"), "{stderr}");
     // With another name it starts, and leaves the foreign bridge alone.
     let mut host = host;
@@ -42,7 +55,10 @@ fn a_foreign_default_bridge_is_refused_with_the_flag_to_change() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("netd");
-    assert!(TestHost::eventually(std::time::Duration::from_secs(10), || host.socket().exists()));
+    assert!(TestHost::eventually(
+        std::time::Duration::from_secs(10),
+        || host.socket().exists()
+    ));
     let addr = host.sh_ok("ip", &["-o", "-4", "addr", "show", "netd0"]);
     assert!(addr.contains("172.17.0.1/16"), "{addr}");
     let foreign = host.sh_ok("ip", &["-o", "-4", "addr", "show", "docker0"]);
@@ -64,7 +80,10 @@ fn config_file_and_no_default_network() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("netd");
-    assert!(TestHost::eventually(std::time::Duration::from_secs(10), || host.socket().exists()));
+    assert!(TestHost::eventually(
+        std::time::Duration::from_secs(10),
+        || host.socket().exists()
+    ));
     std::thread::sleep(std::time::Duration::from_millis(100));
     let ls = host.netctl_ok(&["network", "ls", "-q"]);
     assert!(ls.is_empty(), "no default network: {ls}");
@@ -79,9 +98,28 @@ fn config_file_and_no_default_network() {
 #[test]
 fn tables_inspect_and_prune() {
     let host = TestHost::new();
-    host.netctl_ok(&["network", "create", "--subnet", "10.8.0.0/24", "--label", "team=web", "--opt", "mtu=1400", "used"]);
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.8.0.0/24",
+        "--label",
+        "team=web",
+        "--opt",
+        "mtu=1400",
+        "used",
+    ]);
     host.netctl_ok(&["network", "create", "unused"]);
-    host.netctl_ok(&["run", "-d", "--name", "w", "--network", "used", "--alias", "www"]);
+    host.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "--network",
+        "used",
+        "--alias",
+        "www",
+    ]);
     let table = host.netctl_ok(&["network", "ls"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
@@ -103,18 +141,30 @@ fn tables_inspect_and_prune() {
     let bridge = auto[0]["Id"].as_str().expect("id")[..12].to_string();
     assert!(host.links().contains(&format!("br-{bridge}")));
     // The MTU option reaches the kernel.
-    let link = String::from_utf8_lossy(&host.exec("w", &["ip", "link", "show", "eth0"]).stdout).into_owned();
+    let link = String::from_utf8_lossy(&host.exec("w", &["ip", "link", "show", "eth0"]).stdout)
+        .into_owned();
     assert!(link.contains("mtu 1400"), "{link}");
     let ctr = host.inspect("w");
     assert_eq!(ctr["Name"], "/w");
-    assert_eq!(ctr["NetworkSettings"]["Networks"]["used"]["Aliases"][0], "www");
-    assert_eq!(ctr["NetworkSettings"]["Networks"]["used"]["IPPrefixLen"], 24);
-    assert_eq!(ctr["NetworkSettings"]["Networks"]["used"]["Gateway"], "10.8.0.1");
+    assert_eq!(
+        ctr["NetworkSettings"]["Networks"]["used"]["Aliases"][0],
+        "www"
+    );
+    assert_eq!(
+        ctr["NetworkSettings"]["Networks"]["used"]["IPPrefixLen"],
+        24
+    );
+    assert_eq!(
+        ctr["NetworkSettings"]["Networks"]["used"]["Gateway"],
+        "10.8.0.1"
+    );
     let pid = ctr["State"]["Pid"].as_i64().expect("pid");
     use std::os::unix::fs::MetadataExt;
     let key = ctr["NetworkSettings"]["SandboxKey"].as_str().expect("key");
     assert_eq!(
-        std::fs::metadata(format!("/proc/{pid}/ns/net")).expect("pid ns").ino(),
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .expect("pid ns")
+            .ino(),
         std::fs::metadata(key).expect("sandbox key").ino(),
         "State.Pid is in the sandbox's namespace"
     );
@@ -140,7 +190,10 @@ fn removal_takes_everything_away() {
     assert_eq!(host.sandbox_veths().len(), 2);
     host.netctl_ok(&["rm", "a"]);
     host.netctl_ok(&["network", "rm", "tmp"]);
-    assert!(TestHost::eventually(std::time::Duration::from_secs(5), || host.links() == links));
+    assert!(TestHost::eventually(
+        std::time::Duration::from_secs(5),
+        || host.links() == links
+    ));
     assert_eq!(host.iptables(), rules);
     assert!(host.netns_mounts().is_empty());
     assert!(host.pause_pids().is_empty());

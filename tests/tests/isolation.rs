@@ -1,5 +1,8 @@
 //! Isolation between networks, icc=false, and internal networks, observed with traffic.
 
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use netd_tests::{TestHost, INTERNET_IP};
 
 #[test]
@@ -25,42 +28,91 @@ fn networks_cannot_reach_each_other() {
 #[test]
 fn icc_false_blocks_traffic_within_a_network() {
     let host = TestHost::new();
-    host.netctl_ok(&["network", "create", "--subnet", "10.30.0.0/24", "--opt", "icc=false", "quiet"]);
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.30.0.0/24",
+        "--opt",
+        "icc=false",
+        "quiet",
+    ]);
     host.netctl_ok(&["network", "create", "--subnet", "10.31.0.0/24", "chatty"]);
-    for (name, net) in [("q1", "quiet"), ("q2", "quiet"), ("c1", "chatty"), ("c2", "chatty")] {
+    for (name, net) in [
+        ("q1", "quiet"),
+        ("q2", "quiet"),
+        ("c1", "chatty"),
+        ("c2", "chatty"),
+    ] {
         host.netctl_ok(&["run", "-d", "--name", name, "--network", net]);
     }
     assert!(!host.can_ping("q1", &host.ip_of("q2", "quiet")));
-    assert!(host.can_ping("q1", "10.30.0.1"), "the gateway stays reachable");
-    assert!(host.can_ping("c1", &host.ip_of("c2", "chatty")), "icc=true networks are unaffected");
+    assert!(
+        host.can_ping("q1", "10.30.0.1"),
+        "the gateway stays reachable"
+    );
+    assert!(
+        host.can_ping("c1", &host.ip_of("c2", "chatty")),
+        "icc=true networks are unaffected"
+    );
 }
 
 #[test]
 fn internal_network_has_no_way_out() {
     let mut host = TestHost::new();
     host.add_internet();
-    host.netctl_ok(&["network", "create", "--internal", "--subnet", "10.40.0.0/24", "vault"]);
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.40.0.0/24",
+        "vault",
+    ]);
     host.netctl_ok(&["network", "create", "--subnet", "10.41.0.0/24", "open"]);
     host.netctl_ok(&["run", "-d", "--name", "v1", "--network", "vault"]);
     host.netctl_ok(&["run", "-d", "--name", "v2", "--network", "vault"]);
     host.netctl_ok(&["run", "-d", "--name", "o", "--network", "open"]);
     let routes = String::from_utf8_lossy(&host.exec("v1", &["ip", "route"]).stdout).into_owned();
-    assert!(!routes.contains("default"), "no default route on an internal network: {routes}");
+    assert!(
+        !routes.contains("default"),
+        "no default route on an internal network: {routes}"
+    );
     assert!(!host.can_ping("v1", INTERNET_IP));
-    assert!(host.can_ping("v1", &host.ip_of("v2", "vault")), "members still talk to each other");
-    assert!(host.can_ping("o", INTERNET_IP), "other networks still get out");
+    assert!(
+        host.can_ping("v1", &host.ip_of("v2", "vault")),
+        "members still talk to each other"
+    );
+    assert!(
+        host.can_ping("o", INTERNET_IP),
+        "other networks still get out"
+    );
     // Even with a route added by hand inside the sandbox, the firewall stops it.
-    assert!(host.exec("v1", &["ip", "route", "add", "default", "via", "10.40.0.1"]).status.success());
+    assert!(host
+        .exec("v1", &["ip", "route", "add", "default", "via", "10.40.0.1"])
+        .status
+        .success());
     assert!(!host.can_ping("v1", INTERNET_IP));
     let nat = host.sh_ok("iptables-save", &["-t", "nat"]);
-    assert!(!nat.contains("10.40.0.0/24"), "no masquerading for an internal network: {nat}");
+    assert!(
+        !nat.contains("10.40.0.0/24"),
+        "no masquerading for an internal network: {nat}"
+    );
 }
 
 #[test]
 fn masquerade_false_means_no_nat() {
     let mut host = TestHost::new();
     host.add_internet();
-    host.netctl_ok(&["network", "create", "--subnet", "10.50.0.0/24", "--opt", "masquerade=false", "routed"]);
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.50.0.0/24",
+        "--opt",
+        "masquerade=false",
+        "routed",
+    ]);
     host.netctl_ok(&["run", "-d", "--name", "m", "--network", "routed"]);
     // The internet has no route back to 10.50.0.0/24, so without NAT there is no answer.
     assert!(!host.can_ping("m", INTERNET_IP));
@@ -70,8 +122,15 @@ fn masquerade_false_means_no_nat() {
 fn user_chain_is_jumped_to_first() {
     let host = TestHost::new();
     let filter = host.sh_ok("iptables-save", &["-t", "filter"]);
-    let forward: Vec<&str> = filter.lines().filter(|l| l.starts_with("-A FORWARD")).collect();
-    assert_eq!(forward.first(), Some(&"-A FORWARD -j NETD-USER"), "{filter}");
+    let forward: Vec<&str> = filter
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .collect();
+    assert_eq!(
+        forward.first(),
+        Some(&"-A FORWARD -j NETD-USER"),
+        "{filter}"
+    );
     assert!(forward.contains(&"-A FORWARD -j NETD-FORWARD"));
     // An administrator's rule there wins over netd's: block one sandbox by hand.
     host.netctl_ok(&["network", "create", "--subnet", "10.60.0.0/24", "n"]);
@@ -83,5 +142,7 @@ fn user_chain_is_jumped_to_first() {
     assert!(!host.can_ping("a", &b));
     // netd never flushes the admin chain, not even on reconcile.
     host.netctl_ok(&["system", "reconcile"]);
-    assert!(host.sh_ok("iptables-save", &["-t", "filter"]).contains(&format!("-A NETD-USER -d {b}/32 -j DROP")));
+    assert!(host
+        .sh_ok("iptables-save", &["-t", "filter"])
+        .contains(&format!("-A NETD-USER -d {b}/32 -j DROP")));
 }

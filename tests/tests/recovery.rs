@@ -1,6 +1,9 @@
 //! Recovery: the data plane outlives netd, restarts change nothing, reconciliation repairs
 //! external damage, and a crash in the middle of operations leaks nothing.
 
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -18,7 +21,17 @@ fn data_plane_outlives_netd_and_restart_duplicates_nothing() {
     host.netctl_ok(&["network", "create", "--subnet", "10.1.0.0/24", "mynet"]);
     host.netctl_ok(&["run", "-d", "--name", "a", "--network", "mynet"]);
     host.netctl_ok(&["run", "-d", "--name", "b", "--network", "mynet"]);
-    host.netctl_ok(&["run", "-d", "--name", "job", "--network", "mynet", "--", "sleep", "300"]);
+    host.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "job",
+        "--network",
+        "mynet",
+        "--",
+        "sleep",
+        "300",
+    ]);
     let rules = host.iptables();
     let links = host.links();
     let b = host.ip_of("b", "mynet");
@@ -28,33 +41,60 @@ fn data_plane_outlives_netd_and_restart_duplicates_nothing() {
     let pauses = host.pause_pids();
     assert_eq!(pauses.len(), 3);
     for pid in &pauses {
-        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "pause {pid} survives netd");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pause {pid} survives netd"
+        );
     }
     let netns_dir = host.run_dir().join("netns");
     assert_eq!(std::fs::read_dir(&netns_dir).expect("netns dir").count(), 3);
     let ping = |from: &str, to: &str| {
         let path = host.run_dir().join("netns").join(from);
-        host.cmd("nsenter", &[&format!("--net={}", path.display()), "ping", "-c1", "-W1", to])
-            .output()
-            .expect("ping")
-            .status
-            .success()
+        host.cmd(
+            "nsenter",
+            &[
+                &format!("--net={}", path.display()),
+                "ping",
+                "-c1",
+                "-W1",
+                to,
+            ],
+        )
+        .output()
+        .expect("ping")
+        .status
+        .success()
     };
     let ids: Vec<String> = std::fs::read_dir(&netns_dir)
         .expect("dir")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(ids.iter().all(|id| ping(id, INTERNET_IP)), "egress works with netd stopped");
+    assert!(
+        ids.iter().all(|id| ping(id, INTERNET_IP)),
+        "egress works with netd stopped"
+    );
 
     host.start_netd();
-    assert_eq!(host.iptables(), rules, "a restart neither duplicates nor loses rules");
+    assert_eq!(
+        host.iptables(),
+        rules,
+        "a restart neither duplicates nor loses rules"
+    );
     assert_eq!(host.links(), links);
-    assert_eq!(host.netctl_ok(&["system", "reconcile"]), "nothing to repair");
+    assert_eq!(
+        host.netctl_ok(&["system", "reconcile"]),
+        "nothing to repair"
+    );
     assert!(host.can_ping("a", &b));
-    assert!(host.inspect("job")["State"]["Running"].as_bool().expect("bool"));
+    assert!(host.inspect("job")["State"]["Running"]
+        .as_bool()
+        .expect("bool"));
     let err = host.netctl_err(&["rm", "job"]);
-    assert!(err.contains("running processes"), "detached processes are still known: {err}");
+    assert!(
+        err.contains("running processes"),
+        "detached processes are still known: {err}"
+    );
 }
 
 #[test]
@@ -73,13 +113,24 @@ fn reconcile_repairs_an_external_firewall_flush() {
     assert!(repairs.contains("FORWARD"), "{repairs}");
     assert_eq!(host.iptables(), rules);
     assert!(host.can_ping("a", INTERNET_IP));
-    assert_eq!(host.netctl_ok(&["system", "reconcile"]), "nothing to repair");
+    assert_eq!(
+        host.netctl_ok(&["system", "reconcile"]),
+        "nothing to repair"
+    );
 }
 
 #[test]
 fn reconcile_restarts_a_dead_pause_and_rebuilds_a_deleted_bridge() {
     let host = TestHost::new();
-    host.netctl_ok(&["network", "create", "--subnet", "10.3.0.0/24", "--opt", "bridge-name=brx", "n"]);
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.3.0.0/24",
+        "--opt",
+        "bridge-name=brx",
+        "n",
+    ]);
     host.netctl_ok(&["run", "-d", "--name", "a", "--network", "n"]);
     host.netctl_ok(&["run", "-d", "--name", "b", "--network", "n"]);
     let pid = host.inspect("a")["State"]["Pid"].as_i64().expect("pid");
@@ -98,7 +149,10 @@ fn reconcile_restarts_a_dead_pause_and_rebuilds_a_deleted_bridge() {
     let new_pid = host.inspect("a")["State"]["Pid"].as_i64().expect("pid");
     assert!(new_pid > 0 && new_pid != pid);
     assert!(host.can_ping("a", &host.ip_of("b", "n")));
-    assert_eq!(host.netctl_ok(&["system", "reconcile"]), "nothing to repair");
+    assert_eq!(
+        host.netctl_ok(&["system", "reconcile"]),
+        "nothing to repair"
+    );
 }
 
 #[test]
@@ -118,7 +172,11 @@ fn a_lost_namespace_is_rebuilt_at_start() {
     // SAFETY: umount2 on a path under this test host's run directory.
     assert_eq!(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) }, 0);
     host.start_netd();
-    assert!(host.netd_log().contains("recreated its network namespace"), "{}", host.netd_log());
+    assert!(
+        host.netd_log().contains("recreated its network namespace"),
+        "{}",
+        host.netd_log()
+    );
     assert!(host.can_ping("a", &host.ip_of("b", "n")));
     assert_eq!(host.ip_of("a", "n"), "10.4.0.2", "same address as recorded");
 }
@@ -132,7 +190,7 @@ fn kill_9_in_the_middle_of_operations_leaks_nothing() {
         let script = format!(
             "for i in $(seq 1 40); do {bin} --socket {sock} run -d --network n >/dev/null 2>&1; \
              {bin} --socket {sock} network create crash{round}x$i >/dev/null 2>&1; done; \
-             for id in $({bin} --socket {sock} ps -q); do {bin} --socket {sock} rm -f $id >/dev/null 2>&1; done",
+             for id in $({bin} --socket {sock} ps -q 2>/dev/null); do {bin} --socket {sock} rm -f $id >/dev/null 2>&1; done",
             bin = host.bin.join("netctl").display(),
             sock = host.socket().display(),
         );
@@ -158,24 +216,50 @@ fn kill_9_in_the_middle_of_operations_leaks_nothing() {
         for id in &ids {
             let inspect = host.inspect(id);
             assert_eq!(inspect["State"]["Running"], true, "round {round}: {id}");
-            let ip = inspect["NetworkSettings"]["Networks"]["n"]["IPAddress"].as_str().expect("ip").to_string();
-            assert!(host.cmd("ping", &["-c1", "-W1", &ip]).output().expect("ping").status.success(), "{ip}");
+            let ip = inspect["NetworkSettings"]["Networks"]["n"]["IPAddress"]
+                .as_str()
+                .expect("ip")
+                .to_string();
+            assert!(
+                host.cmd("ping", &["-c1", "-W1", &ip])
+                    .output()
+                    .expect("ping")
+                    .status
+                    .success(),
+                "{ip}"
+            );
         }
         let nets: serde_json::Value =
             serde_json::from_str(&host.netctl_ok(&["network", "inspect", "n"])).expect("json");
-        assert_eq!(nets[0]["Containers"].as_object().map(|c| c.len()), Some(ids.len()));
-        let bridges = host.sh_ok("ip", &["-o", "link", "show", "type", "bridge"]).lines().count();
+        assert_eq!(
+            nets[0]["Containers"].as_object().map(|c| c.len()),
+            Some(ids.len())
+        );
+        let bridges = host
+            .sh_ok("ip", &["-o", "link", "show", "type", "bridge"])
+            .lines()
+            .count();
         let networks = host.netctl_ok(&["network", "ls", "-q"]).lines().count();
         assert_eq!(bridges, networks, "round {round}: one bridge per network");
         let filter = host.sh_ok("iptables-save", &["-t", "filter"]);
-        let chains = filter.lines().filter(|l| l.starts_with(":NETD-FWD-")).count();
+        let chains = filter
+            .lines()
+            .filter(|l| l.starts_with(":NETD-FWD-"))
+            .count();
         assert_eq!(chains, networks, "round {round}: one chain per network");
-        assert_eq!(host.netctl_ok(&["system", "reconcile"]), "nothing to repair", "round {round}");
+        assert_eq!(
+            host.netctl_ok(&["system", "reconcile"]),
+            "nothing to repair",
+            "round {round}"
+        );
         // Clean up for the next round.
         for id in ids {
             host.netctl_ok(&["rm", "-f", &id]);
         }
-        for name in host.netctl_ok(&["network", "ls", "--format", "{{.Name}}"]).lines() {
+        for name in host
+            .netctl_ok(&["network", "ls", "--format", "{{.Name}}"])
+            .lines()
+        {
             if name.starts_with("crash") {
                 host.netctl_ok(&["network", "rm", name]);
             }

@@ -73,7 +73,8 @@ impl Chain {
     }
 
     fn add(&mut self, spec: impl AsRef<str>) {
-        self.rules.push(format!("-A {} {}", self.name, spec.as_ref()));
+        self.rules
+            .push(format!("-A {} {}", self.name, spec.as_ref()));
     }
 }
 
@@ -202,11 +203,15 @@ pub fn entry_fixes(filter: &SavedTable, nat: &SavedTable) -> EntryFixes {
         fixes.filter.push(format!("-I FORWARD 1 -j {CHAIN_USER}"));
     }
     if !forward.contains(&forward_jump) {
-        fixes.filter.push(format!("-I FORWARD 2 -j {CHAIN_FORWARD}"));
+        fixes
+            .filter
+            .push(format!("-I FORWARD 2 -j {CHAIN_FORWARD}"));
     }
     let post_jump = format!("-A POSTROUTING -j {CHAIN_POSTROUTING}");
     if !nat.rules("POSTROUTING").contains(&post_jump) {
-        fixes.nat.push(format!("-I POSTROUTING 1 -j {CHAIN_POSTROUTING}"));
+        fixes
+            .nat
+            .push(format!("-I POSTROUTING 1 -j {CHAIN_POSTROUTING}"));
     }
     fixes
 }
@@ -215,7 +220,14 @@ pub fn entry_fixes(filter: &SavedTable, nat: &SavedTable) -> EntryFixes {
 /// chains named in `stale` (per table), and applies the entry fixes.
 pub fn restore_text(ruleset: &Ruleset, stale: &StaleChains, fixes: &EntryFixes) -> String {
     let mut out = String::new();
-    render_table(&mut out, "filter", &ruleset.filter, &stale.filter, &fixes.filter_declare, &fixes.filter);
+    render_table(
+        &mut out,
+        "filter",
+        &ruleset.filter,
+        &stale.filter,
+        &fixes.filter_declare,
+        &fixes.filter,
+    );
     render_table(&mut out, "nat", &ruleset.nat, &stale.nat, &[], &fixes.nat);
     out
 }
@@ -281,7 +293,11 @@ fn render_table(
 }
 
 /// Chains whose live rules differ from the desired ones (missing chains included).
-pub fn drifted_chains<'a>(ruleset: &'a Ruleset, filter: &SavedTable, nat: &SavedTable) -> Vec<&'a str> {
+pub fn drifted_chains<'a>(
+    ruleset: &'a Ruleset,
+    filter: &SavedTable,
+    nat: &SavedTable,
+) -> Vec<&'a str> {
     let mut out = Vec::new();
     for (chains, saved) in [(&ruleset.filter, filter), (&ruleset.nat, nat)] {
         for chain in chains {
@@ -311,10 +327,14 @@ mod tests {
 
     #[test]
     fn entry_fixes_on_an_empty_host() {
-        let empty = SavedTable::parse("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\nCOMMIT\n");
+        let empty =
+            SavedTable::parse("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\nCOMMIT\n");
         let fixes = entry_fixes(&empty, &SavedTable::default());
         assert_eq!(fixes.filter_declare, vec!["NETD-USER"]);
-        assert_eq!(fixes.filter, vec!["-I FORWARD 1 -j NETD-USER", "-I FORWARD 2 -j NETD-FORWARD"]);
+        assert_eq!(
+            fixes.filter,
+            vec!["-I FORWARD 1 -j NETD-USER", "-I FORWARD 2 -j NETD-FORWARD"]
+        );
         assert_eq!(fixes.nat, vec!["-I POSTROUTING 1 -j NETD-POSTROUTING"]);
     }
 
@@ -323,7 +343,8 @@ mod tests {
         let filter = SavedTable::parse(
             ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n:NETD-FORWARD - [0:0]\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n",
         );
-        let nat = SavedTable::parse(":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j NETD-POSTROUTING\n");
+        let nat =
+            SavedTable::parse(":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j NETD-POSTROUTING\n");
         assert!(entry_fixes(&filter, &nat).is_empty());
     }
 
@@ -333,8 +354,14 @@ mod tests {
             ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n-A FORWARD -j ACCEPT\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n",
         );
         let fixes = entry_fixes(&filter, &SavedTable::default());
-        assert!(fixes.filter_declare.is_empty(), "an existing admin chain is never flushed");
-        assert_eq!(fixes.filter, vec!["-D FORWARD -j NETD-USER", "-I FORWARD 1 -j NETD-USER"]);
+        assert!(
+            fixes.filter_declare.is_empty(),
+            "an existing admin chain is never flushed"
+        );
+        assert_eq!(
+            fixes.filter,
+            vec!["-D FORWARD -j NETD-USER", "-I FORWARD 1 -j NETD-USER"]
+        );
     }
 
     #[test]
@@ -357,6 +384,10 @@ mod tests {
         assert_eq!(stale.filter, vec![network_chain("b")]);
         assert!(drifted_chains(&both, &saved, &SavedTable::default()).contains(&CHAIN_POSTROUTING));
         let drift = drifted_chains(&both, &saved, &SavedTable::default());
-        assert_eq!(drift, vec![CHAIN_POSTROUTING], "filter chains match exactly");
+        assert_eq!(
+            drift,
+            vec![CHAIN_POSTROUTING],
+            "filter chains match exactly"
+        );
     }
 }

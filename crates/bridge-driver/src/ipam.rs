@@ -152,22 +152,50 @@ mod tests {
         assert_eq!(got.last(), Some(&ip("10.1.0.6")));
         assert_eq!(
             p.allocate(),
-            Err(IpamError::Exhausted { range: "10.1.0.0/29".parse().expect("net") })
+            Err(IpamError::Exhausted {
+                range: "10.1.0.0/29".parse().expect("net")
+            })
         );
         p.release(ip("10.1.0.4"));
-        assert_eq!(p.allocate(), Ok(ip("10.1.0.4")), "wraps around to the freed address");
+        assert_eq!(
+            p.allocate(),
+            Ok(ip("10.1.0.4")),
+            "wraps around to the freed address"
+        );
     }
 
     #[test]
     fn reservations() {
         let mut p = pool("10.1.0.0/24", "10.1.0.1", None);
-        assert!(matches!(p.reserve(ip("10.1.0.1")), Err(IpamError::Reserved { what: "gateway", .. })));
-        assert!(matches!(p.reserve(ip("10.1.0.0")), Err(IpamError::Reserved { .. })));
-        assert!(matches!(p.reserve(ip("10.1.0.255")), Err(IpamError::Reserved { .. })));
-        assert!(matches!(p.reserve(ip("10.2.0.5")), Err(IpamError::OutsideSubnet { .. })));
+        assert!(matches!(
+            p.reserve(ip("10.1.0.1")),
+            Err(IpamError::Reserved {
+                what: "gateway",
+                ..
+            })
+        ));
+        assert!(matches!(
+            p.reserve(ip("10.1.0.0")),
+            Err(IpamError::Reserved { .. })
+        ));
+        assert!(matches!(
+            p.reserve(ip("10.1.0.255")),
+            Err(IpamError::Reserved { .. })
+        ));
+        assert!(matches!(
+            p.reserve(ip("10.2.0.5")),
+            Err(IpamError::OutsideSubnet { .. })
+        ));
         p.reserve(ip("10.1.0.2")).expect("free");
-        assert_eq!(p.reserve(ip("10.1.0.2")), Err(IpamError::InUse { ip: ip("10.1.0.2") }));
-        assert_eq!(p.allocate(), Ok(ip("10.1.0.3")), "dynamic allocation skips the reserved one");
+        assert_eq!(
+            p.reserve(ip("10.1.0.2")),
+            Err(IpamError::InUse { ip: ip("10.1.0.2") })
+        );
+        assert_eq!(
+            p.allocate(),
+            Ok(ip("10.1.0.3")),
+            "dynamic allocation skips the reserved one"
+        );
     }
 
     #[test]
@@ -178,6 +206,7 @@ mod tests {
         assert_eq!(p.allocate(), Ok(ip("10.1.0.130")));
         assert_eq!(p.allocate(), Ok(ip("10.1.0.131")));
         assert!(p.allocate().is_err());
-        p.reserve(ip("10.1.0.10")).expect("static address outside the range is fine");
+        p.reserve(ip("10.1.0.10"))
+            .expect("static address outside the range is fine");
     }
 }

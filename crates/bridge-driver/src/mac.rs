@@ -30,7 +30,10 @@ mod tests {
 
     #[test]
     fn docker_style_mac() {
-        assert_eq!(mac_from_ip(Ipv4Addr::new(172, 17, 0, 2)), [0x02, 0x42, 0xac, 0x11, 0, 2]);
+        assert_eq!(
+            mac_from_ip(Ipv4Addr::new(172, 17, 0, 2)),
+            [0x02, 0x42, 0xac, 0x11, 0, 2]
+        );
     }
 
     #[test]

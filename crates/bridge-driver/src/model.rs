@@ -70,7 +70,10 @@ pub const OPTION_KEYS: &[(&str, &str)] = &[
     ("bridge-name", "com.docker.network.bridge.name"),
     ("mtu", "com.docker.network.driver.mtu"),
     ("icc", "com.docker.network.bridge.enable_icc"),
-    ("masquerade", "com.docker.network.bridge.enable_ip_masquerade"),
+    (
+        "masquerade",
+        "com.docker.network.bridge.enable_ip_masquerade",
+    ),
 ];
 
 fn canonical_key(key: &str) -> Option<&'static str> {
@@ -102,7 +105,10 @@ impl BridgeOptions {
                 }
                 Some("mtu") => {
                     let mtu: u32 = value.parse().map_err(|_| {
-                        ModelError::invalid(format!("--opt {key}"), format!("{value:?} is not a number"))
+                        ModelError::invalid(
+                            format!("--opt {key}"),
+                            format!("{value:?} is not a number"),
+                        )
                     })?;
                     if mtu == 0 {
                         out.mtu = DEFAULT_MTU;
@@ -161,7 +167,10 @@ pub struct ValidRequest {
 
 pub fn parse_subnet(field: &str, text: &str) -> Result<Ipv4Net, ModelError> {
     let net: Ipv4Net = text.parse().map_err(|_| {
-        ModelError::invalid(field, format!("{text:?} is not an IPv4 CIDR such as 10.1.0.0/24"))
+        ModelError::invalid(
+            field,
+            format!("{text:?} is not an IPv4 CIDR such as 10.1.0.0/24"),
+        )
     })?;
     if net.network() != net.addr() {
         return Err(ModelError::invalid(
@@ -211,7 +220,11 @@ impl NetworkRequest {
             .transpose()?;
         if subnet.is_none() && (gateway.is_some() || ip_range.is_some()) {
             return Err(ModelError::invalid(
-                if gateway.is_some() { "--gateway" } else { "--ip-range" },
+                if gateway.is_some() {
+                    "--gateway"
+                } else {
+                    "--ip-range"
+                },
                 "requires --subnet",
             ));
         }
@@ -312,7 +325,10 @@ mod tests {
     #[test]
     fn options_accept_short_and_docker_names() {
         let mut o = BTreeMap::new();
-        o.insert("com.docker.network.bridge.enable_icc".to_string(), "false".to_string());
+        o.insert(
+            "com.docker.network.bridge.enable_icc".to_string(),
+            "false".to_string(),
+        );
         o.insert("mtu".to_string(), "1400".to_string());
         o.insert("bridge-name".to_string(), "mybr0".to_string());
         let p = BridgeOptions::parse(&o).expect("valid");
@@ -347,9 +363,27 @@ mod tests {
         assert_eq!(v.gateway, Some("10.1.0.254".parse().expect("ip")));
 
         let cases: Vec<(NetworkRequest, &str)> = vec![
-            (NetworkRequest { subnet: Some("10.1.0.0/33".into()), ..req("a") }, "--subnet"),
-            (NetworkRequest { subnet: Some("10.1.0.5/24".into()), ..req("a") }, "host bits"),
-            (NetworkRequest { subnet: Some("10.1.0.0/31".into()), ..req("a") }, "too small"),
+            (
+                NetworkRequest {
+                    subnet: Some("10.1.0.0/33".into()),
+                    ..req("a")
+                },
+                "--subnet",
+            ),
+            (
+                NetworkRequest {
+                    subnet: Some("10.1.0.5/24".into()),
+                    ..req("a")
+                },
+                "host bits",
+            ),
+            (
+                NetworkRequest {
+                    subnet: Some("10.1.0.0/31".into()),
+                    ..req("a")
+                },
+                "too small",
+            ),
             (
                 NetworkRequest {
                     subnet: Some("10.1.0.0/24".into()),
@@ -366,7 +400,13 @@ mod tests {
                 },
                 "broadcast",
             ),
-            (NetworkRequest { gateway: Some("10.1.0.1".into()), ..req("a") }, "requires --subnet"),
+            (
+                NetworkRequest {
+                    gateway: Some("10.1.0.1".into()),
+                    ..req("a")
+                },
+                "requires --subnet",
+            ),
             (
                 NetworkRequest {
                     subnet: Some("10.1.0.0/24".into()),
@@ -375,7 +415,13 @@ mod tests {
                 },
                 "--ip-range",
             ),
-            (NetworkRequest { driver: Some("overlay".into()), ..req("a") }, "--driver"),
+            (
+                NetworkRequest {
+                    driver: Some("overlay".into()),
+                    ..req("a")
+                },
+                "--driver",
+            ),
             (req("bad name"), "name"),
         ];
         for (r, needle) in cases {

@@ -21,7 +21,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ModelError> {
         ));
     }
     if name.len() > 64 {
-        return Err(ModelError::invalid(field, format!("name {name:?} is longer than 64 characters")));
+        return Err(ModelError::invalid(
+            field,
+            format!("name {name:?} is longer than 64 characters"),
+        ));
     }
     Ok(())
 }
@@ -34,9 +37,16 @@ pub fn validate_ifname(field: &str, name: &str) -> Result<(), ModelError> {
             format!("interface name {name:?} must be 1 to 15 characters"),
         ));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
-        return Err(ModelError::invalid(field, format!("invalid interface name {name:?}")));
+        return Err(ModelError::invalid(
+            field,
+            format!("invalid interface name {name:?}"),
+        ));
     }
     Ok(())
 }
@@ -58,7 +68,10 @@ pub fn parse_host_veth_name(name: &str) -> Option<(&str, u32)> {
         return None;
     }
     let (short, tail) = rest.split_at(10);
-    if !short.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+    if !short
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    {
         return None;
     }
     let number = tail.strip_prefix('e')?.parse().ok()?;

@@ -38,7 +38,10 @@ pub fn host_sysctls(networks: &[Network]) -> Vec<(String, String)> {
     }
     if networks.iter().any(|n| !n.icc) {
         // icc=false is enforced by iptables on bridged traffic, which needs br_netfilter.
-        out.push(("net/bridge/bridge-nf-call-iptables".to_string(), "1".to_string()));
+        out.push((
+            "net/bridge/bridge-nf-call-iptables".to_string(),
+            "1".to_string(),
+        ));
     }
     out
 }

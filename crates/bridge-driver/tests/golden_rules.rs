@@ -2,12 +2,19 @@
 //! with checked-in golden files (`tests/golden/`). Set `UPDATE_GOLDEN=1` to rewrite them
 //! after an intended change, and review the diff.
 
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
-use bridge_driver::firewall::{desired, entry_fixes, restore_text, NetworkFirewall, SavedTable, StaleChains};
+use bridge_driver::firewall::{
+    desired, entry_fixes, restore_text, NetworkFirewall, SavedTable, StaleChains,
+};
 
 fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
 }
 
 fn check(name: &str, actual: &str) {
@@ -16,9 +23,18 @@ fn check(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("missing golden file {}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-    assert_eq!(actual, expected, "rendered rules differ from {}", path.display());
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "missing golden file {}: {e} (run with UPDATE_GOLDEN=1)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual,
+        expected,
+        "rendered rules differ from {}",
+        path.display()
+    );
 }
 
 fn network(internal: bool, icc: bool, masquerade: bool) -> NetworkFirewall {
@@ -58,5 +74,8 @@ fn two_networks_on_an_empty_host_with_a_stale_chain() {
     let saved = SavedTable::parse(":FORWARD ACCEPT [0:0]\n:NETD-FWD-deadbeef0000 - [0:0]\n");
     let stale = StaleChains::find(&ruleset, &saved, &SavedTable::default());
     let fixes = entry_fixes(&saved, &SavedTable::default());
-    check("two-networks-fresh-host.rules", &restore_text(&ruleset, &stale, &fixes));
+    check(
+        "two-networks-fresh-host.rules",
+        &restore_text(&ruleset, &stale, &fixes),
+    );
 }

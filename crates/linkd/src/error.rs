@@ -50,7 +50,10 @@ impl LinkdError {
 
     pub fn is_not_found(&self) -> bool {
         matches!(self, LinkdError::NoSuchLink(_))
-            || matches!(self.errno(), Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH))
+            || matches!(
+                self.errno(),
+                Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH)
+            )
     }
 }
 

@@ -64,11 +64,15 @@ fn up_message(index: u32) -> LinkMessage {
 /// come and go).
 pub fn create_bridge_request(spec: &BridgeSpec<'_>) -> Request {
     let mut msg = up_message(0);
-    msg.attributes.push(LinkAttribute::IfName(spec.name.to_string()));
-    msg.attributes.push(LinkAttribute::Address(spec.mac.to_vec()));
+    msg.attributes
+        .push(LinkAttribute::IfName(spec.name.to_string()));
+    msg.attributes
+        .push(LinkAttribute::Address(spec.mac.to_vec()));
     msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
     msg.attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Bridge,
+        )]));
     Request::new(
         format!("create bridge {}", spec.name),
         RouteNetlinkMessage::NewLink(msg),
@@ -81,7 +85,8 @@ pub fn create_bridge_request(spec: &BridgeSpec<'_>) -> Request {
 pub fn set_alias_request(name: &str, alias: &str) -> Request {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    msg.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+    msg.attributes
+        .push(LinkAttribute::IfAlias(alias.to_string()));
     Request::new(
         format!("set alias of {name}"),
         RouteNetlinkMessage::SetLink(msg),
@@ -94,14 +99,17 @@ pub fn create_veth_request(spec: &VethSpec<'_>) -> Request {
     // The peer cannot be brought up at creation (the kernel answers ENOTCONN): the caller
     // sets it up from inside the namespace, batched with its address and routes.
     let mut peer = LinkMessage::default();
-    peer.attributes.push(LinkAttribute::IfName(spec.peer_name.to_string()));
-    peer.attributes.push(LinkAttribute::Address(spec.peer_mac.to_vec()));
+    peer.attributes
+        .push(LinkAttribute::IfName(spec.peer_name.to_string()));
+    peer.attributes
+        .push(LinkAttribute::Address(spec.peer_mac.to_vec()));
     peer.attributes.push(LinkAttribute::Mtu(spec.mtu));
     peer.attributes
         .push(LinkAttribute::NetNsFd(spec.peer_netns.as_raw_fd()));
 
     let mut msg = up_message(0);
-    msg.attributes.push(LinkAttribute::IfName(spec.host_name.to_string()));
+    msg.attributes
+        .push(LinkAttribute::IfName(spec.host_name.to_string()));
     msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
     msg.attributes.push(LinkAttribute::Controller(spec.master));
     let info = vec![
@@ -122,7 +130,9 @@ pub fn set_hairpin_request(index: u32, on: bool) -> Request {
     msg.header.index = index;
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::PortKind(InfoPortKind::Bridge),
-        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)])),
+        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+            on,
+        )])),
     ]));
     Request::new("set hairpin", RouteNetlinkMessage::SetLink(msg), 0)
 }
@@ -221,7 +231,11 @@ impl Netlink {
     pub fn delete_link(&mut self, index: u32, what: &str) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        match self.execute(&format!("delete {what}"), RouteNetlinkMessage::DelLink(msg), 0) {
+        match self.execute(
+            &format!("delete {what}"),
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+        ) {
             Err(e) if e.is_not_found() => Ok(()),
             other => other,
         }

@@ -128,7 +128,11 @@ impl Netlink {
     }
 
     /// Runs a dump request and returns every message of the answer.
-    pub fn dump(&mut self, what: &str, message: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+    pub fn dump(
+        &mut self,
+        what: &str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut header = NetlinkHeader::default();
@@ -157,7 +161,10 @@ impl Netlink {
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::Error(err) => {
                         if let Some(code) = err.code {
-                            return Err(kernel_error(what, io::Error::from_raw_os_error(-code.get())));
+                            return Err(kernel_error(
+                                what,
+                                io::Error::from_raw_os_error(-code.get()),
+                            ));
                         }
                     }
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
@@ -200,9 +207,10 @@ impl Netlink {
                 match payload {
                     NetlinkPayload::Error(err) => {
                         return match err.code {
-                            Some(code) => {
-                                Err(kernel_error(what, io::Error::from_raw_os_error(-code.get())))
-                            }
+                            Some(code) => Err(kernel_error(
+                                what,
+                                io::Error::from_raw_os_error(-code.get()),
+                            )),
                             None => Ok(out),
                         };
                     }
@@ -235,7 +243,9 @@ fn parse_one(buf: &[u8]) -> Result<(usize, u32, NetlinkPayload<RouteNetlinkMessa
     }
     let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if len < 16 || len > buf.len() {
-        return Err(LinkdError::Decode(format!("bad netlink message length {len}")));
+        return Err(LinkdError::Decode(format!(
+            "bad netlink message length {len}"
+        )));
     }
     let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len])
         .map_err(|e| LinkdError::Decode(e.to_string()))?;

@@ -137,7 +137,7 @@ impl Netns {
     pub fn is_mounted(path: impl AsRef<Path>) -> bool {
         const NSFS_MAGIC: i64 = 0x6e73_6673;
         match nix::sys::statfs::statfs(path.as_ref()) {
-            Ok(st) => st.filesystem_type().0 as i64 == NSFS_MAGIC,
+            Ok(st) => st.filesystem_type().0 == NSFS_MAGIC,
             Err(_) => false,
         }
     }
@@ -145,7 +145,10 @@ impl Netns {
 
 fn prepare_mount_point(path: &Path) -> Result<()> {
     if Netns::is_mounted(path) {
-        return Err(netns_error(path, io::Error::from_raw_os_error(libc::EEXIST)));
+        return Err(netns_error(
+            path,
+            io::Error::from_raw_os_error(libc::EEXIST),
+        ));
     }
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| netns_error(path, e))?;

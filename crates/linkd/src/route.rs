@@ -33,9 +33,10 @@ fn message(route: &Route) -> RouteMessage {
         RouteScope::Link
     };
     if route.destination.prefix_len() > 0 {
-        msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(
-            route.destination.network(),
-        )));
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                route.destination.network(),
+            )));
     }
     if let Some(gw) = route.gateway {
         msg.attributes

@@ -2,6 +2,9 @@
 //! namespace (the thread's private "test host"), so the machine's namespace is untouched.
 //! Needs root.
 
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::net::Ipv4Addr;
 use std::process::Command;
 
@@ -41,9 +44,11 @@ fn bridge_veth_in_place_address_and_route() {
         assert_eq!(br.mtu, 1400);
         assert_eq!(br.alias.as_deref(), Some("netd-test"));
         assert_eq!(br.kind.as_deref(), Some("bridge"));
-        nl.add_address(br.index, net("10.9.0.1/24"), "tbr0").expect("addr");
+        nl.add_address(br.index, net("10.9.0.1/24"), "tbr0")
+            .expect("addr");
         // Applying twice is harmless (replace semantics).
-        nl.add_address(br.index, net("10.9.0.1/24"), "tbr0").expect("addr again");
+        nl.add_address(br.index, net("10.9.0.1/24"), "tbr0")
+            .expect("addr again");
 
         let (ns, mut inner) = Netns::create(&ns_path).expect("netns");
         nl.create_veth(&VethSpec {
@@ -63,7 +68,9 @@ fn bridge_veth_in_place_address_and_route() {
         let eth0 = inner.require_link("eth0").expect("peer born inside");
         inner.set_up(eth0.index, "eth0").expect("up");
         assert_eq!(eth0.mac, Some([0x02, 0x42, 10, 9, 0, 2]));
-        inner.add_address(eth0.index, net("10.9.0.2/24"), "eth0").expect("addr");
+        inner
+            .add_address(eth0.index, net("10.9.0.2/24"), "eth0")
+            .expect("addr");
         inner
             .replace_route(&Route {
                 destination: net("0.0.0.0/0"),
@@ -74,8 +81,12 @@ fn bridge_veth_in_place_address_and_route() {
         let routes = inner.routes().expect("routes");
         assert!(routes
             .iter()
-            .any(|r| r.destination.prefix_len() == 0 && r.gateway == Some(Ipv4Addr::new(10, 9, 0, 1))));
-        assert!(nl.link_by_name("eth0").expect("lookup").is_none(), "peer not in host ns");
+            .any(|r| r.destination.prefix_len() == 0
+                && r.gateway == Some(Ipv4Addr::new(10, 9, 0, 1))));
+        assert!(
+            nl.link_by_name("eth0").expect("lookup").is_none(),
+            "peer not in host ns"
+        );
 
         // Real traffic from the namespace to the bridge (ping is a separate process, so
         // it enters the namespace by path).
@@ -84,7 +95,10 @@ fn bridge_veth_in_place_address_and_route() {
             .args(["ping", "-c1", "-W2", "10.9.0.1"])
             .output()
             .expect("nsenter");
-        assert!(ok.status.success(), "ping from the namespace to the bridge: {ok:?}");
+        assert!(
+            ok.status.success(),
+            "ping from the namespace to the bridge: {ok:?}"
+        );
         drop(ns);
         drop(inner);
         Netns::remove(&ns_path).expect("remove");

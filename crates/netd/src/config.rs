@@ -63,8 +63,16 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let root = args.root.clone().or(file.root).unwrap_or_else(|| "/var/lib/netd".into());
-        let run_dir = args.run_dir.clone().or(file.run_dir).unwrap_or_else(|| "/run/netd".into());
+        let root = args
+            .root
+            .clone()
+            .or(file.root)
+            .unwrap_or_else(|| "/var/lib/netd".into());
+        let run_dir = args
+            .run_dir
+            .clone()
+            .or(file.run_dir)
+            .unwrap_or_else(|| "/run/netd".into());
         let socket = args
             .socket
             .clone()
@@ -81,14 +89,17 @@ impl Config {
             .or(file.default_subnet)
             .unwrap_or_else(|| bridge_driver::pools::DEFAULT_BRIDGE_SUBNET.into());
         let default_subnet: Ipv4Net = subnet_text.parse().map_err(|_| {
-            NetdError::Invalid(format!("--default-subnet: {subnet_text:?} is not an IPv4 CIDR"))
+            NetdError::Invalid(format!(
+                "--default-subnet: {subnet_text:?} is not an IPv4 CIDR"
+            ))
         })?;
         if default_subnet.prefix_len() > 30 {
             return Err(NetdError::Invalid(format!(
                 "--default-subnet: {subnet_text} is too small (use /30 or larger)"
             )));
         }
-        let default_network = !(args.no_default_network || file.no_default_network.unwrap_or(false));
+        let default_network =
+            !(args.no_default_network || file.no_default_network.unwrap_or(false));
         Ok(Config {
             root,
             run_dir,
@@ -103,7 +114,8 @@ impl Config {
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| NetdError::Invalid(format!("--config {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| NetdError::Invalid(format!("--config {}: {e}", path.display())))
+    toml::from_str(&text)
+        .map_err(|e| NetdError::Invalid(format!("--config {}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -133,9 +145,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("netd.toml");
         std::fs::write(&path, "colour = \"blue\"\n").expect("write");
-        let args = Args { config: Some(path), ..Default::default() };
+        let args = Args {
+            config: Some(path),
+            ..Default::default()
+        };
         assert!(Config::from_args(&args).is_err());
-        let args = Args { default_subnet: Some("nope".into()), ..Default::default() };
+        let args = Args {
+            default_subnet: Some("nope".into()),
+            ..Default::default()
+        };
         let err = Config::from_args(&args).expect_err("bad").to_string();
         assert!(err.contains("--default-subnet"), "{err}");
     }

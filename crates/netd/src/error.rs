@@ -30,7 +30,8 @@ impl NetdError {
             NetdError::Invalid(_) | NetdError::Model(_) => 400,
             NetdError::NotFound(_) => 404,
             NetdError::Conflict(_) => 409,
-            NetdError::Ipam(IpamError::InUse { .. }) | NetdError::Ipam(IpamError::Exhausted { .. }) => 409,
+            NetdError::Ipam(IpamError::InUse { .. })
+            | NetdError::Ipam(IpamError::Exhausted { .. }) => 409,
             NetdError::Ipam(_) => 400,
             NetdError::Kernel(_) | NetdError::Store(_) | NetdError::Internal(_) => 500,
         }

@@ -70,8 +70,12 @@ mod tests {
 
     #[test]
     fn loopback_nameservers_are_dropped() {
-        let r = resolv_conf("# comment\nnameserver 127.0.0.53\noptions edns0\nsearch example.com\n");
-        assert_eq!(r, "options edns0\nsearch example.com\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        let r =
+            resolv_conf("# comment\nnameserver 127.0.0.53\noptions edns0\nsearch example.com\n");
+        assert_eq!(
+            r,
+            "options edns0\nsearch example.com\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
         let r = resolv_conf("nameserver 10.0.0.2\n");
         assert_eq!(r, "nameserver 10.0.0.2\n");
     }

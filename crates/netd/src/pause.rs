@@ -32,7 +32,10 @@ pub fn start(binary: &Path, netns: &Path, sandbox_id: &str) -> Result<Starting> 
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            NetdError::Internal(format!("cannot start pause process {}: {e}", binary.display()))
+            NetdError::Internal(format!(
+                "cannot start pause process {}: {e}",
+                binary.display()
+            ))
         })?;
     Ok(Starting { child })
 }
@@ -70,9 +73,7 @@ pub fn is_pause_of(pid: i32, sandbox_id: &str) -> bool {
         return false;
     };
     let mut args = cmdline.split(|b| *b == 0);
-    let is_pause = args
-        .next()
-        .is_some_and(|a| a.ends_with(b"netd-pause"));
+    let is_pause = args.next().is_some_and(|a| a.ends_with(b"netd-pause"));
     is_pause && args.nth(1) == Some(sandbox_id.as_bytes())
 }
 
@@ -88,7 +89,10 @@ pub fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state field follows the parenthesised command name.
-            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,

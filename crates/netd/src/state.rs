@@ -105,7 +105,9 @@ fn resolve<'a, T>(
     if reference.is_empty() {
         return None;
     }
-    let mut matches = items.range(reference.to_string()..).take_while(|(k, _)| k.starts_with(reference));
+    let mut matches = items
+        .range(reference.to_string()..)
+        .take_while(|(k, _)| k.starts_with(reference));
     match (matches.next(), matches.next()) {
         (Some((_, item)), None) => Some(item),
         _ => None,
@@ -143,7 +145,10 @@ impl State {
     pub fn rebuild_pools(&mut self) -> Result<()> {
         self.pools.clear();
         for net in self.networks.values() {
-            self.pools.insert(net.id.clone(), Pool::new(net.subnet, net.gateway, net.ip_range));
+            self.pools.insert(
+                net.id.clone(),
+                Pool::new(net.subnet, net.gateway, net.ip_range),
+            );
         }
         for sandbox in self.sandboxes.values() {
             for ep in &sandbox.endpoints {

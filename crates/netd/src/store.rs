@@ -97,7 +97,9 @@ impl Store {
             match change {
                 Change::Put(kind, id, bytes) => {
                     let mut table = tx.open_table(kind.table()).map_err(store_error)?;
-                    table.insert(id.as_str(), bytes.as_slice()).map_err(store_error)?;
+                    table
+                        .insert(id.as_str(), bytes.as_slice())
+                        .map_err(store_error)?;
                 }
                 Change::Delete(kind, id) => {
                     let mut table = tx.open_table(kind.table()).map_err(store_error)?;
@@ -125,7 +127,9 @@ mod tests {
                     Change::put(Kind::Sandbox, "s", &"sb").expect("ser"),
                 ])
                 .expect("commit");
-            store.commit(vec![Change::delete(Kind::Network, "a")]).expect("commit");
+            store
+                .commit(vec![Change::delete(Kind::Network, "a")])
+                .expect("commit");
         }
         let store = Store::open(dir.path()).expect("reopen");
         let nets: Vec<String> = store.load(Kind::Network).expect("load");

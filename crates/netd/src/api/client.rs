@@ -11,8 +11,13 @@ use serde_json::Value;
 /// What a call to netd can fail with, as `netctl` reports it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach netd at {path}: {reason} (is netd running? set --socket or NETD_SOCKET)")]
-    Connect { path: String, reason: std::io::Error },
+    #[error(
+        "cannot reach netd at {path}: {reason} (is netd running? set --socket or NETD_SOCKET)"
+    )]
+    Connect {
+        path: String,
+        reason: std::io::Error,
+    },
     #[error("talking to netd: {0}")]
     Http(String),
     /// netd answered with an error; the message is netd's own.
@@ -34,7 +39,12 @@ impl Client {
     }
 
     /// Sends one request; returns the JSON answer, or netd's error message.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|reason| ClientError::Connect {
@@ -46,7 +56,9 @@ impl Client {
             .map_err(|e| ClientError::Http(e.to_string()))?;
         tokio::spawn(connection);
         let bytes = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Http(e.to_string()))?),
+            Some(v) => {
+                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Http(e.to_string()))?)
+            }
             None => Bytes::new(),
         };
         let request = Request::builder()
@@ -70,7 +82,8 @@ impl Client {
         let value: Value = if body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
         };
         if status >= 400 {
             let message = value

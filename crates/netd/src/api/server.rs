@@ -28,7 +28,8 @@ impl From<NetdError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!("{}", self.0);
         }
@@ -49,7 +50,10 @@ pub fn router(engine: EngineHandle) -> Router {
         .route("/_ping", get(|| async { "OK" }))
         .route("/networks", get(list_networks).post(create_network))
         .route("/networks/prune", post(prune_networks))
-        .route("/networks/{name}", get(inspect_network).delete(remove_network))
+        .route(
+            "/networks/{name}",
+            get(inspect_network).delete(remove_network),
+        )
         .route("/networks/{name}/connect", post(connect))
         .route("/networks/{name}/disconnect", post(disconnect))
         .route("/sandboxes", get(list_sandboxes).post(run))
@@ -64,17 +68,26 @@ async fn list_networks(State(e): State<EngineHandle>) -> ApiResult {
     to_json(e.call(|e| Ok(e.list_networks())).await?)
 }
 
-async fn create_network(State(e): State<EngineHandle>, Json(req): Json<NetworkRequest>) -> ApiResult {
+async fn create_network(
+    State(e): State<EngineHandle>,
+    Json(req): Json<NetworkRequest>,
+) -> ApiResult {
     let network = e.call(move |e| e.create_network(req)).await?;
     to_json(json!({"Id": network.id, "Warning": ""}))
 }
 
-async fn inspect_network(State(e): State<EngineHandle>, UrlPath(name): UrlPath<String>) -> ApiResult {
+async fn inspect_network(
+    State(e): State<EngineHandle>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult {
     let mut found = e.call(move |e| e.inspect_networks(&[name])).await?;
     to_json(found.pop())
 }
 
-async fn remove_network(State(e): State<EngineHandle>, UrlPath(name): UrlPath<String>) -> ApiResult {
+async fn remove_network(
+    State(e): State<EngineHandle>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult {
     to_json(json!({"Name": e.call(move |e| e.remove_network(&name)).await?}))
 }
 
@@ -105,10 +118,16 @@ async fn list_sandboxes(State(e): State<EngineHandle>) -> ApiResult {
 }
 
 async fn run(State(e): State<EngineHandle>, Json(req): Json<RunRequest>) -> ApiResult {
-    to_json(e.call(move |e| e.run(req).map(|s| e.sandbox_json(&s))).await?)
+    to_json(
+        e.call(move |e| e.run(req).map(|s| e.sandbox_json(&s)))
+            .await?,
+    )
 }
 
-async fn inspect_sandbox(State(e): State<EngineHandle>, UrlPath(name): UrlPath<String>) -> ApiResult {
+async fn inspect_sandbox(
+    State(e): State<EngineHandle>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult {
     to_json(e.call(move |e| e.inspect_sandbox(&name)).await?)
 }
 

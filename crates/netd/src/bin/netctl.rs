@@ -15,10 +15,19 @@ use netd::api::client::Client;
 use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
-#[command(name = "netctl", version, about = "Command line of the netd container network daemon")]
+#[command(
+    name = "netctl",
+    version,
+    about = "Command line of the netd container network daemon"
+)]
 struct Cli {
     /// netd's API socket.
-    #[arg(long, global = true, env = "NETD_SOCKET", default_value = "/run/netd/netd.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "NETD_SOCKET",
+        default_value = "/run/netd/netd.sock"
+    )]
     socket: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -155,7 +164,10 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start: {e}");
@@ -191,18 +203,37 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Network(cmd) => network(&client, cmd).await,
         Cmd::Run(args) => run_sandbox(&client, args).await,
         Cmd::Exec { name, command } => {
-            let info = client.call(Method::GET, &format!("/sandboxes/{name}"), None).await?;
+            let info = client
+                .call(Method::GET, &format!("/sandboxes/{name}"), None)
+                .await?;
             let mut cmd = sandbox_command(&info, &command)?;
             wait_foreground(&mut cmd, &command[0])
         }
-        Cmd::Connect { ip, aliases, network, name } => {
+        Cmd::Connect {
+            ip,
+            aliases,
+            network,
+            name,
+        } => {
             let body = json!({"container": name, "ip": ip, "aliases": aliases});
-            client.call(Method::POST, &format!("/networks/{network}/connect"), Some(&body)).await?;
+            client
+                .call(
+                    Method::POST,
+                    &format!("/networks/{network}/connect"),
+                    Some(&body),
+                )
+                .await?;
             Ok(0)
         }
         Cmd::Disconnect { network, name } => {
             let body = json!({"container": name});
-            client.call(Method::POST, &format!("/networks/{network}/disconnect"), Some(&body)).await?;
+            client
+                .call(
+                    Method::POST,
+                    &format!("/networks/{network}/disconnect"),
+                    Some(&body),
+                )
+                .await?;
             Ok(0)
         }
         Cmd::Ps { quiet, format } => {
@@ -213,7 +244,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Inspect { names } => {
             let mut out = Vec::new();
             for name in names {
-                out.push(client.call(Method::GET, &format!("/sandboxes/{name}"), None).await?);
+                out.push(
+                    client
+                        .call(Method::GET, &format!("/sandboxes/{name}"), None)
+                        .await?,
+                );
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
@@ -248,7 +283,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
     match cmd {
-        NetworkCmd::Create { driver, subnet, gateway, ip_range, internal, opts, labels, name } => {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            internal,
+            opts,
+            labels,
+            name,
+        } => {
             let body = json!({
                 "name": name,
                 "driver": driver,
@@ -287,7 +331,11 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
         NetworkCmd::Inspect { names } => {
             let mut out = Vec::new();
             for name in names {
-                out.push(client.call(Method::GET, &format!("/networks/{name}"), None).await?);
+                out.push(
+                    client
+                        .call(Method::GET, &format!("/networks/{name}"), None)
+                        .await?,
+                );
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
@@ -295,7 +343,10 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
         NetworkCmd::Rm { names } => {
             let mut failed = false;
             for name in names {
-                match client.call(Method::DELETE, &format!("/networks/{name}"), None).await {
+                match client
+                    .call(Method::DELETE, &format!("/networks/{name}"), None)
+                    .await
+                {
                     Ok(_) => println!("{name}"),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -307,7 +358,10 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
         }
         NetworkCmd::Prune { force: _ } => {
             let answer = client.call(Method::POST, "/networks/prune", None).await?;
-            let deleted = answer["NetworksDeleted"].as_array().cloned().unwrap_or_default();
+            let deleted = answer["NetworksDeleted"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if !deleted.is_empty() {
                 println!("Deleted Networks:");
                 for name in deleted {
@@ -337,12 +391,20 @@ async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
         match started {
             Ok(pid) => {
                 let body = json!({"pid": pid});
-                client.call(Method::POST, &format!("/sandboxes/{id}/processes"), Some(&body)).await?;
+                client
+                    .call(
+                        Method::POST,
+                        &format!("/sandboxes/{id}/processes"),
+                        Some(&body),
+                    )
+                    .await?;
                 println!("{id}");
                 return Ok(0);
             }
             Err(e) => {
-                let _ = client.call(Method::DELETE, &format!("/sandboxes/{id}?force=true"), None).await;
+                let _ = client
+                    .call(Method::DELETE, &format!("/sandboxes/{id}?force=true"), None)
+                    .await;
                 return Err(e);
             }
         }
@@ -350,7 +412,9 @@ async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
     let mut cmd = sandbox_command(&info, &args.command)?;
     let code = wait_foreground(&mut cmd, &args.command[0]);
     if args.rm {
-        client.call(Method::DELETE, &format!("/sandboxes/{id}?force=true"), None).await?;
+        client
+            .call(Method::DELETE, &format!("/sandboxes/{id}?force=true"), None)
+            .await?;
     }
     code
 }
@@ -389,7 +453,13 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 /// Prints rows as a table, ids only (`-q`), or through a `--format` template whose
 /// `{{.Key}}` placeholders name the columns.
-fn print_rows(header: &[&str], keys: &[&str], rows: &[Vec<String>], quiet: bool, format: Option<&str>) {
+fn print_rows(
+    header: &[&str],
+    keys: &[&str],
+    rows: &[Vec<String>],
+    quiet: bool,
+    format: Option<&str>,
+) {
     if quiet {
         rows.iter().for_each(|r| println!("{}", r[0]));
     } else if let Some(template) = format {
@@ -413,22 +483,47 @@ fn print_sandboxes(list: &Value, quiet: bool, format: Option<&str>) {
         .unwrap_or_default()
         .iter()
         .map(|s| {
-            let nets = s["NetworkSettings"]["Networks"].as_object().cloned().unwrap_or_default();
+            let nets = s["NetworkSettings"]["Networks"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let names: Vec<String> = nets.keys().cloned().collect();
             let ips: Vec<String> = nets.values().map(|n| text(&n["IPAddress"])).collect();
             let mode = text(&s["HostConfig"]["NetworkMode"]);
             vec![
                 short(&text(&s["Id"])),
                 ago(&text(&s["Created"])),
-                if s["State"]["Running"].as_bool() == Some(true) { "Up".into() } else { "Dead".into() },
-                if names.is_empty() { mode } else { names.join(",") },
+                if s["State"]["Running"].as_bool() == Some(true) {
+                    "Up".into()
+                } else {
+                    "Dead".into()
+                },
+                if names.is_empty() {
+                    mode
+                } else {
+                    names.join(",")
+                },
                 ips.join(","),
                 text(&s["Name"]).trim_start_matches('/').to_string(),
             ]
         })
         .collect();
-    let header = ["CONTAINER ID", "CREATED", "STATUS", "NETWORKS", "IP ADDRESS", "NAMES"];
-    let keys = ["ID", "CreatedAt", "Status", "Networks", "IPAddress", "Names"];
+    let header = [
+        "CONTAINER ID",
+        "CREATED",
+        "STATUS",
+        "NETWORKS",
+        "IP ADDRESS",
+        "NAMES",
+    ];
+    let keys = [
+        "ID",
+        "CreatedAt",
+        "Status",
+        "Networks",
+        "IPAddress",
+        "Names",
+    ];
     print_rows(&header, &keys, &rows, quiet, format);
 }
 
@@ -436,7 +531,10 @@ fn ago(rfc3339: &str) -> String {
     let Ok(then) = humantime::parse_rfc3339_weak(rfc3339) else {
         return rfc3339.to_string();
     };
-    let secs = std::time::SystemTime::now().duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(then)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match secs {
         0..=59 => format!("{secs} seconds ago"),
         60..=3599 => format!("{} minutes ago", secs / 60),
@@ -455,11 +553,19 @@ struct Entry {
 
 fn entry_for(info: &Value) -> anyhow::Result<Entry> {
     let key = text(&info["NetworkSettings"]["SandboxKey"]);
-    let netns = std::fs::File::open(&key).with_context(|| format!("cannot open sandbox namespace {key}"))?;
+    let netns = std::fs::File::open(&key)
+        .with_context(|| format!("cannot open sandbox namespace {key}"))?;
     let mut binds = Vec::new();
-    for (field, target) in [("HostsPath", "/etc/hosts"), ("ResolvConfPath", "/etc/resolv.conf"), ("HostnamePath", "/etc/hostname")] {
+    for (field, target) in [
+        ("HostsPath", "/etc/hosts"),
+        ("ResolvConfPath", "/etc/resolv.conf"),
+        ("HostnamePath", "/etc/hostname"),
+    ] {
         let source = text(&info[field]);
-        if !source.is_empty() && std::path::Path::new(&source).exists() && std::path::Path::new(target).exists() {
+        if !source.is_empty()
+            && std::path::Path::new(&source).exists()
+            && std::path::Path::new(target).exists()
+        {
             binds.push((CString::new(source)?, CString::new(target)?));
         }
     }
@@ -490,11 +596,25 @@ fn sandbox_command(info: &Value, argv: &[String]) -> anyhow::Result<Command> {
             if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::mount(none.as_ptr(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0 {
+            if libc::mount(
+                none.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             for (source, target) in &entry.binds {
-                if libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+                if libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -541,7 +661,9 @@ fn start_detached(info: &Value, argv: &[String]) -> anyhow::Result<u32> {
         .open(&log_path)
         .with_context(|| format!("cannot open log file {log_path}"))?;
     let mut cmd = sandbox_command(info, argv)?;
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -549,7 +671,9 @@ fn start_detached(info: &Value, argv: &[String]) -> anyhow::Result<u32> {
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| format!("cannot run {}", argv[0]))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", argv[0]))?;
     let pid = child.id();
     if pid == 0 {
         bail!("cannot run {}", argv[0]);

@@ -1,5 +1,6 @@
 //! netd: the container network daemon.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use netd::state::Paths;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -32,7 +34,10 @@ fn run() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find netd's own executable")?;
     let pause_binary = exe.with_file_name("netd-pause");
     if !pause_binary.exists() {
-        anyhow::bail!("{} is missing (it is installed next to netd)", pause_binary.display());
+        anyhow::bail!(
+            "{} is missing (it is installed next to netd)",
+            pause_binary.display()
+        );
     }
     let engine_config = EngineConfig {
         paths: Paths {
@@ -57,9 +62,9 @@ fn run() -> anyhow::Result<()> {
         let listener = server::bind(&config.socket)
             .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
         tracing::info!("netd listening on {}", config.socket.display());
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?;
+        let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},

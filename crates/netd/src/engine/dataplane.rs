@@ -47,7 +47,10 @@ pub fn ensure_bridge(host: &mut Netlink, plan: &BridgePlan) -> Result<Vec<String
     let addresses = host.addresses_of(link.index)?;
     if !addresses.contains(&plan.address) {
         host.add_address(link.index, plan.address, &plan.name)?;
-        repairs.push(format!("added address {} to bridge {}", plan.address, plan.name));
+        repairs.push(format!(
+            "added address {} to bridge {}",
+            plan.address, plan.name
+        ));
     }
     if !link.up {
         host.set_up(link.index, &plan.name)?;

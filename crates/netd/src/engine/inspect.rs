@@ -13,7 +13,11 @@ impl Engine {
     pub fn network_json(&self, network: &Network) -> Value {
         let mut containers = Map::new();
         for sandbox in self.state.attached(&network.id) {
-            for ep in sandbox.endpoints.iter().filter(|e| e.network_id == network.id) {
+            for ep in sandbox
+                .endpoints
+                .iter()
+                .filter(|e| e.network_id == network.id)
+            {
                 containers.insert(
                     sandbox.id.clone(),
                     json!({
@@ -61,11 +65,18 @@ impl Engine {
     }
 
     pub fn list_networks(&self) -> Vec<Value> {
-        self.ordered_networks().into_iter().map(|n| self.network_json(n)).collect()
+        self.ordered_networks()
+            .into_iter()
+            .map(|n| self.network_json(n))
+            .collect()
     }
 
     pub fn sandbox_json(&self, sandbox: &Sandbox) -> Value {
-        let pid = self.runtime.get(&sandbox.id).and_then(|r| r.pause_pid).unwrap_or(0);
+        let pid = self
+            .runtime
+            .get(&sandbox.id)
+            .and_then(|r| r.pause_pid)
+            .unwrap_or(0);
         let running = pid > 0 && pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid);
         let mut networks = Map::new();
         for ep in &sandbox.endpoints {
@@ -119,6 +130,9 @@ impl Engine {
     pub fn list_sandboxes(&self) -> Vec<Value> {
         let mut sandboxes: Vec<&Sandbox> = self.state.sandboxes.values().collect();
         sandboxes.sort_by(|a, b| b.created.cmp(&a.created));
-        sandboxes.into_iter().map(|s| self.sandbox_json(s)).collect()
+        sandboxes
+            .into_iter()
+            .map(|s| self.sandbox_json(s))
+            .collect()
     }
 }

@@ -92,11 +92,19 @@ impl Engine {
 
     fn load_runtime(&mut self) {
         for id in self.state.sandboxes.keys() {
-            let pause_pid = crate::state::read_pid(&self.config.paths.sandbox_file(id, "pause.pid"));
-            let processes = std::fs::read_to_string(self.config.paths.sandbox_file(id, "processes"))
-                .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-                .unwrap_or_default();
-            self.runtime.insert(id.clone(), Runtime { pause_pid, processes });
+            let pause_pid =
+                crate::state::read_pid(&self.config.paths.sandbox_file(id, "pause.pid"));
+            let processes =
+                std::fs::read_to_string(self.config.paths.sandbox_file(id, "processes"))
+                    .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+                    .unwrap_or_default();
+            self.runtime.insert(
+                id.clone(),
+                Runtime {
+                    pause_pid,
+                    processes,
+                },
+            );
         }
     }
 
@@ -114,7 +122,8 @@ impl Engine {
         let bridge = self.config.default_bridge.clone();
         bridge_driver::names::validate_ifname("--default-bridge", &bridge)?;
         if let Some(existing) = self.state.networks.values().find(|n| n.default).cloned() {
-            if existing.bridge == bridge && existing.subnet == subnet && existing.gateway == gateway {
+            if existing.bridge == bridge && existing.subnet == subnet && existing.gateway == gateway
+            {
                 return Ok(());
             }
             if self.state.attached(&existing.id).next().is_some() {
@@ -153,9 +162,10 @@ impl Engine {
             subnet,
             true,
         )?;
-        network
-            .options
-            .insert("com.docker.network.bridge.default_bridge".into(), "true".into());
+        network.options.insert(
+            "com.docker.network.bridge.default_bridge".into(),
+            "true".into(),
+        );
         if adopt {
             // A bridge left with our address (an earlier netd, or Docker's docker0): mark
             // it as this network's so it is managed from now on.
@@ -168,7 +178,12 @@ impl Engine {
 
     /// Refuses to take over a link another program owns with a different address.
     /// Returns whether an existing bridge with the right address is to be adopted.
-    fn check_default_bridge_free(&mut self, bridge: &str, gateway: Ipv4Addr, subnet: Ipv4Net) -> Result<bool> {
+    fn check_default_bridge_free(
+        &mut self,
+        bridge: &str,
+        gateway: Ipv4Addr,
+        subnet: Ipv4Net,
+    ) -> Result<bool> {
         let Some(link) = self.host.link_by_name(bridge)? else {
             return Ok(false);
         };
@@ -177,7 +192,9 @@ impl Engine {
         }
         let wanted = Ipv4Net::new(gateway, subnet.prefix_len()).unwrap_or(subnet);
         let addresses = self.host.addresses_of(link.index)?;
-        if link.kind.as_deref() == Some("bridge") && (addresses.is_empty() || addresses.contains(&wanted)) {
+        if link.kind.as_deref() == Some("bridge")
+            && (addresses.is_empty() || addresses.contains(&wanted))
+        {
             return Ok(true);
         }
         let have: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
@@ -185,7 +202,11 @@ impl Engine {
             "interface {bridge} already exists ({}, address {}) and is not managed by netd; \
              choose another name with --default-bridge NAME (or --no-default-network)",
             link.kind.as_deref().unwrap_or("unknown kind"),
-            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
         )))
     }
 

@@ -1,11 +1,11 @@
 //! Network verbs: create, remove, prune.
 
 use bridge_driver::firewall::{network_chain, EntryFixes, StaleChains};
+use bridge_driver::ipam::Pool;
 use bridge_driver::model::{build_network, NetworkRequest};
 use bridge_driver::plan::{bridge_plan, host_sysctls};
 use bridge_driver::pools::{choose_subnet, subnets_overlap};
 use bridge_driver::{ModelError, Network};
-use bridge_driver::ipam::Pool;
 
 use super::{dataplane, Engine};
 use crate::error::{NetdError, Result};
@@ -41,13 +41,23 @@ impl Engine {
                 subnet
             }
             None => {
-                let mut host: Vec<_> = self.host.routes()?.into_iter().map(|r| r.destination).collect();
+                let mut host: Vec<_> = self
+                    .host
+                    .routes()?
+                    .into_iter()
+                    .map(|r| r.destination)
+                    .collect();
                 host.extend(self.host.addresses()?.into_iter().map(|a| a.net.trunc()));
                 choose_subnet(&taken, &host).ok_or(ModelError::PoolsExhausted)?
             }
         };
         let network = build_network(new_id()?, now_rfc3339(), &request, &valid, subnet, false)?;
-        if let Some(other) = self.state.networks.values().find(|n| n.bridge == network.bridge) {
+        if let Some(other) = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.bridge == network.bridge)
+        {
             return Err(NetdError::Conflict(format!(
                 "--opt bridge-name: bridge {} is already used by network {}",
                 network.bridge, other.name
@@ -66,10 +76,13 @@ impl Engine {
     /// Records a network and makes the kernel match; undoes everything if applying fails.
     pub(super) fn add_network(&mut self, network: Network) -> Result<()> {
         self.commit(vec![Change::put(Kind::Network, &network.id, &network)?])?;
+        self.state.pools.insert(
+            network.id.clone(),
+            Pool::new(network.subnet, network.gateway, network.ip_range),
+        );
         self.state
-            .pools
-            .insert(network.id.clone(), Pool::new(network.subnet, network.gateway, network.ip_range));
-        self.state.networks.insert(network.id.clone(), network.clone());
+            .networks
+            .insert(network.id.clone(), network.clone());
         if let Err(e) = self.apply_network(&network) {
             let _ = self.remove_network_record(&network);
             return Err(e);
@@ -129,7 +142,11 @@ impl Engine {
                 network.name
             )));
         }
-        let users: Vec<String> = self.state.attached(&network.id).map(|s| s.name.clone()).collect();
+        let users: Vec<String> = self
+            .state
+            .attached(&network.id)
+            .map(|s| s.name.clone())
+            .collect();
         if !users.is_empty() {
             return Err(NetdError::Conflict(format!(
                 "network {} has active endpoints ({}); disconnect or remove them first",

@@ -23,7 +23,10 @@ impl Engine {
             }
         }
         self.apply_host_sysctls()?;
-        repairs.extend(dataplane::reconcile_firewall(&self.iptables, &self.ordered_networks())?);
+        repairs.extend(dataplane::reconcile_firewall(
+            &self.iptables,
+            &self.ordered_networks(),
+        )?);
 
         // Owners first, so sandboxes that join them find the namespace in place.
         let mut sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
@@ -47,24 +50,43 @@ impl Engine {
                 self.teardown_sandbox(&sandbox.id, true, &runtime);
             }
             let pid = self.create_sandbox(sandbox)?;
-            self.runtime.insert(sandbox.id.clone(), Runtime { pause_pid: Some(pid), processes: Vec::new() });
-            repairs.push(format!("sandbox {name}: recreated its network namespace (pause pid {pid})"));
+            self.runtime.insert(
+                sandbox.id.clone(),
+                Runtime {
+                    pause_pid: Some(pid),
+                    processes: Vec::new(),
+                },
+            );
+            repairs.push(format!(
+                "sandbox {name}: recreated its network namespace (pause pid {pid})"
+            ));
             return Ok(());
         }
         if sandbox.joined.is_none() {
             self.reconcile_endpoints(sandbox, repairs)?;
         }
         let pause_pid = self.runtime.get(&sandbox.id).and_then(|r| r.pause_pid);
-        let alive = pause_pid.is_some_and(|pid| pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid));
+        let alive = pause_pid
+            .is_some_and(|pid| pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid));
         if !alive {
-            let pid = pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?.finish()?;
-            crate::files::write_atomic(&self.paths().sandbox_file(&sandbox.id, "pause.pid"), &format!("{pid}\n"))?;
-            self.runtime.entry(sandbox.id.clone()).or_default().pause_pid = Some(pid);
-            repairs.push(format!("sandbox {name}: restarted its pause process (pid {pid})"));
+            let pid =
+                pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?.finish()?;
+            crate::files::write_atomic(
+                &self.paths().sandbox_file(&sandbox.id, "pause.pid"),
+                &format!("{pid}\n"),
+            )?;
+            self.runtime
+                .entry(sandbox.id.clone())
+                .or_default()
+                .pause_pid = Some(pid);
+            repairs.push(format!(
+                "sandbox {name}: restarted its pause process (pid {pid})"
+            ));
         }
         let dir = self.paths().sandbox_dir(&sandbox.id);
         if !self.paths().sandbox_file(&sandbox.id, "hosts").exists() {
-            std::fs::create_dir_all(&dir).map_err(|e| crate::error::NetdError::Internal(e.to_string()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| crate::error::NetdError::Internal(e.to_string()))?;
             self.write_files(sandbox)?;
             repairs.push(format!("sandbox {name}: rewrote hosts and resolv.conf"));
         }
@@ -95,7 +117,10 @@ impl Engine {
                         .any(|r| r.destination.prefix_len() == 0 && r.gateway == Some(gateway));
                     if !has_default {
                         inner.replace_route(&dataplane::default_route(gateway, i.index))?;
-                        repairs.push(format!("sandbox {}: restored its default route", sandbox.name));
+                        repairs.push(format!(
+                            "sandbox {}: restored its default route",
+                            sandbox.name
+                        ));
                     }
                 }
                 continue;
@@ -107,8 +132,17 @@ impl Engine {
             if let Some(i) = inside {
                 inner.delete_link(i.index, &plan.interface)?;
             }
-            dataplane::create_endpoint(&mut self.host, &netns, &mut inner, bridge_link.index, &plan)?;
-            repairs.push(format!("sandbox {}: recreated interface {}", sandbox.name, plan.interface));
+            dataplane::create_endpoint(
+                &mut self.host,
+                &netns,
+                &mut inner,
+                bridge_link.index,
+                &plan,
+            )?;
+            repairs.push(format!(
+                "sandbox {}: recreated interface {}",
+                sandbox.name, plan.interface
+            ));
         }
         Ok(())
     }

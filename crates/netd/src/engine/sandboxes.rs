@@ -78,15 +78,15 @@ impl Engine {
 
     /// Takes an address on a network: the requested one, or the next free one.
     fn take_address(&mut self, network: &Network, ip: Option<&str>) -> Result<Ipv4Addr> {
-        let pool = self
-            .state
-            .pools
-            .get_mut(&network.id)
-            .ok_or_else(|| NetdError::Internal(format!("no address pool for {}", network.name)))?;
+        let pool =
+            self.state.pools.get_mut(&network.id).ok_or_else(|| {
+                NetdError::Internal(format!("no address pool for {}", network.name))
+            })?;
         match ip {
             Some(text) => {
                 let ip = parse_ip("--ip", text)?;
-                pool.reserve(ip).map_err(|e| NetdError::Conflict(format!("--ip: {e}")))?;
+                pool.reserve(ip)
+                    .map_err(|e| NetdError::Conflict(format!("--ip: {e}")))?;
                 Ok(ip)
             }
             None => Ok(pool.allocate()?),
@@ -124,7 +124,11 @@ impl Engine {
         let name = request.name.clone().unwrap_or_else(|| id[..12].to_string());
         let (network_mode, joined, endpoints) = match &mode {
             Mode::None => ("none".to_string(), None, Vec::new()),
-            Mode::Joined(owner) => (format!("container:{}", owner.id), Some(owner.id.clone()), Vec::new()),
+            Mode::Joined(owner) => (
+                format!("container:{}", owner.id),
+                Some(owner.id.clone()),
+                Vec::new(),
+            ),
             Mode::Network(network) => {
                 let ip = self.take_address(network, request.ip.as_deref())?;
                 let endpoint = Endpoint {
@@ -179,7 +183,8 @@ impl Engine {
                 let network = self.state.networks.get(&ep.network_id).ok_or_else(|| {
                     NetdError::Internal(format!("endpoint on unknown network {}", ep.network_id))
                 })?;
-                let plan = endpoint_plan(network, &sandbox.id, ep.interface, ep.ip, ep.default_route);
+                let plan =
+                    endpoint_plan(network, &sandbox.id, ep.interface, ep.ip, ep.default_route);
                 Ok((plan, network.bridge.clone()))
             })
             .collect()
@@ -198,13 +203,22 @@ impl Engine {
             let starting = pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?;
             for (plan, bridge) in self.endpoint_plans(sandbox)? {
                 let bridge_index = self.host.require_link(&bridge)?.index;
-                dataplane::create_endpoint(&mut self.host, &netns, &mut inner, bridge_index, &plan)?;
+                dataplane::create_endpoint(
+                    &mut self.host,
+                    &netns,
+                    &mut inner,
+                    bridge_index,
+                    &plan,
+                )?;
             }
             starting
         };
         self.write_files(sandbox)?;
         let pid = starting.finish()?;
-        files::write_atomic(&self.paths().sandbox_file(&sandbox.id, "pause.pid"), &format!("{pid}\n"))?;
+        files::write_atomic(
+            &self.paths().sandbox_file(&sandbox.id, "pause.pid"),
+            &format!("{pid}\n"),
+        )?;
         Ok(pid)
     }
 
@@ -218,8 +232,14 @@ impl Engine {
             &paths.sandbox_file(&sandbox.id, "hosts"),
             &files::hosts(hostname, &sandbox.name, &addresses),
         )?;
-        files::write_atomic(&paths.sandbox_file(&sandbox.id, "resolv.conf"), &files::resolv_conf(&host_resolv))?;
-        files::write_atomic(&paths.sandbox_file(&sandbox.id, "hostname"), &format!("{hostname}\n"))?;
+        files::write_atomic(
+            &paths.sandbox_file(&sandbox.id, "resolv.conf"),
+            &files::resolv_conf(&host_resolv),
+        )?;
+        files::write_atomic(
+            &paths.sandbox_file(&sandbox.id, "hostname"),
+            &format!("{hostname}\n"),
+        )?;
         Ok(())
     }
 
@@ -238,7 +258,10 @@ impl Engine {
     pub(super) fn teardown_sandbox(&self, id: &str, owns_netns: bool, runtime: &Runtime) {
         for pid in &runtime.processes {
             if process_in_netns(*pid, &self.paths().netns(id)) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         let pause_pid = runtime
@@ -257,7 +280,12 @@ impl Engine {
     /// namespace, unless forced (which stops them first).
     pub fn remove_sandbox(&mut self, reference: &str, force: bool) -> Result<String> {
         let sandbox = self.state.sandbox(reference)?.clone();
-        let dependents: Vec<Sandbox> = self.state.joined_to(&sandbox.id).into_iter().cloned().collect();
+        let dependents: Vec<Sandbox> = self
+            .state
+            .joined_to(&sandbox.id)
+            .into_iter()
+            .cloned()
+            .collect();
         if !dependents.is_empty() && !force {
             let names: Vec<&str> = dependents.iter().map(|s| s.name.as_str()).collect();
             return Err(NetdError::Conflict(format!(
@@ -271,7 +299,11 @@ impl Engine {
             return Err(NetdError::Conflict(format!(
                 "sandbox {} has running processes ({}); stop them or use -f",
                 sandbox.name,
-                running.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                running
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         for dependent in dependents {
@@ -285,7 +317,13 @@ impl Engine {
         let netns = self.netns_path(sandbox);
         self.runtime
             .get(&sandbox.id)
-            .map(|r| r.processes.iter().copied().filter(|p| process_in_netns(*p, &netns)).collect())
+            .map(|r| {
+                r.processes
+                    .iter()
+                    .copied()
+                    .filter(|p| process_in_netns(*p, &netns))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -342,7 +380,10 @@ impl Engine {
             self.release_addresses(std::slice::from_ref(&endpoint));
             return Err(e);
         }
-        let previous = self.state.sandboxes.insert(sandbox.id.clone(), sandbox.clone());
+        let previous = self
+            .state
+            .sandboxes
+            .insert(sandbox.id.clone(), sandbox.clone());
         if let Err(e) = self.apply_connect(&sandbox, &network, &endpoint) {
             // Undo: back to the previous record, address released, link gone.
             if let Some(previous) = previous {
@@ -359,10 +400,21 @@ impl Engine {
         Ok(sandbox)
     }
 
-    fn apply_connect(&mut self, sandbox: &Sandbox, network: &Network, endpoint: &Endpoint) -> Result<()> {
+    fn apply_connect(
+        &mut self,
+        sandbox: &Sandbox,
+        network: &Network,
+        endpoint: &Endpoint,
+    ) -> Result<()> {
         let netns = Netns::open(self.netns_path(sandbox))?;
         let mut inner = netns.netlink()?;
-        let plan = endpoint_plan(network, &sandbox.id, endpoint.interface, endpoint.ip, endpoint.default_route);
+        let plan = endpoint_plan(
+            network,
+            &sandbox.id,
+            endpoint.interface,
+            endpoint.ip,
+            endpoint.default_route,
+        );
         let bridge_index = self.host.require_link(&network.bridge)?.index;
         dataplane::create_endpoint(&mut self.host, &netns, &mut inner, bridge_index, &plan)?;
         self.write_files(sandbox)
@@ -373,7 +425,11 @@ impl Engine {
     pub fn disconnect(&mut self, network_ref: &str, container: &str) -> Result<Sandbox> {
         let network = self.state.network(network_ref)?.clone();
         let mut sandbox = self.state.sandbox(container)?.clone();
-        let Some(position) = sandbox.endpoints.iter().position(|e| e.network_id == network.id) else {
+        let Some(position) = sandbox
+            .endpoints
+            .iter()
+            .position(|e| e.network_id == network.id)
+        else {
             return Err(NetdError::NotFound(format!(
                 "sandbox {} is not connected to network {}",
                 sandbox.name, network.name
@@ -393,7 +449,9 @@ impl Engine {
             }
         }
         self.commit(vec![Change::put(Kind::Sandbox, &sandbox.id, &sandbox)?])?;
-        self.state.sandboxes.insert(sandbox.id.clone(), sandbox.clone());
+        self.state
+            .sandboxes
+            .insert(sandbox.id.clone(), sandbox.clone());
         self.release_addresses(std::slice::from_ref(&removed));
 
         let netns = Netns::open(self.netns_path(&sandbox))?;

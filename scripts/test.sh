@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, checks formatting and lints, builds the
+# binaries and runs every test (unit tests, golden files, and integration tests that run
+# netd in throwaway network namespaces). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: the tests create network namespaces; run as root" >&2
+  exit 1
+fi
+scripts/install-test-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+cargo test --workspace
