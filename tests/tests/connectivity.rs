@@ -32,6 +32,20 @@ fn two_sandboxes_on_a_user_network_ping_each_other() {
     let link = String::from_utf8_lossy(&host.exec("a", &["ip", "link", "show", "eth0"]).stdout)
         .into_owned();
     assert!(link.contains("02:42:0a:01:00:02"), "{link}");
+    // IPv4-only networks: no IPv6 on the interfaces (no link-local multicast chatter that
+    // the bridge would flood to every port), and no multicast snooping on the bridge.
+    let v6 = String::from_utf8_lossy(
+        &host
+            .exec("a", &["ip", "-6", "addr", "show", "dev", "eth0"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(v6.trim().is_empty(), "{v6}");
+    let net: serde_json::Value =
+        serde_json::from_str(&host.netctl_ok(&["network", "inspect", "mynet"])).expect("json");
+    let bridge = format!("br-{}", &net[0]["Id"].as_str().expect("id")[..12]);
+    let details = host.sh_ok("ip", &["-d", "link", "show", &bridge]);
+    assert!(details.contains("mcast_snooping 0"), "{details}");
 }
 
 #[test]

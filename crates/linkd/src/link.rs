@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 
@@ -69,10 +69,12 @@ pub fn create_bridge_request(spec: &BridgeSpec<'_>) -> Request {
     msg.attributes
         .push(LinkAttribute::Address(spec.mac.to_vec()));
     msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
-    msg.attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-            InfoKind::Bridge,
-        )]));
+    // Multicast snooping makes every port coming up cost time proportional to the ports
+    // already there; container bridges have no querier, so it only floods anyway.
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)])),
+    ]));
     Request::new(
         format!("create bridge {}", spec.name),
         RouteNetlinkMessage::NewLink(msg),
@@ -94,7 +96,8 @@ pub fn set_alias_request(name: &str, alias: &str) -> Request {
     )
 }
 
-/// The request that creates a veth pair: host end up and enslaved, peer (down) in its netns.
+/// The request that creates a veth pair: host end enslaved, both ends down (the caller
+/// brings them up once configured), the peer in its namespace.
 pub fn create_veth_request(spec: &VethSpec<'_>) -> Request {
     // The peer cannot be brought up at creation (the kernel answers ENOTCONN): the caller
     // sets it up from inside the namespace, batched with its address and routes.
@@ -107,7 +110,7 @@ pub fn create_veth_request(spec: &VethSpec<'_>) -> Request {
     peer.attributes
         .push(LinkAttribute::NetNsFd(spec.peer_netns.as_raw_fd()));
 
-    let mut msg = up_message(0);
+    let mut msg = LinkMessage::default();
     msg.attributes
         .push(LinkAttribute::IfName(spec.host_name.to_string()));
     msg.attributes.push(LinkAttribute::Mtu(spec.mtu));
@@ -135,6 +138,17 @@ pub fn set_hairpin_request(index: u32, on: bool) -> Request {
         )])),
     ]));
     Request::new("set hairpin", RouteNetlinkMessage::SetLink(msg), 0)
+}
+
+/// The request that brings a link, found by name, up.
+pub fn set_up_by_name_request(name: &str) -> Request {
+    let mut msg = up_message(0);
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    Request::new(
+        format!("set {name} up"),
+        RouteNetlinkMessage::SetLink(msg),
+        0,
+    )
 }
 
 /// The request that brings a link up.

@@ -86,9 +86,10 @@ impl Netns {
         Netlink::open()
     }
 
-    /// Creates a new namespace held by a bind mount at `path`, with loopback up, and
-    /// returns it with a netlink socket opened inside it.
-    pub fn create(path: impl AsRef<Path>) -> Result<(Netns, Netlink)> {
+    /// Creates a new namespace held by a bind mount at `path`, with loopback up and the
+    /// given sysctls (`/proc/sys` paths) written inside it, and returns it with a netlink
+    /// socket opened inside it.
+    pub fn create(path: impl AsRef<Path>, sysctls: &[(&str, &str)]) -> Result<(Netns, Netlink)> {
         let path = path.as_ref();
         prepare_mount_point(path)?;
         let original = Netns::current()?;
@@ -106,6 +107,9 @@ impl Netns {
                 None::<&str>,
             )
             .map_err(|e| nix_error(path, e))?;
+            for (key, value) in sysctls {
+                crate::sysctl::set(key, value)?;
+            }
             let mut netlink = Netlink::open()?;
             netlink.set_up(1, "lo")?;
             let netns = Netns::open(path)?;

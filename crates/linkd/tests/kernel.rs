@@ -50,7 +50,7 @@ fn bridge_veth_in_place_address_and_route() {
         nl.add_address(br.index, net("10.9.0.1/24"), "tbr0")
             .expect("addr again");
 
-        let (ns, mut inner) = Netns::create(&ns_path).expect("netns");
+        let (ns, mut inner) = Netns::create(&ns_path, &[]).expect("netns");
         nl.create_veth(&VethSpec {
             host_name: "ndtest0",
             master: br.index,
@@ -61,10 +61,11 @@ fn bridge_veth_in_place_address_and_route() {
         })
         .expect("veth");
         let host = nl.require_link("ndtest0").expect("host end");
-        assert!(host.up, "host end created up");
+        assert!(!host.up, "host end created down, to be configured first");
         assert_eq!(host.master, Some(br.index), "host end enslaved at creation");
-
         nl.set_hairpin(host.index, true).expect("hairpin");
+        nl.set_up(host.index, "ndtest0").expect("up");
+        assert!(nl.require_link("ndtest0").expect("host end").up);
         let eth0 = inner.require_link("eth0").expect("peer born inside");
         inner.set_up(eth0.index, "eth0").expect("up");
         assert_eq!(eth0.mac, Some([0x02, 0x42, 10, 9, 0, 2]));

@@ -6,7 +6,7 @@ use bridge_driver::names::network_of_alias;
 use bridge_driver::plan::{BridgePlan, EndpointPlan};
 use bridge_driver::Network;
 use ipnet::Ipv4Net;
-use linkd::link::{create_veth_request, set_up_request};
+use linkd::link::{create_veth_request, set_up_by_name_request, set_up_request};
 use linkd::route::replace_route_request;
 use linkd::{address::add_address_request, Iptables, Netlink, Netns, Route, VethSpec};
 
@@ -67,8 +67,15 @@ pub fn owned_bridge_network(link: &linkd::Link) -> Option<&str> {
     link.alias.as_deref().and_then(network_of_alias)
 }
 
-/// Creates an endpoint: the veth pair (peer born in the sandbox), then inside the sandbox
-/// the interface up, its address and, if it carries it, the default route, in one batch.
+/// Sysctls of a new sandbox namespace: its interfaces get no IPv6 (the networks are
+/// IPv4-only), as Docker does. Without this, every new interface's link-local address,
+/// DAD and router solicitations are multicast that the bridge floods to every port, so the
+/// cost of a new sandbox grows with the number of sandboxes.
+pub const SANDBOX_SYSCTLS: &[(&str, &str)] = &[("net/ipv6/conf/default/disable_ipv6", "1")];
+
+/// Creates an endpoint: the veth pair (peer born in the sandbox); the host end without
+/// IPv6 (for the same reason as [`SANDBOX_SYSCTLS`]) and up; then inside the sandbox the
+/// interface up, its address and, if it carries it, the default route, in one batch.
 pub fn create_endpoint(
     host: &mut Netlink,
     netns: &Netns,
@@ -84,6 +91,12 @@ pub fn create_endpoint(
         peer_mac: plan.mac,
         peer_netns: netns.fd(),
     })])?;
+    // Best effort: a kernel without IPv6 has no such sysctl, and nothing to disable.
+    let _ = linkd::sysctl::set(
+        &format!("net/ipv6/conf/{}/disable_ipv6", plan.host_veth),
+        "1",
+    );
+    host.batch(vec![set_up_by_name_request(&plan.host_veth)])?;
     let inside = inner.require_link(&plan.interface)?;
     let mut requests = vec![
         set_up_request(inside.index, &plan.interface),

@@ -199,7 +199,7 @@ impl Engine {
         let starting = if sandbox.joined.is_some() {
             pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?
         } else {
-            let (netns, mut inner) = Netns::create(&netns_path)?;
+            let (netns, mut inner) = Netns::create(&netns_path, dataplane::SANDBOX_SYSCTLS)?;
             let starting = pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?;
             for (plan, bridge) in self.endpoint_plans(sandbox)? {
                 let bridge_index = self.host.require_link(&bridge)?.index;
