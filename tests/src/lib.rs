@@ -160,14 +160,27 @@ impl TestHost {
 
     /// Starts netd and waits until its API answers.
     pub fn start_netd(&mut self) {
+        self.start_netd_with(&[]);
+    }
+
+    /// Starts netd with extra flags (the API socket must stay where [`Self::socket`] says,
+    /// or be found by the caller) and waits until it is up; stopped on drop.
+    pub fn start_netd_with(&mut self, extra: &[&str]) {
         assert!(self.netd.is_none(), "netd already running");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let socket = extra
+            .iter()
+            .position(|a| a == "--socket")
+            .and_then(|i| extra.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.socket());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("netd.log"))
             .expect("netd log");
         let child = self
-            .netd_command(&[])
+            .netd_command(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -176,7 +189,7 @@ impl TestHost {
         self.netd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
                 return;
             }
             if let Some(child) = self.netd.as_mut() {

@@ -7,36 +7,23 @@ use netd_tests::{run, TestHost};
 
 #[test]
 fn socket_is_mode_0660_wherever_it_is() {
+    use std::os::unix::fs::PermissionsExt;
     let host = TestHost::new();
     assert_eq!(host.socket_mode(), 0o660);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let custom = dir.path().join("elsewhere").join("api.sock");
     let mut other = TestHost::bare();
-    let mut child = other
-        .netd_command(&["--socket".into(), custom.display().to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("netd");
-    assert!(TestHost::eventually(
-        std::time::Duration::from_secs(10),
-        || custom.exists()
-    ));
-    use std::os::unix::fs::PermissionsExt;
+    let custom = other.dir.path().join("elsewhere").join("api.sock");
+    other.start_netd_with(&["--socket", custom.to_str().expect("utf-8")]);
     let mode = std::fs::metadata(&custom)
         .expect("socket")
         .permissions()
         .mode()
         & 0o777;
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(mode, 0o660);
-    other.stop_netd();
 }
 
 #[test]
 fn a_foreign_default_bridge_is_refused_with_the_flag_to_change() {
-    let host = TestHost::bare();
+    let mut host = TestHost::bare();
     host.sh_ok("ip", &["link", "add", "docker0", "type", "bridge"]);
     host.sh_ok("ip", &["addr", "add", "10.99.0.1/24", "dev", "docker0"]);
     let out = run(&mut host.netd_command(&[]));
@@ -48,51 +35,24 @@ fn a_foreign_default_bridge_is_refused_with_the_flag_to_change() {
     );
     assert!(stderr.contains("10.99.0.1/24"), "{stderr}");
     // With another name it starts, and leaves the foreign bridge alone.
-    let mut host = host;
-    let mut child = host
-        .netd_command(&["--default-bridge".into(), "netd0".into()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("netd");
-    assert!(TestHost::eventually(
-        std::time::Duration::from_secs(10),
-        || host.socket().exists()
-    ));
+    host.start_netd_with(&["--default-bridge", "netd0"]);
     let addr = host.sh_ok("ip", &["-o", "-4", "addr", "show", "netd0"]);
     assert!(addr.contains("172.17.0.1/16"), "{addr}");
     let foreign = host.sh_ok("ip", &["-o", "-4", "addr", "show", "docker0"]);
     assert!(foreign.contains("10.99.0.1/24"), "{foreign}");
-    let _ = child.kill();
-    let _ = child.wait();
-    host.stop_netd();
 }
 
 #[test]
 fn config_file_and_no_default_network() {
-    let host = TestHost::bare();
+    let mut host = TestHost::bare();
     let config = host.dir.path().join("netd.toml");
     std::fs::write(&config, "no-default-network = true\n").expect("config");
-    let mut host = host;
-    let mut child = host
-        .netd_command(&["--config".into(), config.display().to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("netd");
-    assert!(TestHost::eventually(
-        std::time::Duration::from_secs(10),
-        || host.socket().exists()
-    ));
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    host.start_netd_with(&["--config", config.to_str().expect("utf-8")]);
     let ls = host.netctl_ok(&["network", "ls", "-q"]);
     assert!(ls.is_empty(), "no default network: {ls}");
     assert!(!host.links().iter().any(|l| l == "docker0"));
     let err = host.netctl_err(&["run", "-d"]);
     assert!(err.contains("--network"), "{err}");
-    let _ = child.kill();
-    let _ = child.wait();
-    host.stop_netd();
 }
 
 #[test]

@@ -241,31 +241,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             print_sandboxes(&list, quiet, format.as_deref());
             Ok(0)
         }
-        Cmd::Inspect { names } => {
-            let mut out = Vec::new();
-            for name in names {
-                out.push(
-                    client
-                        .call(Method::GET, &format!("/sandboxes/{name}"), None)
-                        .await?,
-                );
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(0)
-        }
+        Cmd::Inspect { names } => inspect_all(&client, "sandboxes", &names).await,
         Cmd::Rm { force, names } => {
-            let mut failed = false;
-            for name in names {
-                let path = format!("/sandboxes/{name}?force={force}");
-                match client.call(Method::DELETE, &path, None).await {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(u8::from(failed))
+            remove_all(&client, &names, |name| {
+                format!("/sandboxes/{name}?force={force}")
+            })
+            .await
         }
         Cmd::System(SystemCmd::Reconcile) => {
             let answer = client.call(Method::POST, "/system/reconcile", None).await?;
@@ -328,33 +309,9 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
             print_rows(&header, &keys, &rows, quiet, format.as_deref());
             Ok(0)
         }
-        NetworkCmd::Inspect { names } => {
-            let mut out = Vec::new();
-            for name in names {
-                out.push(
-                    client
-                        .call(Method::GET, &format!("/networks/{name}"), None)
-                        .await?,
-                );
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(0)
-        }
+        NetworkCmd::Inspect { names } => inspect_all(client, "networks", &names).await,
         NetworkCmd::Rm { names } => {
-            let mut failed = false;
-            for name in names {
-                match client
-                    .call(Method::DELETE, &format!("/networks/{name}"), None)
-                    .await
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(u8::from(failed))
+            remove_all(client, &names, |name| format!("/networks/{name}")).await
         }
         NetworkCmd::Prune { force: _ } => {
             let answer = client.call(Method::POST, "/networks/prune", None).await?;
@@ -417,6 +374,40 @@ async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
             .await?;
     }
     code
+}
+
+/// `inspect` of several objects: a JSON array, as Docker prints it.
+async fn inspect_all(client: &Client, kind: &str, names: &[String]) -> anyhow::Result<u8> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push(
+            client
+                .call(Method::GET, &format!("/{kind}/{name}"), None)
+                .await?,
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+/// `rm` of several objects: each name printed when removed, each failure reported, and a
+/// non-zero exit if any failed.
+async fn remove_all(
+    client: &Client,
+    names: &[String],
+    path: impl Fn(&str) -> String,
+) -> anyhow::Result<u8> {
+    let mut failed = false;
+    for name in names {
+        match client.call(Method::DELETE, &path(name), None).await {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
 }
 
 fn text(v: &Value) -> String {
