@@ -417,6 +417,34 @@ impl TestHost {
         out
     }
 
+    /// Live pause processes serving this host's sandboxes, found by scanning /proc (not
+    /// by netd's pid files), so leaked ones are counted too.
+    pub fn live_pauses(&self) -> Vec<i32> {
+        let run = self.run_dir();
+        let needle = run.to_string_lossy().into_owned();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&cmdline);
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            if text.contains("netd-pause") && text.contains(&needle) && !zombie {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
     /// Waits until `f` holds, polling; returns whether it did within `timeout`.
     pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + timeout;

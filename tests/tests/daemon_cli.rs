@@ -157,4 +157,8 @@ fn removal_takes_everything_away() {
     assert_eq!(host.iptables(), rules);
     assert!(host.netns_mounts().is_empty());
     assert!(host.pause_pids().is_empty());
+    assert!(TestHost::eventually(
+        std::time::Duration::from_secs(5),
+        || host.live_pauses().is_empty()
+    ));
 }

@@ -204,14 +204,17 @@ fn kill_9_in_the_middle_of_operations_leaks_nothing() {
         let ids = ps_ids(&host);
         let veths: BTreeSet<String> = host.sandbox_veths().into_iter().collect();
         let settled = TestHost::eventually(Duration::from_secs(5), || {
-            host.sandbox_veths().len() == ids.len() && host.netns_mounts().len() == ids.len()
+            host.sandbox_veths().len() == ids.len()
+                && host.netns_mounts().len() == ids.len()
+                && host.live_pauses().len() == ids.len()
         });
         assert!(
             settled,
-            "round {round}: {} sandboxes but veths {:?} and mounts {:?}",
+            "round {round}: {} sandboxes but veths {:?}, mounts {:?}, pause processes {:?}",
             ids.len(),
             veths,
-            host.netns_mounts()
+            host.netns_mounts(),
+            host.live_pauses()
         );
         for id in &ids {
             let inspect = host.inspect(id);

@@ -2,9 +2,10 @@
 //! the Kubernetes pause container does), so the sandbox has a Pid that other runtimes can
 //! join through `/proc/PID/ns/net`.
 //!
-//! `netd-pause NETNS SANDBOX_ID` enters the namespace, forks, prints the child's pid and
-//! exits; the child detaches into its own session. netd therefore never has to reap it,
-//! and stopping netd stops no sandbox.
+//! `netd-pause NETNS SANDBOX_ID PIDFILE` enters the namespace, forks, records the child's
+//! pid in PIDFILE, prints it and exits; the child detaches into its own session. netd
+//! therefore never has to reap it, stopping netd stops no sandbox, and a pause started
+//! just before netd died is still found by its pid file.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -23,10 +24,11 @@ pub struct Starting {
 
 /// Starts the pause process for `sandbox_id` in the namespace at `netns`; the pid comes
 /// later from [`Starting::finish`], so the caller can configure links meanwhile.
-pub fn start(binary: &Path, netns: &Path, sandbox_id: &str) -> Result<Starting> {
+pub fn start(binary: &Path, netns: &Path, sandbox_id: &str, pid_file: &Path) -> Result<Starting> {
     let child = Command::new(binary)
         .arg(netns)
         .arg(sandbox_id)
+        .arg(pid_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,6 +1,8 @@
-//! netd-pause NETNS SANDBOX_ID: holds a sandbox's network namespace, like the Kubernetes
-//! pause container. Enters NETNS, forks, prints the child's pid and exits; the child
-//! detaches (own session, stdio on /dev/null) and sleeps until killed.
+//! netd-pause NETNS SANDBOX_ID PIDFILE: holds a sandbox's network namespace, like the
+//! Kubernetes pause container. Enters NETNS, forks, writes the child's pid to PIDFILE,
+//! prints it and exits; the child detaches (own session, stdio on /dev/null) and sleeps
+//! until killed. The pid file is written here, not by netd, so that it exists even if netd
+//! dies while the pause process starts.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -12,8 +14,8 @@ use nix::unistd::{fork, setsid, ForkResult};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        eprintln!("usage: netd-pause NETNS SANDBOX_ID");
+    if args.len() != 4 {
+        eprintln!("usage: netd-pause NETNS SANDBOX_ID PIDFILE");
         return ExitCode::from(2);
     }
     let netns = match File::open(&args[1]) {
@@ -31,6 +33,14 @@ fn main() -> ExitCode {
     // SAFETY: the process is single-threaded here, so fork is sound.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
+            let tmp = format!("{}.tmp", args[3]);
+            let written = std::fs::write(&tmp, format!("{child}\n"))
+                .and_then(|()| std::fs::rename(&tmp, &args[3]));
+            if let Err(e) = written {
+                eprintln!("netd-pause: {}: {e}", args[3]);
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                return ExitCode::FAILURE;
+            }
             println!("{child}");
             ExitCode::SUCCESS
         }

@@ -65,16 +65,19 @@ impl Engine {
         if sandbox.joined.is_none() {
             self.reconcile_endpoints(sandbox, repairs)?;
         }
-        let pause_pid = self.runtime.get(&sandbox.id).and_then(|r| r.pause_pid);
+        // The pid file is the pause process's own word, also when netd died starting it.
+        let pause_pid =
+            crate::state::read_pid(&self.paths().sandbox_file(&sandbox.id, "pause.pid"))
+                .or_else(|| self.runtime.get(&sandbox.id).and_then(|r| r.pause_pid));
         let alive = pause_pid
             .is_some_and(|pid| pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid));
-        if !alive {
-            let pid =
-                pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?.finish()?;
-            crate::files::write_atomic(
-                &self.paths().sandbox_file(&sandbox.id, "pause.pid"),
-                &format!("{pid}\n"),
-            )?;
+        if alive {
+            self.runtime
+                .entry(sandbox.id.clone())
+                .or_default()
+                .pause_pid = pause_pid;
+        } else {
+            let pid = self.start_pause(sandbox)?.finish()?;
             self.runtime
                 .entry(sandbox.id.clone())
                 .or_default()

@@ -197,10 +197,10 @@ impl Engine {
             .map_err(|e| NetdError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         let netns_path = self.netns_path(sandbox);
         let starting = if sandbox.joined.is_some() {
-            pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?
+            self.start_pause(sandbox)?
         } else {
             let (netns, mut inner) = Netns::create(&netns_path, dataplane::SANDBOX_SYSCTLS)?;
-            let starting = pause::start(&self.paths().pause_binary, &netns_path, &sandbox.id)?;
+            let starting = self.start_pause(sandbox)?;
             for (plan, bridge) in self.endpoint_plans(sandbox)? {
                 let bridge_index = self.host.require_link(&bridge)?.index;
                 dataplane::create_endpoint(
@@ -214,12 +214,17 @@ impl Engine {
             starting
         };
         self.write_files(sandbox)?;
-        let pid = starting.finish()?;
-        files::write_atomic(
+        starting.finish()
+    }
+
+    /// Starts a sandbox's pause process, which records its pid in the sandbox's directory.
+    pub(super) fn start_pause(&self, sandbox: &Sandbox) -> Result<pause::Starting> {
+        pause::start(
+            &self.paths().pause_binary,
+            &self.netns_path(sandbox),
+            &sandbox.id,
             &self.paths().sandbox_file(&sandbox.id, "pause.pid"),
-            &format!("{pid}\n"),
-        )?;
-        Ok(pid)
+        )
     }
 
     /// Writes the sandbox's hosts, resolv.conf and hostname files.
@@ -264,10 +269,9 @@ impl Engine {
                 );
             }
         }
-        let pause_pid = runtime
-            .pause_pid
-            .or_else(|| crate::state::read_pid(&self.paths().sandbox_file(id, "pause.pid")));
-        if let Some(pid) = pause_pid {
+        // The recorded pid and the pid file can differ only after a crash; stop both.
+        let from_file = crate::state::read_pid(&self.paths().sandbox_file(id, "pause.pid"));
+        for pid in runtime.pause_pid.into_iter().chain(from_file) {
             pause::stop(pid, id);
         }
         if owns_netns {
