@@ -9,7 +9,13 @@
 //!   rules stay together and the shared chain grows by two jumps per network, not per
 //!   container.
 //! - nat `POSTROUTING` jumps to `NETD-POSTROUTING`, which masquerades each network's subnet
-//!   leaving through any other interface.
+//!   leaving through any other interface, and (first) what `NETD-HOSTPORT-MASQ` selects.
+//! - Published ports: nat `PREROUTING` and `OUTPUT` jump, for local destinations, to
+//!   `NETD-HOSTPORT-DNAT`, which goes to one `NETD-HP-<hash>` chain per network holding
+//!   its sandboxes' mappings: hairpin (from the network's own subnet) and localhost traffic
+//!   is marked through `NETD-HOSTPORT-SETMARK` (masqueraded by `NETD-HOSTPORT-MASQ`), then
+//!   DNATed. Everyone else keeps their source address. Each mapping's rules carry the
+//!   sandbox's id in a comment, so a sandbox's rules are appended and removed on their own.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +29,13 @@ pub const CHAIN_FORWARD: &str = "NETD-FORWARD";
 pub const CHAIN_ISOLATION_1: &str = "NETD-ISOLATION-1";
 pub const CHAIN_ISOLATION_2: &str = "NETD-ISOLATION-2";
 pub const CHAIN_POSTROUTING: &str = "NETD-POSTROUTING";
+pub const CHAIN_HOSTPORT_DNAT: &str = "NETD-HOSTPORT-DNAT";
+pub const CHAIN_HOSTPORT_SETMARK: &str = "NETD-HOSTPORT-SETMARK";
+pub const CHAIN_HOSTPORT_MASQ: &str = "NETD-HOSTPORT-MASQ";
+/// Every per-network port chain starts with this.
+pub const HOSTPORT_CHAIN_PREFIX: &str = "NETD-HP-";
+/// The mark bit that asks for masquerading (bit 13, as Kubernetes and the CNI portmap use).
+pub const MASQ_MARK: &str = "0x2000/0x2000";
 /// Every per-network filter chain starts with this.
 pub const NETWORK_CHAIN_PREFIX: &str = "NETD-FWD-";
 /// Every chain netd owns starts with this.
@@ -37,6 +50,51 @@ pub struct NetworkFirewall {
     pub internal: bool,
     pub icc: bool,
     pub masquerade: bool,
+    /// Ports published by the network's sandboxes, in the order they were published.
+    pub ports: Vec<PublishedPort>,
+}
+
+/// A published port of a sandbox, with the address it is forwarded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub sandbox_id: String,
+    pub container_ip: std::net::Ipv4Addr,
+    pub mapping: crate::ports::PortMapping,
+}
+
+/// The name of a network's port chain (nat table).
+pub fn hostport_chain(network_id: &str) -> String {
+    format!("{HOSTPORT_CHAIN_PREFIX}{}", short_hash(network_id))
+}
+
+/// The comment that ties a rule to its sandbox.
+pub fn sandbox_comment(sandbox_id: &str) -> String {
+    format!("sandbox {}", &sandbox_id[..sandbox_id.len().min(12)])
+}
+
+/// The rules of one published port, as `iptables-save` prints them (the network's chain).
+pub fn port_rules(network_id: &str, subnet: Ipv4Net, port: &PublishedPort) -> Vec<String> {
+    let chain = hostport_chain(network_id);
+    let m = &port.mapping;
+    let dst = if m.host_ip.is_unspecified() {
+        String::new()
+    } else {
+        format!("-d {}/32 ", m.host_ip)
+    };
+    let proto = m.protocol.as_str();
+    let matches = format!(
+        "-p {proto} -m {proto} --dport {} -m comment --comment \"{}\"",
+        m.host_port,
+        sandbox_comment(&port.sandbox_id)
+    );
+    vec![
+        format!("-A {chain} -s {subnet} {dst}{matches} -j {CHAIN_HOSTPORT_SETMARK}"),
+        format!("-A {chain} -s 127.0.0.1/32 {dst}{matches} -j {CHAIN_HOSTPORT_SETMARK}"),
+        format!(
+            "-A {chain} {dst}{matches} -j DNAT --to-destination {}:{}",
+            port.container_ip, m.container_port
+        ),
+    ]
 }
 
 impl From<&Network> for NetworkFirewall {
@@ -48,6 +106,7 @@ impl From<&Network> for NetworkFirewall {
             internal: n.internal,
             icc: n.icc,
             masquerade: n.masquerade,
+            ports: Vec::new(),
         }
     }
 }
@@ -91,9 +150,18 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
     let mut isolation1 = Chain::new(CHAIN_ISOLATION_1);
     let mut isolation2 = Chain::new(CHAIN_ISOLATION_2);
     let mut postrouting = Chain::new(CHAIN_POSTROUTING);
+    let mut hostport_dnat = Chain::new(CHAIN_HOSTPORT_DNAT);
+    let mut setmark = Chain::new(CHAIN_HOSTPORT_SETMARK);
+    let mut masq = Chain::new(CHAIN_HOSTPORT_MASQ);
     let mut per_network = Vec::new();
+    let mut per_network_ports = Vec::new();
 
     forward.add(format!("-j {CHAIN_ISOLATION_1}"));
+    // A published port is public: flows DNATed to it cross networks (both directions).
+    isolation1.add("-m conntrack --ctstate DNAT -j RETURN");
+    postrouting.add(format!("-j {CHAIN_HOSTPORT_MASQ}"));
+    setmark.add(format!("-j MARK --set-xmark {MASQ_MARK}"));
+    masq.add(format!("-m mark --mark {MASQ_MARK} -j MASQUERADE"));
     for net in networks {
         let br = &net.bridge;
         let chain_name = network_chain(&net.id);
@@ -121,14 +189,21 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
             }
         }
         per_network.push(chain);
+
+        let ports_chain = hostport_chain(&net.id);
+        hostport_dnat.add(format!("-j {ports_chain}"));
+        let mut chain = Chain::new(&ports_chain);
+        for port in &net.ports {
+            chain.rules.extend(port_rules(&net.id, net.subnet, port));
+        }
+        per_network_ports.push(chain);
     }
 
     let mut filter = vec![forward, isolation1, isolation2];
     filter.extend(per_network);
-    Ruleset {
-        filter,
-        nat: vec![postrouting],
-    }
+    let mut nat = vec![postrouting, hostport_dnat, setmark, masq];
+    nat.extend(per_network_ports);
+    Ruleset { filter, nat }
 }
 
 /// One table of `iptables-save` output: chains in order of declaration, with their rules.
@@ -212,6 +287,12 @@ pub fn entry_fixes(filter: &SavedTable, nat: &SavedTable) -> EntryFixes {
         fixes
             .nat
             .push(format!("-I POSTROUTING 1 -j {CHAIN_POSTROUTING}"));
+    }
+    for hook in ["PREROUTING", "OUTPUT"] {
+        let jump = format!("-m addrtype --dst-type LOCAL -j {CHAIN_HOSTPORT_DNAT}");
+        if !nat.rules(hook).contains(&format!("-A {hook} {jump}")) {
+            fixes.nat.push(format!("-I {hook} 1 {jump}"));
+        }
     }
     fixes
 }
@@ -322,6 +403,7 @@ mod tests {
             internal: false,
             icc: true,
             masquerade: true,
+            ports: Vec::new(),
         }
     }
 
@@ -335,7 +417,14 @@ mod tests {
             fixes.filter,
             vec!["-I FORWARD 1 -j NETD-USER", "-I FORWARD 2 -j NETD-FORWARD"]
         );
-        assert_eq!(fixes.nat, vec!["-I POSTROUTING 1 -j NETD-POSTROUTING"]);
+        assert_eq!(
+            fixes.nat,
+            vec![
+                "-I POSTROUTING 1 -j NETD-POSTROUTING",
+                "-I PREROUTING 1 -m addrtype --dst-type LOCAL -j NETD-HOSTPORT-DNAT",
+                "-I OUTPUT 1 -m addrtype --dst-type LOCAL -j NETD-HOSTPORT-DNAT",
+            ]
+        );
     }
 
     #[test]
@@ -343,8 +432,11 @@ mod tests {
         let filter = SavedTable::parse(
             ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n:NETD-FORWARD - [0:0]\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n",
         );
-        let nat =
-            SavedTable::parse(":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j NETD-POSTROUTING\n");
+        let nat = SavedTable::parse(
+            ":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j NETD-POSTROUTING\n\
+             -A PREROUTING -m addrtype --dst-type LOCAL -j NETD-HOSTPORT-DNAT\n\
+             -A OUTPUT -m addrtype --dst-type LOCAL -j NETD-HOSTPORT-DNAT\n",
+        );
         assert!(entry_fixes(&filter, &nat).is_empty());
     }
 
@@ -384,10 +476,12 @@ mod tests {
         assert_eq!(stale.filter, vec![network_chain("b")]);
         assert!(drifted_chains(&both, &saved, &SavedTable::default()).contains(&CHAIN_POSTROUTING));
         let drift = drifted_chains(&both, &saved, &SavedTable::default());
-        assert_eq!(
-            drift,
-            vec![CHAIN_POSTROUTING],
-            "filter chains match exactly"
+        assert!(
+            both.filter
+                .iter()
+                .all(|c| !drift.contains(&c.name.as_str())),
+            "filter chains match exactly: {drift:?}"
         );
+        assert_eq!(drift.len(), both.nat.len(), "every nat chain is missing");
     }
 }

@@ -10,6 +10,7 @@ pub mod model;
 pub mod names;
 pub mod plan;
 pub mod pools;
+pub mod ports;
 
 pub use error::{IpamError, ModelError};
 pub use model::{BridgeOptions, Network, NetworkRequest};

@@ -45,6 +45,7 @@ fn network(internal: bool, icc: bool, masquerade: bool) -> NetworkFirewall {
         internal,
         icc,
         masquerade,
+        ports: Vec::new(),
     }
 }
 
@@ -77,5 +78,32 @@ fn two_networks_on_an_empty_host_with_a_stale_chain() {
     check(
         "two-networks-fresh-host.rules",
         &restore_text(&ruleset, &stale, &fixes),
+    );
+}
+
+#[test]
+fn published_ports() {
+    use bridge_driver::firewall::PublishedPort;
+    use bridge_driver::ports::{PortMapping, Protocol};
+    let mut net = network(false, true, true);
+    let sandbox = "0123456789abcdef".repeat(4);
+    let mapping = |ip: &str, host, container, protocol| PublishedPort {
+        sandbox_id: sandbox.clone(),
+        container_ip: "172.18.0.2".parse().expect("ip"),
+        mapping: PortMapping {
+            host_ip: ip.parse().expect("ip"),
+            host_port: host,
+            container_port: container,
+            protocol,
+        },
+    };
+    net.ports = vec![
+        mapping("0.0.0.0", 8080, 80, Protocol::Tcp),
+        mapping("198.51.100.2", 5353, 53, Protocol::Udp),
+    ];
+    let ruleset = desired(&[net]);
+    check(
+        "published-ports.rules",
+        &restore_text(&ruleset, &StaleChains::default(), &Default::default()),
     );
 }
