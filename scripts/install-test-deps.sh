@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages netd's tests and demo use (Debian/Ubuntu, as root).
 set -euo pipefail
-packages=(iptables iproute2 iputils-ping socat util-linux procps)
+packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -475,9 +475,42 @@ fn is_process_of(pid: i32, needle: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// Kills every process whose network namespace is one of `namespaces` (by inode): what a
+/// test started inside its test host, wherever it was reparented to.
+fn kill_processes_in(namespaces: &[PathBuf]) {
+    use std::os::unix::fs::MetadataExt;
+    let inodes: Vec<(u64, u64)> = namespaces
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    if inodes.is_empty() {
+        return;
+    }
+    let me = std::process::id() as i32;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if pid != me && inodes.contains(&(ns.dev(), ns.ino())) {
+            // SAFETY: kill of a process living in one of this test host's namespaces.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 impl Drop for TestHost {
     fn drop(&mut self) {
         self.kill_netd();
+        let mut namespaces = vec![PathBuf::from(self.netns_path())];
+        if let Some(inet) = &self.internet {
+            namespaces.push(PathBuf::from(format!("/run/netns/{inet}")));
+        }
+        namespaces.extend(self.netns_mounts().into_iter().map(PathBuf::from));
+        kill_processes_in(&namespaces);
         // Pause processes and detached commands of this host's sandboxes, by pid file.
         if let Ok(entries) = std::fs::read_dir(self.run_dir().join("sandboxes")) {
             for entry in entries.flatten() {

@@ -27,6 +27,8 @@ pub struct Link {
     pub up: bool,
     pub master: Option<u32>,
     pub alias: Option<String>,
+    /// Hairpin mode, for a bridge port.
+    pub hairpin: Option<bool>,
 }
 
 /// A bridge to create.
@@ -127,17 +129,32 @@ pub fn create_veth_request(spec: &VethSpec<'_>) -> Request {
     )
 }
 
-/// The request that turns hairpin mode on or off on a bridge port.
+/// The request that turns hairpin mode on or off on a bridge port, found by index (or by
+/// name when `index` is 0 and `name` is given).
 pub fn set_hairpin_request(index: u32, on: bool) -> Request {
+    set_hairpin(index, None, on)
+}
+
+/// [`set_hairpin_request`] for a port found by name.
+pub fn set_hairpin_by_name_request(name: &str, on: bool) -> Request {
+    set_hairpin(0, Some(name), on)
+}
+
+fn set_hairpin(index: u32, name: Option<&str>, on: bool) -> Request {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
+    if let Some(name) = name {
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    }
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::PortKind(InfoPortKind::Bridge),
         LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
             on,
         )])),
     ]));
-    Request::new("set hairpin", RouteNetlinkMessage::SetLink(msg), 0)
+    // Bridge-port attributes are only applied through RTM_NEWLINK (without NLM_F_CREATE):
+    // RTM_SETLINK ignores IFLA_INFO_SLAVE_DATA.
+    Request::new("set hairpin", RouteNetlinkMessage::NewLink(msg), 0)
 }
 
 /// The request that brings a link, found by name, up.
@@ -279,6 +296,7 @@ fn link_from_message(msg: &LinkMessage) -> Link {
         up: msg.header.flags.contains(LinkFlags::Up),
         master: None,
         alias: None,
+        hairpin: None,
     };
     for attr in &msg.attributes {
         match attr {
@@ -293,8 +311,16 @@ fn link_from_message(msg: &LinkMessage) -> Link {
             }
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
-                    if let LinkInfo::Kind(kind) = info {
-                        link.kind = Some(kind.to_string());
+                    match info {
+                        LinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
+                        LinkInfo::PortData(InfoPortData::BridgePort(attrs)) => {
+                            for attr in attrs {
+                                if let InfoBridgePort::HairpinMode(on) = attr {
+                                    link.hairpin = Some(*on);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }

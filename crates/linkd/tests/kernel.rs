@@ -65,6 +65,10 @@ fn bridge_veth_in_place_address_and_route() {
         assert_eq!(host.master, Some(br.index), "host end enslaved at creation");
         nl.set_hairpin(host.index, true).expect("hairpin");
         nl.set_up(host.index, "ndtest0").expect("up");
+        assert_eq!(
+            nl.require_link("ndtest0").expect("host end").hairpin,
+            Some(true)
+        );
         assert!(nl.require_link("ndtest0").expect("host end").up);
         let eth0 = inner.require_link("eth0").expect("peer born inside");
         inner.set_up(eth0.index, "eth0").expect("up");

@@ -86,6 +86,30 @@ pub fn stop(pid: i32, sandbox_id: &str) {
     }
 }
 
+/// Kills every process in the namespace mounted at `netns` (found by scanning /proc, so
+/// it costs time proportional to the processes on the host: only for `rm -f`).
+pub fn kill_all_in(netns: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(netns) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if ns.ino() == target.ino() && ns.dev() == target.dev() && pid != std::process::id() as i32
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Whether a process exists (and is not a zombie).
 pub fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

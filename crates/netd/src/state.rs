@@ -37,6 +37,9 @@ pub struct Sandbox {
     /// The sandbox whose namespace this one shares (`--network container:NAME`).
     pub joined: Option<String>,
     pub endpoints: Vec<Endpoint>,
+    /// Published ports, one per host port, forwarded to the first endpoint's address.
+    #[serde(default)]
+    pub ports: Vec<bridge_driver::ports::PortMapping>,
 }
 
 impl Sandbox {

@@ -41,6 +41,8 @@ enum Cmd {
     /// Create a sandbox (a network namespace held by a pause process), optionally running
     /// a command in it.
     Run(RunArgs),
+    /// List a sandbox's published ports, or the host address of one (PORT[/PROTO]).
+    Port { name: String, port: Option<String> },
     /// Run a command inside a sandbox.
     Exec {
         name: String,
@@ -152,6 +154,15 @@ struct RunArgs {
     ip: Option<String>,
     #[arg(long = "alias")]
     aliases: Vec<String>,
+    /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every --expose'd port on a random host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// A port the sandbox offers, PORT[-END][/PROTO] (published by -P).
+    #[arg(long)]
+    expose: Vec<String>,
     /// Run CMD in the background (output to the sandbox's log file) and print the id.
     #[arg(short, long)]
     detach: bool,
@@ -202,6 +213,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Network(cmd) => network(&client, cmd).await,
         Cmd::Run(args) => run_sandbox(&client, args).await,
+        Cmd::Port { name, port } => {
+            let info = client
+                .call(Method::GET, &format!("/sandboxes/{name}"), None)
+                .await?;
+            let lines = port_lines(&info, port.as_deref());
+            if lines.is_empty() {
+                if let Some(port) = port {
+                    bail!("no public port {port} published for {name}");
+                }
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(0)
+        }
         Cmd::Exec { name, command } => {
             let info = client
                 .call(Method::GET, &format!("/sandboxes/{name}"), None)
@@ -336,6 +362,9 @@ async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
         "network": args.network,
         "ip": args.ip,
         "aliases": args.aliases,
+        "publish": args.publish,
+        "publish_all": args.publish_all,
+        "expose": args.expose,
     });
     let info = client.call(Method::POST, "/sandboxes", Some(&body)).await?;
     let id = text(&info["Id"]);
@@ -410,6 +439,45 @@ async fn remove_all(
     Ok(u8::from(failed))
 }
 
+/// `docker port` lines: `80/tcp -> 0.0.0.0:8080`, or just `0.0.0.0:8080` for one port.
+fn port_lines(info: &Value, only: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let ports = info["NetworkSettings"]["Ports"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let wanted = only.map(|p| {
+        if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    let mut keys: Vec<&String> = ports.keys().collect();
+    keys.sort_by_key(|k| {
+        let (port, proto) = k.split_once('/').unwrap_or((k.as_str(), ""));
+        (port.parse::<u32>().unwrap_or(0), proto.to_string())
+    });
+    for key in keys {
+        if wanted.as_ref().is_some_and(|w| w != key) {
+            continue;
+        }
+        for binding in ports[key].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let host = format!(
+                "{}:{}",
+                text(&binding["HostIp"]),
+                text(&binding["HostPort"])
+            );
+            out.push(if wanted.is_some() {
+                host
+            } else {
+                format!("{key} -> {host}")
+            });
+        }
+    }
+    out
+}
+
 fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
@@ -481,6 +549,7 @@ fn print_sandboxes(list: &Value, quiet: bool, format: Option<&str>) {
             let names: Vec<String> = nets.keys().cloned().collect();
             let ips: Vec<String> = nets.values().map(|n| text(&n["IPAddress"])).collect();
             let mode = text(&s["HostConfig"]["NetworkMode"]);
+            let ports = port_lines(s, None).join(", ");
             vec![
                 short(&text(&s["Id"])),
                 ago(&text(&s["Created"])),
@@ -495,6 +564,7 @@ fn print_sandboxes(list: &Value, quiet: bool, format: Option<&str>) {
                     names.join(",")
                 },
                 ips.join(","),
+                ports,
                 text(&s["Name"]).trim_start_matches('/').to_string(),
             ]
         })
@@ -505,6 +575,7 @@ fn print_sandboxes(list: &Value, quiet: bool, format: Option<&str>) {
         "STATUS",
         "NETWORKS",
         "IP ADDRESS",
+        "PORTS",
         "NAMES",
     ];
     let keys = [
@@ -513,6 +584,7 @@ fn print_sandboxes(list: &Value, quiet: bool, format: Option<&str>) {
         "Status",
         "Networks",
         "IPAddress",
+        "Ports",
         "Names",
     ];
     print_rows(&header, &keys, &rows, quiet, format);

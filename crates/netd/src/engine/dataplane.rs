@@ -4,9 +4,10 @@
 use bridge_driver::firewall::{self, EntryFixes, NetworkFirewall, SavedTable, StaleChains};
 use bridge_driver::names::network_of_alias;
 use bridge_driver::plan::{BridgePlan, EndpointPlan};
-use bridge_driver::Network;
 use ipnet::Ipv4Net;
-use linkd::link::{create_veth_request, set_up_by_name_request, set_up_request};
+use linkd::link::{
+    create_veth_request, set_hairpin_by_name_request, set_up_by_name_request, set_up_request,
+};
 use linkd::route::replace_route_request;
 use linkd::{address::add_address_request, Iptables, Netlink, Netns, Route, VethSpec};
 
@@ -56,6 +57,12 @@ pub fn ensure_bridge(host: &mut Netlink, plan: &BridgePlan) -> Result<Vec<String
         host.set_up(link.index, &plan.name)?;
         repairs.push(format!("set bridge {} up", plan.name));
     }
+    // Published ports answer on 127.0.0.1: DNATed loopback traffic must be routable here.
+    let localnet = format!("net/ipv4/conf/{}/route_localnet", plan.name);
+    if linkd::sysctl::get(&localnet)? != "1" {
+        linkd::sysctl::set(&localnet, "1")?;
+        repairs.push(format!("set route_localnet on bridge {}", plan.name));
+    }
     Ok(repairs)
 }
 
@@ -96,7 +103,12 @@ pub fn create_endpoint(
         &format!("net/ipv6/conf/{}/disable_ipv6", plan.host_veth),
         "1",
     );
-    host.batch(vec![set_up_by_name_request(&plan.host_veth)])?;
+    // Hairpin: a sandbox reaching its own published port through the host comes back
+    // through the port it left by.
+    host.batch(vec![
+        set_hairpin_by_name_request(&plan.host_veth, true),
+        set_up_by_name_request(&plan.host_veth),
+    ])?;
     let inside = inner.require_link(&plan.interface)?;
     let mut requests = vec![
         set_up_request(inside.index, &plan.interface),
@@ -135,21 +147,22 @@ pub fn save_rules(iptables: &Iptables) -> Result<SavedRules> {
 /// networks whose chains must go; `fixes` repairs the entry jumps.
 pub fn apply_firewall(
     iptables: &Iptables,
-    networks: &[&Network],
+    networks: &[NetworkFirewall],
     stale: &StaleChains,
     fixes: &EntryFixes,
 ) -> Result<()> {
-    let nets: Vec<NetworkFirewall> = networks.iter().map(|n| NetworkFirewall::from(*n)).collect();
-    let ruleset = firewall::desired(&nets);
+    let ruleset = firewall::desired(networks);
     iptables.restore(&firewall::restore_text(&ruleset, stale, fixes))?;
     Ok(())
 }
 
 /// Compares the live firewall with the desired one and repairs any difference.
-pub fn reconcile_firewall(iptables: &Iptables, networks: &[&Network]) -> Result<Vec<String>> {
+pub fn reconcile_firewall(
+    iptables: &Iptables,
+    networks: &[NetworkFirewall],
+) -> Result<Vec<String>> {
     let saved = save_rules(iptables)?;
-    let nets: Vec<NetworkFirewall> = networks.iter().map(|n| NetworkFirewall::from(*n)).collect();
-    let ruleset = firewall::desired(&nets);
+    let ruleset = firewall::desired(networks);
     let drifted: Vec<String> = firewall::drifted_chains(&ruleset, &saved.filter, &saved.nat)
         .into_iter()
         .map(str::to_string)

@@ -98,6 +98,18 @@ impl Engine {
                 }),
             );
         }
+        let mut ports = Map::new();
+        for m in &sandbox.ports {
+            let key = format!("{}/{}", m.container_port, m.protocol);
+            let binding =
+                json!({"HostIp": m.host_ip.to_string(), "HostPort": m.host_port.to_string()});
+            match ports.get_mut(&key).and_then(Value::as_array_mut) {
+                Some(list) => list.push(binding),
+                None => {
+                    ports.insert(key, json!([binding]));
+                }
+            }
+        }
         let paths = self.paths();
         let files_of = sandbox.netns_owner();
         json!({
@@ -114,10 +126,11 @@ impl Engine {
             "ResolvConfPath": paths.sandbox_file(files_of, "resolv.conf"),
             "LogPath": paths.sandbox_file(&sandbox.id, "log"),
             "Config": {"Hostname": self.state.sandboxes.get(files_of).map(|s| s.short_id()).unwrap_or(sandbox.short_id())},
-            "HostConfig": {"NetworkMode": sandbox.network_mode},
+            "HostConfig": {"NetworkMode": sandbox.network_mode, "PortBindings": ports.clone()},
             "NetworkSettings": {
                 "SandboxID": sandbox.netns_owner(),
                 "SandboxKey": self.netns_path(sandbox),
+                "Ports": ports,
                 "Networks": networks,
             },
         })

@@ -7,6 +7,7 @@
 mod dataplane;
 mod inspect;
 mod networks;
+mod ports;
 mod reconcile;
 mod sandboxes;
 
@@ -25,6 +26,7 @@ use crate::error::{NetdError, Result};
 use crate::state::{Paths, Sandbox, State};
 use crate::store::{Change, Kind, Store};
 
+pub use ports::PublishRequest;
 pub use sandboxes::{ConnectRequest, RunRequest};
 
 /// How the engine is set up (from netd's flags).
@@ -54,6 +56,7 @@ pub struct Engine {
     host: Netlink,
     iptables: Iptables,
     runtime: HashMap<String, Runtime>,
+    ports: ports::PortTable,
 }
 
 const DEFAULT_NETWORK_NAME: &str = "bridge";
@@ -80,13 +83,15 @@ impl Engine {
             host: Netlink::open()?,
             iptables: Iptables::default(),
             runtime: HashMap::new(),
+            ports: ports::PortTable::default(),
             config,
             state,
             store,
         };
         engine.load_runtime();
         engine.ensure_default_network()?;
-        let repairs = engine.reconcile()?;
+        let mut repairs = engine.hold_recorded_ports();
+        repairs.extend(engine.reconcile()?);
         Ok((engine, repairs))
     }
 
@@ -223,6 +228,10 @@ impl Engine {
     }
 }
 
+/// How often the engine checks, when idle, that its firewall rules are still in place
+/// (other programs flush tables too), and restores them.
+const FIREWALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A job for the engine thread.
 type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
@@ -242,8 +251,12 @@ impl EngineHandle {
             .spawn(move || match Engine::start(config) {
                 Ok((mut engine, repairs)) => {
                     let _ = ready_tx.send(Ok(repairs));
-                    while let Ok(job) = jobs_rx.recv() {
-                        job(&mut engine);
+                    loop {
+                        match jobs_rx.recv_timeout(FIREWALL_CHECK_INTERVAL) {
+                            Ok(job) => job(&mut engine),
+                            Err(mpsc::RecvTimeoutError::Timeout) => engine.check_firewall(),
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
                     }
                 }
                 Err(e) => {

@@ -1,6 +1,8 @@
 //! Network verbs: create, remove, prune.
 
-use bridge_driver::firewall::{network_chain, EntryFixes, StaleChains};
+use bridge_driver::firewall::{
+    hostport_chain, network_chain, EntryFixes, NetworkFirewall, StaleChains,
+};
 use bridge_driver::ipam::Pool;
 use bridge_driver::model::{build_network, NetworkRequest};
 use bridge_driver::plan::{bridge_plan, host_sysctls};
@@ -106,8 +108,32 @@ impl Engine {
 
     /// Sets netd's firewall chains to the recorded networks (one transaction).
     pub(super) fn apply_firewall(&self, stale: &StaleChains) -> Result<()> {
-        let networks = self.ordered_networks();
-        dataplane::apply_firewall(&self.iptables, &networks, stale, &EntryFixes::default())
+        dataplane::apply_firewall(
+            &self.iptables,
+            &self.firewall_networks(),
+            stale,
+            &EntryFixes::default(),
+        )
+    }
+
+    /// What the firewall needs of every network, published ports included, in creation
+    /// order (so rules keep their order across restarts and appends).
+    pub(super) fn firewall_networks(&self) -> Vec<NetworkFirewall> {
+        let mut nets: Vec<NetworkFirewall> = self
+            .ordered_networks()
+            .into_iter()
+            .map(NetworkFirewall::from)
+            .collect();
+        let mut sandboxes: Vec<&crate::state::Sandbox> = self.state.sandboxes.values().collect();
+        sandboxes.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        for sandbox in sandboxes {
+            if let Some((network_id, ports)) = self.published(sandbox) {
+                if let Some(net) = nets.iter_mut().find(|n| n.id == network_id) {
+                    net.ports.extend(ports);
+                }
+            }
+        }
+        nets
     }
 
     /// Networks in creation order, so rules keep their order across restarts.
@@ -124,7 +150,7 @@ impl Engine {
         self.state.pools.remove(&network.id);
         let stale = StaleChains {
             filter: vec![network_chain(&network.id)],
-            nat: Vec::new(),
+            nat: vec![hostport_chain(&network.id)],
         };
         let firewall = self.apply_firewall(&stale);
         let link = self.host.delete_link_by_name(&network.bridge);

@@ -14,6 +14,18 @@ use crate::pause;
 use crate::state::Sandbox;
 
 impl Engine {
+    /// The periodic check: restores the firewall if something removed netd's rules.
+    pub(super) fn check_firewall(&mut self) {
+        match dataplane::reconcile_firewall(&self.iptables, &self.firewall_networks()) {
+            Ok(repairs) => {
+                for repair in repairs {
+                    tracing::warn!("firewall check: {repair}");
+                }
+            }
+            Err(e) => tracing::error!("firewall check failed: {e}"),
+        }
+    }
+
     pub fn reconcile(&mut self) -> Result<Vec<String>> {
         let mut repairs = Vec::new();
         let networks: Vec<_> = self.ordered_networks().into_iter().cloned().collect();
@@ -25,7 +37,7 @@ impl Engine {
         self.apply_host_sysctls()?;
         repairs.extend(dataplane::reconcile_firewall(
             &self.iptables,
-            &self.ordered_networks(),
+            &self.firewall_networks(),
         )?);
 
         // Owners first, so sandboxes that join them find the namespace in place.
@@ -47,7 +59,7 @@ impl Engine {
             // The namespace is gone (a reboot, or a crash before it was made): rebuild the
             // sandbox from its record, with a new pause process.
             if let Some(runtime) = self.runtime.remove(&sandbox.id) {
-                self.teardown_sandbox(&sandbox.id, true, &runtime);
+                self.teardown_sandbox(&sandbox.id, true, &runtime, false);
             }
             let pid = self.create_sandbox(sandbox)?;
             self.runtime.insert(
@@ -113,6 +125,13 @@ impl Engine {
                 _ => false,
             };
             if complete {
+                if let Some(h) = host_end.as_ref().filter(|h| h.hairpin == Some(false)) {
+                    self.host.set_hairpin(h.index, true)?;
+                    repairs.push(format!(
+                        "sandbox {}: set hairpin on {}",
+                        sandbox.name, h.name
+                    ));
+                }
                 if let (Some(gateway), Some(i)) = (plan.default_gateway, &inside) {
                     let has_default = inner
                         .routes()?
@@ -191,7 +210,7 @@ impl Engine {
             for entry in entries.flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
                 if !self.state.sandboxes.contains_key(&id) {
-                    self.teardown_sandbox(&id, true, &Runtime::default());
+                    self.teardown_sandbox(&id, true, &Runtime::default(), true);
                     repairs.push(format!("removed leftovers of deleted sandbox {id}"));
                 }
             }

@@ -10,7 +10,7 @@ use bridge_driver::Network;
 use linkd::{Netlink, Netns};
 use serde::{Deserialize, Serialize};
 
-use super::{dataplane, Engine, Runtime, DEFAULT_NETWORK_NAME};
+use super::{dataplane, Engine, PublishRequest, Runtime, DEFAULT_NETWORK_NAME};
 use crate::error::{NetdError, Result};
 use crate::files;
 use crate::pause;
@@ -29,6 +29,14 @@ pub struct RunRequest {
     pub ip: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// `-p` specs.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// `-P`: publish every `--expose`d port on a random host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    #[serde(default)]
+    pub expose: Vec<String>,
 }
 
 /// `netctl connect`'s request.
@@ -120,9 +128,79 @@ impl Engine {
         if !request.aliases.is_empty() && !matches!(mode, Mode::Network(_)) {
             return Err(NetdError::Invalid("--alias: needs --network NET".into()));
         }
+        let publish = PublishRequest {
+            publish: request.publish.clone(),
+            publish_all: request.publish_all,
+            expose: request.expose.clone(),
+        };
+        if !publish.is_empty() && !matches!(mode, Mode::Network(_)) {
+            return Err(NetdError::Invalid(
+                "-p: publishing needs a network (not none or container:)".into(),
+            ));
+        }
         let id = new_id()?;
         let name = request.name.clone().unwrap_or_else(|| id[..12].to_string());
-        let (network_mode, joined, endpoints) = match &mode {
+        let ports = if publish.is_empty() {
+            Vec::new()
+        } else {
+            self.take_ports(&id, &publish)?
+        };
+        let release_ports = |engine: &mut Engine| {
+            for mapping in &ports {
+                engine.ports.release(mapping, &id);
+            }
+        };
+        let modes = self.sandbox_endpoints(&mode, &request);
+        let (network_mode, joined, endpoints) = match modes {
+            Ok(m) => m,
+            Err(e) => {
+                release_ports(self);
+                return Err(e);
+            }
+        };
+        let sandbox = Sandbox {
+            id: id.clone(),
+            name,
+            created: now_rfc3339(),
+            network_mode,
+            joined,
+            endpoints,
+            ports: ports.clone(),
+        };
+        if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &id, &sandbox)?]) {
+            self.release_addresses(&sandbox.endpoints);
+            release_ports(self);
+            return Err(e);
+        }
+        self.state.sandboxes.insert(id.clone(), sandbox.clone());
+        match self
+            .create_sandbox(&sandbox)
+            .and_then(|pid| self.apply_ports(&sandbox).map(|()| pid))
+        {
+            Ok(pid) => {
+                self.runtime.insert(
+                    id,
+                    Runtime {
+                        pause_pid: Some(pid),
+                        processes: Vec::new(),
+                    },
+                );
+                Ok(sandbox)
+            }
+            Err(e) => {
+                let _ = self.forget_sandbox(&sandbox, true);
+                Err(e)
+            }
+        }
+    }
+
+    /// The network mode, joined owner and endpoints (with addresses taken) of a new sandbox.
+    fn sandbox_endpoints(
+        &mut self,
+        mode: &Mode,
+        request: &RunRequest,
+    ) -> Result<(String, Option<String>, Vec<Endpoint>)> {
+        Ok(match mode {
             Mode::None => ("none".to_string(), None, Vec::new()),
             Mode::Joined(owner) => (
                 format!("container:{}", owner.id),
@@ -143,36 +221,7 @@ impl Engine {
                 };
                 (network.name.clone(), None, vec![endpoint])
             }
-        };
-        let sandbox = Sandbox {
-            id: id.clone(),
-            name,
-            created: now_rfc3339(),
-            network_mode,
-            joined,
-            endpoints,
-        };
-        if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &id, &sandbox)?]) {
-            self.release_addresses(&sandbox.endpoints);
-            return Err(e);
-        }
-        self.state.sandboxes.insert(id.clone(), sandbox.clone());
-        match self.create_sandbox(&sandbox) {
-            Ok(pid) => {
-                self.runtime.insert(
-                    id,
-                    Runtime {
-                        pause_pid: Some(pid),
-                        processes: Vec::new(),
-                    },
-                );
-                Ok(sandbox)
-            }
-            Err(e) => {
-                let _ = self.forget_sandbox(&sandbox);
-                Err(e)
-            }
-        }
+        })
     }
 
     pub(super) fn endpoint_plans(&self, sandbox: &Sandbox) -> Result<Vec<(EndpointPlan, String)>> {
@@ -250,17 +299,31 @@ impl Engine {
 
     /// Deletes a sandbox's record, then tears its kernel side down (best effort, ordered:
     /// processes, namespace, files).
-    fn forget_sandbox(&mut self, sandbox: &Sandbox) -> Result<()> {
+    fn forget_sandbox(&mut self, sandbox: &Sandbox, kill_all: bool) -> Result<()> {
         self.commit(vec![Change::delete(Kind::Sandbox, &sandbox.id)])?;
         self.state.sandboxes.remove(&sandbox.id);
         self.release_addresses(&sandbox.endpoints);
+        // Best effort: rules a failed run never added are simply not there.
+        let _ = self.remove_port_rules(sandbox);
+        self.release_ports(sandbox);
         let runtime = self.runtime.remove(&sandbox.id).unwrap_or_default();
-        self.teardown_sandbox(&sandbox.id, sandbox.joined.is_none(), &runtime);
+        self.teardown_sandbox(&sandbox.id, sandbox.joined.is_none(), &runtime, kill_all);
         Ok(())
     }
 
     /// Removes what a sandbox left in the kernel and the run directory. Idempotent.
-    pub(super) fn teardown_sandbox(&self, id: &str, owns_netns: bool, runtime: &Runtime) {
+    pub(super) fn teardown_sandbox(
+        &self,
+        id: &str,
+        owns_netns: bool,
+        runtime: &Runtime,
+        kill_all: bool,
+    ) {
+        if kill_all && owns_netns {
+            // `rm -f`: everything in the sandbox goes, children of detached commands and
+            // `exec`'d processes too, as with a container's processes.
+            pause::kill_all_in(&self.paths().netns(id));
+        }
         for pid in &runtime.processes {
             if process_in_netns(*pid, &self.paths().netns(id)) {
                 let _ = nix::sys::signal::kill(
@@ -311,9 +374,9 @@ impl Engine {
             )));
         }
         for dependent in dependents {
-            self.forget_sandbox(&dependent)?;
+            self.forget_sandbox(&dependent, force)?;
         }
-        self.forget_sandbox(&sandbox)?;
+        self.forget_sandbox(&sandbox, force)?;
         Ok(sandbox.id)
     }
 
@@ -439,7 +502,9 @@ impl Engine {
                 sandbox.name, network.name
             )));
         };
+        let before = sandbox.clone();
         let removed = sandbox.endpoints.remove(position);
+        let ports_move = position == 0 && !sandbox.ports.is_empty();
         let mut new_default = None;
         if removed.default_route {
             let networks = &self.state.networks;
@@ -457,6 +522,11 @@ impl Engine {
             .sandboxes
             .insert(sandbox.id.clone(), sandbox.clone());
         self.release_addresses(std::slice::from_ref(&removed));
+        if ports_move {
+            // Published ports follow the first endpoint (or lapse with the last one).
+            let _ = self.remove_port_rules(&before);
+            self.apply_ports(&sandbox)?;
+        }
 
         let netns = Netns::open(self.netns_path(&sandbox))?;
         let mut inner: Netlink = netns.netlink()?;
