@@ -11,11 +11,12 @@
 //! - nat `POSTROUTING` jumps to `NETD-POSTROUTING`, which masquerades each network's subnet
 //!   leaving through any other interface, and (first) what `NETD-HOSTPORT-MASQ` selects.
 //! - Published ports: nat `PREROUTING` and `OUTPUT` jump, for local destinations, to
-//!   `NETD-HOSTPORT-DNAT`, which goes to one `NETD-HP-<hash>` chain per network holding
-//!   its sandboxes' mappings: hairpin (from the network's own subnet) and localhost traffic
-//!   is marked through `NETD-HOSTPORT-SETMARK` (masqueraded by `NETD-HOSTPORT-MASQ`), then
-//!   DNATed. Everyone else keeps their source address. Each mapping's rules carry the
-//!   sandbox's id in a comment, so a sandbox's rules are appended and removed on their own.
+//!   `NETD-HOSTPORT-DNAT`, which goes to one `NETD-HP-<hash>` chain per network holding one
+//!   DNAT rule per published port, tagged with the sandbox's id in a comment, so a
+//!   sandbox's rules are appended and removed on their own. `NETD-HOSTPORT-MASQ` (first in
+//!   `NETD-POSTROUTING`) masquerades the DNATed flows that need it, by conntrack state:
+//!   hairpin and same-network ones (from the network's subnet to it) and localhost ones
+//!   (from 127.0.0.0/8 out of its bridge). Everyone else keeps their source address.
 
 use std::collections::BTreeMap;
 
@@ -30,12 +31,10 @@ pub const CHAIN_ISOLATION_1: &str = "NETD-ISOLATION-1";
 pub const CHAIN_ISOLATION_2: &str = "NETD-ISOLATION-2";
 pub const CHAIN_POSTROUTING: &str = "NETD-POSTROUTING";
 pub const CHAIN_HOSTPORT_DNAT: &str = "NETD-HOSTPORT-DNAT";
-pub const CHAIN_HOSTPORT_SETMARK: &str = "NETD-HOSTPORT-SETMARK";
 pub const CHAIN_HOSTPORT_MASQ: &str = "NETD-HOSTPORT-MASQ";
 /// Every per-network port chain starts with this.
 pub const HOSTPORT_CHAIN_PREFIX: &str = "NETD-HP-";
-/// The mark bit that asks for masquerading (bit 13, as Kubernetes and the CNI portmap use).
-pub const MASQ_MARK: &str = "0x2000/0x2000";
+
 /// Every per-network filter chain starts with this.
 pub const NETWORK_CHAIN_PREFIX: &str = "NETD-FWD-";
 /// Every chain netd owns starts with this.
@@ -67,13 +66,13 @@ pub fn hostport_chain(network_id: &str) -> String {
     format!("{HOSTPORT_CHAIN_PREFIX}{}", short_hash(network_id))
 }
 
-/// The comment that ties a rule to its sandbox.
+/// The comment that ties a rule to its sandbox (the full id: it is how removal finds them).
 pub fn sandbox_comment(sandbox_id: &str) -> String {
-    format!("sandbox {}", &sandbox_id[..sandbox_id.len().min(12)])
+    format!("sandbox {sandbox_id}")
 }
 
 /// The rules of one published port, as `iptables-save` prints them (the network's chain).
-pub fn port_rules(network_id: &str, subnet: Ipv4Net, port: &PublishedPort) -> Vec<String> {
+pub fn port_rules(network_id: &str, port: &PublishedPort) -> Vec<String> {
     let chain = hostport_chain(network_id);
     let m = &port.mapping;
     let dst = if m.host_ip.is_unspecified() {
@@ -82,19 +81,13 @@ pub fn port_rules(network_id: &str, subnet: Ipv4Net, port: &PublishedPort) -> Ve
         format!("-d {}/32 ", m.host_ip)
     };
     let proto = m.protocol.as_str();
-    let matches = format!(
-        "-p {proto} -m {proto} --dport {} -m comment --comment \"{}\"",
+    vec![format!(
+        "-A {chain} {dst}-p {proto} -m {proto} --dport {} -m comment --comment \"{}\" -j DNAT --to-destination {}:{}",
         m.host_port,
-        sandbox_comment(&port.sandbox_id)
-    );
-    vec![
-        format!("-A {chain} -s {subnet} {dst}{matches} -j {CHAIN_HOSTPORT_SETMARK}"),
-        format!("-A {chain} -s 127.0.0.1/32 {dst}{matches} -j {CHAIN_HOSTPORT_SETMARK}"),
-        format!(
-            "-A {chain} {dst}{matches} -j DNAT --to-destination {}:{}",
-            port.container_ip, m.container_port
-        ),
-    ]
+        sandbox_comment(&port.sandbox_id),
+        port.container_ip,
+        m.container_port
+    )]
 }
 
 impl From<&Network> for NetworkFirewall {
@@ -151,7 +144,6 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
     let mut isolation2 = Chain::new(CHAIN_ISOLATION_2);
     let mut postrouting = Chain::new(CHAIN_POSTROUTING);
     let mut hostport_dnat = Chain::new(CHAIN_HOSTPORT_DNAT);
-    let mut setmark = Chain::new(CHAIN_HOSTPORT_SETMARK);
     let mut masq = Chain::new(CHAIN_HOSTPORT_MASQ);
     let mut per_network = Vec::new();
     let mut per_network_ports = Vec::new();
@@ -160,8 +152,6 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
     // A published port is public: flows DNATed to it cross networks (both directions).
     isolation1.add("-m conntrack --ctstate DNAT -j RETURN");
     postrouting.add(format!("-j {CHAIN_HOSTPORT_MASQ}"));
-    setmark.add(format!("-j MARK --set-xmark {MASQ_MARK}"));
-    masq.add(format!("-m mark --mark {MASQ_MARK} -j MASQUERADE"));
     for net in networks {
         let br = &net.bridge;
         let chain_name = network_chain(&net.id);
@@ -190,18 +180,28 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
         }
         per_network.push(chain);
 
+        // A sandbox reaching a published port of its own network (itself included) must
+        // get the answer back through the host: masquerade. So must localhost clients,
+        // whose 127.0.0.1 cannot be answered from a sandbox.
+        masq.add(format!(
+            "-s {subnet} -d {subnet} -m conntrack --ctstate DNAT -j MASQUERADE",
+            subnet = net.subnet
+        ));
+        masq.add(format!(
+            "-s 127.0.0.0/8 -o {br} -m conntrack --ctstate DNAT -j MASQUERADE"
+        ));
         let ports_chain = hostport_chain(&net.id);
         hostport_dnat.add(format!("-j {ports_chain}"));
         let mut chain = Chain::new(&ports_chain);
         for port in &net.ports {
-            chain.rules.extend(port_rules(&net.id, net.subnet, port));
+            chain.rules.extend(port_rules(&net.id, port));
         }
         per_network_ports.push(chain);
     }
 
     let mut filter = vec![forward, isolation1, isolation2];
     filter.extend(per_network);
-    let mut nat = vec![postrouting, hostport_dnat, setmark, masq];
+    let mut nat = vec![postrouting, hostport_dnat, masq];
     nat.extend(per_network_ports);
     Ruleset { filter, nat }
 }

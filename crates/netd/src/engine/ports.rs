@@ -246,7 +246,7 @@ impl Engine {
         };
         ports
             .iter()
-            .flat_map(|p| port_rules(&network.id, network.subnet, p))
+            .flat_map(|p| port_rules(&network.id, p))
             .collect()
     }
 
