@@ -7,6 +7,7 @@ pub mod firewall;
 pub mod link;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod sysctl;
 
 pub use address::Address;

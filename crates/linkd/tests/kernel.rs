@@ -111,3 +111,38 @@ fn bridge_veth_in_place_address_and_route() {
     });
     assert!(!ns_path2.exists());
 }
+
+#[test]
+fn rules_found_by_marker_are_deleted_by_handle() {
+    in_test_host(|| {
+        let rules = "*nat\n:NETD-HP-test - [0:0]\n\
+            -A NETD-HP-test -p tcp -m tcp --dport 80 -m comment --comment \"sandbox aaa\" -j DNAT --to-destination 10.0.0.2:80\n\
+            -A NETD-HP-test -p tcp -m tcp --dport 81 -m comment --comment \"sandbox bbb\" -j DNAT --to-destination 10.0.0.3:80\n\
+            -A NETD-HP-test -p udp -m udp --dport 82 -m comment --comment \"sandbox aaa\" -j DNAT --to-destination 10.0.0.2:82\n\
+            COMMIT\n";
+        linkd::Iptables::default().restore(rules).expect("restore");
+        let mut nft = linkd::nftables::Nftables::open().expect("nftables socket");
+        let handles = nft
+            .rules_containing("nat", "NETD-HP-test", b"sandbox aaa\0")
+            .expect("dump");
+        assert_eq!(handles.len(), 2, "{handles:?}");
+        assert!(
+            nft.rules_containing("nat", "NETD-HP-test", b"sandbox aa\0")
+                .expect("dump")
+                .is_empty(),
+            "the marker must match whole"
+        );
+        nft.delete_rules("nat", "NETD-HP-test", &handles)
+            .expect("delete");
+        let saved = linkd::Iptables::default().save("nat").expect("save");
+        let left: Vec<&str> = saved
+            .lines()
+            .filter(|l| l.starts_with("-A NETD-HP-test"))
+            .collect();
+        assert_eq!(left.len(), 1, "{saved}");
+        assert!(left[0].contains("sandbox bbb"));
+        // Deleting what is gone fails cleanly, and nothing else changes.
+        assert!(nft.delete_rules("nat", "NETD-HP-test", &handles).is_err());
+        assert_eq!(linkd::Iptables::default().save("nat").expect("save"), saved);
+    });
+}

@@ -57,6 +57,8 @@ pub struct Engine {
     iptables: Iptables,
     runtime: HashMap<String, Runtime>,
     ports: ports::PortTable,
+    /// Kept open: see `remove_port_rules`.
+    nft: Option<linkd::nftables::Nftables>,
 }
 
 const DEFAULT_NETWORK_NAME: &str = "bridge";
@@ -84,6 +86,7 @@ impl Engine {
             iptables: Iptables::default(),
             runtime: HashMap::new(),
             ports: ports::PortTable::default(),
+            nft: None,
             config,
             state,
             store,

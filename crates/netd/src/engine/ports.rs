@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 
-use bridge_driver::firewall::{port_rules, PublishedPort};
+use bridge_driver::firewall::{hostport_chain, port_rules, sandbox_comment, PublishedPort};
 use bridge_driver::ports::{parse_expose, PortMapping, PortRequest, Protocol};
 use bridge_driver::ModelError;
 use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn};
@@ -267,10 +267,35 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes a sandbox's DNAT rules in one transaction.
-    pub(super) fn remove_port_rules(&self, sandbox: &Sandbox) -> Result<()> {
+    /// Removes a sandbox's DNAT rules in one transaction: through nf_tables netlink (by
+    /// handle, found by the sandbox's comment; no full-table fetch), or, where that is not
+    /// available, with `iptables-restore`.
+    pub(super) fn remove_port_rules(&mut self, sandbox: &Sandbox) -> Result<()> {
         let rules = self.sandbox_port_rules(sandbox);
         if rules.is_empty() {
+            return Ok(());
+        }
+        let Some((network_id, _)) = self.published(sandbox) else {
+            return Ok(());
+        };
+        let chain = hostport_chain(&network_id);
+        let marker = format!("{}\0", sandbox_comment(&sandbox.id));
+        // The socket stays open for the engine's life: closing an nf_tables socket after a
+        // transaction waits for the kernel (7-18 ms here), the transaction itself ~50 us.
+        if self.nft.is_none() {
+            self.nft = linkd::nftables::Nftables::open().ok();
+        }
+        let by_handle = match self.nft.as_mut() {
+            Some(nft) => nft
+                .rules_containing("nat", &chain, marker.as_bytes())
+                .and_then(|handles| nft.delete_rules("nat", &chain, &handles)),
+            None => Err(linkd::LinkdError::Firewall("no nf_tables socket".into())),
+        };
+        if by_handle.is_err() {
+            // A socket left mid-conversation is not reused.
+            self.nft = None;
+        } else {
+            flush_udp_conntrack(&sandbox.ports);
             return Ok(());
         }
         let mut text = String::from("*nat\n");
