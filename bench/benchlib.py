@@ -138,3 +138,44 @@ def print_table(rows, ours="netd", peers=()):
                 line += (f"   {t['median']:>14.2f} {t['p90']:>7.2f} {t['growth']:>7.2f}"
                          f" {t['median'] / mine['median']:>11.1f}x")
         print(line)
+
+
+def netd_lifecycle(n, tag, run_args):
+    """In a fresh bench host: `netctl run -d --network benchnet RUN_ARGS(i)` n times, then
+    `netctl rm` each. Returns (create ms, remove ms, netd RSS MiB at n sandboxes)."""
+    host = BenchHost(tag)
+    netd = None
+    try:
+        netd = Netd()
+        timed(netd.netctl("network", "create", "--subnet", "10.88.0.0/16", "benchnet"))
+        create, ids = [], []
+        for i in range(n):
+            ms, out = timed(netd.netctl("run", "-d", "--network", "benchnet", *run_args(i)))
+            create.append(ms)
+            ids.append(out)
+        rss = netd.rss_mib()
+        remove = [timed(netd.netctl("rm", i))[0] for i in ids]
+        return create, remove, rss
+    finally:
+        if netd:
+            netd.close()
+        host.close()
+
+
+class PeerNamespaces:
+    """n container namespaces made beforehand for a peer (as its runtime would), removed on
+    close; `paths` are their /run/netns paths."""
+
+    def __init__(self, host, n):
+        self.names = [f"{host.name}-c{i}" for i in range(n)]
+        self.paths = [f"/run/netns/{name}" for name in self.names]
+        self._batch("add")
+
+    def _batch(self, verb):
+        with tempfile.NamedTemporaryFile("w", suffix=".batch") as f:
+            f.writelines(f"netns {verb} {name}\n" for name in self.names)
+            f.flush()
+            subprocess.run(["ip", "-batch", f.name], check=(verb == "add"), stderr=subprocess.DEVNULL)
+
+    def close(self):
+        self._batch("del")

@@ -4,10 +4,9 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
-from benchlib import BenchHost, sh, timed
+from benchlib import BenchHost, PeerNamespaces, timed
 
 NETAVARK = os.environ.get("NETAVARK", "/usr/lib/podman/netavark")
 
@@ -41,20 +40,17 @@ def netavark_run(n, ports):
     """(setup ms list, teardown ms list) for n containers in a fresh bench host."""
     host = BenchHost(f"nv{n}p{ports}")
     tmp = tempfile.mkdtemp(prefix="ndbench-nv-")
-    names = [f"{host.name}-c{i}" for i in range(n)]
+    namespaces = None
     try:
-        with open(f"{tmp}/batch", "w") as f:
-            f.writelines(f"netns add {name}\n" for name in names)
-        sh("ip", "-batch", f"{tmp}/batch")
+        namespaces = PeerNamespaces(host, n)
         conf = ["--config", f"{tmp}/conf"]
-        setup = [timed([NETAVARK] + conf + ["setup", f"/run/netns/{nm}"], options(i, ports))[0]
-                 for i, nm in enumerate(names)]
-        teardown = [timed([NETAVARK] + conf + ["teardown", f"/run/netns/{nm}"], options(i, ports))[0]
-                    for i, nm in enumerate(names)]
+        setup = [timed([NETAVARK] + conf + ["setup", path], options(i, ports))[0]
+                 for i, path in enumerate(namespaces.paths)]
+        teardown = [timed([NETAVARK] + conf + ["teardown", path], options(i, ports))[0]
+                    for i, path in enumerate(namespaces.paths)]
         return setup, teardown
     finally:
-        with open(f"{tmp}/batch", "w") as f:
-            f.writelines(f"netns del {name}\n" for name in names)
-        subprocess.run(["ip", "-batch", f"{tmp}/batch"], stderr=subprocess.DEVNULL)
+        if namespaces:
+            namespaces.close()
         host.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -21,56 +21,32 @@ import tempfile
 import time
 
 import cni
-from benchlib import BenchHost, Netd, build, print_table, sh, summary, timed
+from benchlib import BenchHost, Netd, PeerNamespaces, build, netd_lifecycle, print_table, summary, timed
 from netavark import NETAVARK, netavark_run
-
-
-def bench_netd(n):
-    host = BenchHost(f"pnetd{n}")
-    netd = None
-    try:
-        netd = Netd()
-        timed(netd.netctl("network", "create", "--subnet", "10.88.0.0/16", "benchnet"))
-        create, ids = [], []
-        for i in range(n):
-            ms, out = timed(netd.netctl("run", "-d", "--network", "benchnet",
-                                        "-p", f"{20000 + i}:80", "-p", f"{30000 + i}:443"))
-            create.append(ms)
-            ids.append(out)
-        rss = netd.rss_mib()
-        remove = [timed(netd.netctl("rm", i))[0] for i in ids]
-        return create, remove, rss
-    finally:
-        if netd:
-            netd.close()
-        host.close()
 
 
 def bench_cni(n):
     host = BenchHost(f"pcni{n}")
     state = tempfile.mkdtemp(prefix="ndbench-cni-")
-    names = [f"{host.name}-c{i}" for i in range(n)]
+    namespaces = None
     netconf = cni.reference_chain(state)
     try:
-        with open(f"{state}/batch", "w") as f:
-            f.writelines(f"netns add {name}\n" for name in names)
-        sh("ip", "-batch", f"{state}/batch")
+        namespaces = PeerNamespaces(host, n)
         adds, dels, results = [], [], []
-        for i, name in enumerate(names):
+        for i, netns in enumerate(namespaces.paths):
             rc = {"portMappings": [
                 {"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"},
                 {"hostPort": 30000 + i, "containerPort": 443, "protocol": "tcp"}]}
             cid = hashlib.sha256(f"ndbench-cni-{i}".encode()).hexdigest()
-            ms, result = cni.add(netconf, cid, f"/run/netns/{name}", rc)
+            ms, result = cni.add(netconf, cid, netns, rc)
             adds.append(ms)
             results.append((cid, rc, result))
-        for (cid, rc, result), name in zip(results, names):
-            dels.append(cni.delete(netconf, cid, f"/run/netns/{name}", rc, result))
+        for (cid, rc, result), netns in zip(results, namespaces.paths):
+            dels.append(cni.delete(netconf, cid, netns, rc, result))
         return adds, dels
     finally:
-        with open(f"{state}/batch", "w") as f:
-            f.writelines(f"netns del {name}\n" for name in names)
-        subprocess.run(["ip", "-batch", f"{state}/batch"], stderr=subprocess.DEVNULL)
+        if namespaces:
+            namespaces.close()
         host.close()
         shutil.rmtree(state, ignore_errors=True)
 
@@ -119,7 +95,8 @@ def main():
         peers.append("netavark")
     rows, rss = [], None
     for n in [int(x) for x in a.sizes.split(",")]:
-        create, remove, rss = bench_netd(n)
+        create, remove, rss = netd_lifecycle(
+            n, f"pnetd{n}", lambda i: ["-p", f"{20000 + i}:80", "-p", f"{30000 + i}:443"])
         c = bench_cni(n) if "cni" in peers else None
         nv = netavark_run(n, ports=2) if "netavark" in peers else None
         rows.append((n, "create", summary(create),

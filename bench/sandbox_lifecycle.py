@@ -12,28 +12,8 @@ import argparse
 import os
 import sys
 
-from benchlib import BenchHost, Netd, build, print_table, summary, timed
+from benchlib import build, netd_lifecycle, print_table, summary
 from netavark import NETAVARK, netavark_run
-
-
-def bench_netd(n):
-    host = BenchHost(f"netd{n}")
-    netd = None
-    try:
-        netd = Netd()
-        timed(netd.netctl("network", "create", "--subnet", "10.88.0.0/16", "benchnet"))
-        create, ids = [], []
-        for _ in range(n):
-            ms, out = timed(netd.netctl("run", "-d", "--network", "benchnet"))
-            create.append(ms)
-            ids.append(out)
-        rss = netd.rss_mib()
-        remove = [timed(netd.netctl("rm", i))[0] for i in ids]
-        return create, remove, rss
-    finally:
-        if netd:
-            netd.close()
-        host.close()
 
 
 def main():
@@ -47,7 +27,7 @@ def main():
     peers = () if a.skip_netavark or not os.path.exists(NETAVARK) else ("netavark",)
     rows, rss = [], None
     for n in [int(x) for x in a.sizes.split(",")]:
-        create, remove, rss = bench_netd(n)
+        create, remove, rss = netd_lifecycle(n, f"netd{n}", lambda i: [])
         nv = netavark_run(n, ports=0) if peers else None
         rows.append((n, "create", summary(create), {"netavark": nv and summary(nv[0])}))
         rows.append((n, "remove", summary(remove), {"netavark": nv and summary(nv[1])}))
