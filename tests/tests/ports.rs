@@ -394,6 +394,21 @@ fn bad_port_requests_change_nothing() {
     assert!(err.contains("twice"), "{err}");
     let err = host.netctl_err(&["run", "-d", "--network", "none", "-p", "8096:80"]);
     assert!(err.contains("-p"), "{err}");
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.10.0.0/24",
+        "vault",
+    ]);
+    let before = (host.netctl_ok(&["ps", "-q"]), host.iptables(), host.links());
+    let err = host.netctl_err(&["run", "-d", "--network", "vault", "-p", "8097:80"]);
+    assert!(err.contains("internal"), "{err}");
+    assert_eq!(
+        before,
+        (host.netctl_ok(&["ps", "-q"]), host.iptables(), host.links())
+    );
     // Nothing of the failed requests is held.
     assert!(can_bind(&host, 8095));
     assert!(can_bind(&host, 8090));

@@ -180,6 +180,10 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
         }
         per_network.push(chain);
 
+        if net.internal {
+            // No way out, so nothing published either.
+            continue;
+        }
         // A sandbox reaching a published port of its own network (itself included) must
         // get the answer back through the host: masquerade. So must localhost clients,
         // whose 127.0.0.1 cannot be answered from a sandbox.

@@ -196,6 +196,71 @@ impl Nftables {
         }
     }
 
+    /// Whether the rule with `handle` in `table`/`chain` exists and contains `marker`.
+    pub fn rule_has(
+        &mut self,
+        table: &str,
+        chain: &str,
+        handle: u64,
+        marker: &[u8],
+    ) -> Result<bool> {
+        let seq = self.next_seq();
+        let mut attrs = Vec::new();
+        put_str(&mut attrs, NFTA_RULE_TABLE, table);
+        put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
+        put_attr(&mut attrs, NFTA_RULE_HANDLE, &handle.to_be_bytes());
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
+        let request = message(kind, NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, &attrs);
+        self.socket
+            .send(&request, 0)
+            .map_err(|e| kernel_error("nftables get rule", e))?;
+        let mut buf = Vec::new();
+        loop {
+            self.receive(&mut buf)?;
+            for (kind, got_seq, msg) in messages(&buf) {
+                if got_seq != seq {
+                    continue;
+                }
+                if kind == NLMSG_ERROR {
+                    let code = error_code(msg);
+                    return match -code {
+                        libc::ENOENT => Ok(false),
+                        0 => Ok(false),
+                        errno => Err(kernel_error(
+                            "get rule",
+                            io::Error::from_raw_os_error(errno),
+                        )),
+                    };
+                }
+                return Ok(msg.windows(marker.len()).any(|w| w == marker));
+            }
+        }
+    }
+
+    /// Finds `count` rules carrying `marker` among the handles just above `after`: a rule
+    /// appended to a table gets the next handle of that table, so rules netd has just added
+    /// are found with a few single-rule lookups instead of a dump of the chain. Gives up
+    /// (returns what it found) after `window` handles.
+    pub fn find_new_rules(
+        &mut self,
+        table: &str,
+        chain: &str,
+        marker: &[u8],
+        after: u64,
+        count: usize,
+        window: u64,
+    ) -> Result<Vec<u64>> {
+        let mut found = Vec::new();
+        let mut handle = after;
+        while found.len() < count && handle < after + window {
+            handle += 1;
+            if self.rule_has(table, chain, handle, marker)? {
+                found.push(handle);
+            }
+        }
+        Ok(found)
+    }
+
     /// Deletes rules of `table`/`chain` (IPv4) by handle, all in one transaction.
     pub fn delete_rules(&mut self, table: &str, chain: &str, handles: &[u64]) -> Result<()> {
         if handles.is_empty() {

@@ -59,6 +59,10 @@ pub struct Engine {
     ports: ports::PortTable,
     /// Kept open: see `remove_port_rules`.
     nft: Option<linkd::nftables::Nftables>,
+    /// nf_tables handles of each sandbox's DNAT rules, when known (see `ports`).
+    rule_handles: HashMap<String, Vec<u64>>,
+    /// The highest nat-table handle netd has seen: rules it appends get the next ones.
+    nat_handle_hint: Option<u64>,
 }
 
 const DEFAULT_NETWORK_NAME: &str = "bridge";
@@ -87,6 +91,8 @@ impl Engine {
             runtime: HashMap::new(),
             ports: ports::PortTable::default(),
             nft: None,
+            rule_handles: HashMap::new(),
+            nat_handle_hint: None,
             config,
             state,
             store,

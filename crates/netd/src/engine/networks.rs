@@ -107,7 +107,8 @@ impl Engine {
     }
 
     /// Sets netd's firewall chains to the recorded networks (one transaction).
-    pub(super) fn apply_firewall(&self, stale: &StaleChains) -> Result<()> {
+    pub(super) fn apply_firewall(&mut self, stale: &StaleChains) -> Result<()> {
+        self.forget_rule_handles();
         dataplane::apply_firewall(
             &self.iptables,
             &self.firewall_networks(),

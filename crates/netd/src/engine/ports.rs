@@ -251,7 +251,7 @@ impl Engine {
     }
 
     /// Adds a sandbox's DNAT rules in one transaction (appends: no other rule is touched).
-    pub(super) fn apply_ports(&self, sandbox: &Sandbox) -> Result<()> {
+    pub(super) fn apply_ports(&mut self, sandbox: &Sandbox) -> Result<()> {
         let rules = self.sandbox_port_rules(sandbox);
         if rules.is_empty() {
             return Ok(());
@@ -264,7 +264,53 @@ impl Engine {
         text.push_str("COMMIT\n");
         self.iptables.restore(&text)?;
         flush_udp_conntrack(&sandbox.ports);
+        self.learn_rule_handles(sandbox, rules.len());
         Ok(())
+    }
+
+    /// The engine's nf_tables socket, opened on first use. It stays open for the engine's
+    /// life: closing one after a transaction waits for the kernel (7-18 ms here), while a
+    /// transaction takes ~50 us.
+    fn nft(&mut self) -> Option<&mut linkd::nftables::Nftables> {
+        if self.nft.is_none() {
+            self.nft = linkd::nftables::Nftables::open().ok();
+        }
+        self.nft.as_mut()
+    }
+
+    /// Learns the handles of the rules just appended for a sandbox, so removing them later
+    /// needs no dump of the chain. Best effort: unknown handles fall back to the dump.
+    fn learn_rule_handles(&mut self, sandbox: &Sandbox, count: usize) {
+        let Some((network_id, _)) = self.published(sandbox) else {
+            return;
+        };
+        let chain = hostport_chain(&network_id);
+        let marker = format!("{}\0", sandbox_comment(&sandbox.id));
+        let hint = self.nat_handle_hint;
+        let Some(nft) = self.nft() else {
+            return;
+        };
+        let found = match hint {
+            Some(after) => nft.find_new_rules("nat", &chain, marker.as_bytes(), after, count, 64),
+            None => nft.rules_containing("nat", &chain, marker.as_bytes()),
+        };
+        match found {
+            Ok(handles) if handles.len() == count => {
+                self.nat_handle_hint = handles.iter().max().copied();
+                self.rule_handles.insert(sandbox.id.clone(), handles);
+            }
+            Ok(_) => self.nat_handle_hint = None,
+            Err(_) => {
+                self.nft = None;
+                self.nat_handle_hint = None;
+            }
+        }
+    }
+
+    /// Forgets every learned handle: after netd rewrites its chains, the rules have new ones.
+    pub(super) fn forget_rule_handles(&mut self) {
+        self.rule_handles.clear();
+        self.nat_handle_hint = None;
     }
 
     /// Removes a sandbox's DNAT rules in one transaction: through nf_tables netlink (by
@@ -280,15 +326,29 @@ impl Engine {
         };
         let chain = hostport_chain(&network_id);
         let marker = format!("{}\0", sandbox_comment(&sandbox.id));
-        // The socket stays open for the engine's life: closing an nf_tables socket after a
-        // transaction waits for the kernel (7-18 ms here), the transaction itself ~50 us.
-        if self.nft.is_none() {
-            self.nft = linkd::nftables::Nftables::open().ok();
-        }
-        let by_handle = match self.nft.as_mut() {
-            Some(nft) => nft
-                .rules_containing("nat", &chain, marker.as_bytes())
-                .and_then(|handles| nft.delete_rules("nat", &chain, &handles)),
+        let learned = self.rule_handles.remove(&sandbox.id);
+        let by_handle = match self.nft() {
+            Some(nft) => {
+                // Learned handles are checked (a rewritten table reuses none, but a
+                // re-created one could) before use; otherwise the chain is searched.
+                let known = match learned {
+                    Some(handles) => {
+                        let mut all_ours = true;
+                        for handle in &handles {
+                            all_ours &= nft
+                                .rule_has("nat", &chain, *handle, marker.as_bytes())
+                                .unwrap_or(false);
+                        }
+                        all_ours.then_some(handles)
+                    }
+                    None => None,
+                };
+                match known {
+                    Some(handles) => Ok(handles),
+                    None => nft.rules_containing("nat", &chain, marker.as_bytes()),
+                }
+                .and_then(|handles| nft.delete_rules("nat", &chain, &handles))
+            }
             None => Err(linkd::LinkdError::Firewall("no nf_tables socket".into())),
         };
         if by_handle.is_err() {

@@ -18,6 +18,9 @@ impl Engine {
     pub(super) fn check_firewall(&mut self) {
         match dataplane::reconcile_firewall(&self.iptables, &self.firewall_networks()) {
             Ok(repairs) => {
+                if !repairs.is_empty() {
+                    self.forget_rule_handles();
+                }
                 for repair in repairs {
                     tracing::warn!("firewall check: {repair}");
                 }
@@ -35,10 +38,11 @@ impl Engine {
             }
         }
         self.apply_host_sysctls()?;
-        repairs.extend(dataplane::reconcile_firewall(
-            &self.iptables,
-            &self.firewall_networks(),
-        )?);
+        let firewall = dataplane::reconcile_firewall(&self.iptables, &self.firewall_networks())?;
+        if !firewall.is_empty() {
+            self.forget_rule_handles();
+        }
+        repairs.extend(firewall);
 
         // Owners first, so sandboxes that join them find the namespace in place.
         let mut sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();

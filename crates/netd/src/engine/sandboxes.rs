@@ -133,10 +133,21 @@ impl Engine {
             publish_all: request.publish_all,
             expose: request.expose.clone(),
         };
-        if !publish.is_empty() && !matches!(mode, Mode::Network(_)) {
-            return Err(NetdError::Invalid(
-                "-p: publishing needs a network (not none or container:)".into(),
-            ));
+        if !publish.is_empty() {
+            match &mode {
+                Mode::Network(network) if network.internal => {
+                    return Err(NetdError::Invalid(format!(
+                        "-p: network {} is internal: it has no way in or out to publish on",
+                        network.name
+                    )))
+                }
+                Mode::Network(_) => {}
+                _ => {
+                    return Err(NetdError::Invalid(
+                        "-p: publishing needs a network (not none or container:)".into(),
+                    ))
+                }
+            }
         }
         let id = new_id()?;
         let name = request.name.clone().unwrap_or_else(|| id[..12].to_string());
