@@ -99,7 +99,8 @@ fn data_plane_outlives_netd_and_restart_duplicates_nothing() {
 
 #[test]
 fn reconcile_repairs_an_external_firewall_flush() {
-    let mut host = TestHost::new();
+    // Without the periodic check, which would race this test to the repair.
+    let mut host = TestHost::with_args(&["--firewall-check-interval", "0"]);
     host.add_internet();
     host.netctl_ok(&["network", "create", "--subnet", "10.2.0.0/24", "n"]);
     host.netctl_ok(&["run", "-d", "--name", "a", "--network", "n"]);

@@ -33,6 +33,10 @@ pub struct Args {
     /// Do not create the default `bridge` network.
     #[arg(long)]
     pub no_default_network: bool,
+    /// Seconds between checks that netd's firewall rules are still in place (restored if
+    /// not); 0 turns the check off [default: 3].
+    #[arg(long)]
+    pub firewall_check_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +48,7 @@ struct FileConfig {
     default_bridge: Option<String>,
     default_subnet: Option<String>,
     no_default_network: Option<bool>,
+    firewall_check_interval: Option<u64>,
 }
 
 /// The settings netd runs with.
@@ -55,6 +60,8 @@ pub struct Config {
     pub default_bridge: String,
     pub default_subnet: Ipv4Net,
     pub default_network: bool,
+    /// `None` when the periodic firewall check is off.
+    pub firewall_check: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -100,7 +107,13 @@ impl Config {
         }
         let default_network =
             !(args.no_default_network || file.no_default_network.unwrap_or(false));
+        let interval = args
+            .firewall_check_interval
+            .or(file.firewall_check_interval)
+            .unwrap_or(3);
+        let firewall_check = (interval > 0).then(|| std::time::Duration::from_secs(interval));
         Ok(Config {
+            firewall_check,
             root,
             run_dir,
             socket,

@@ -48,6 +48,7 @@ fn run() -> anyhow::Result<()> {
         default_bridge: config.default_bridge.clone(),
         default_subnet: config.default_subnet,
         default_network: config.default_network,
+        firewall_check: config.firewall_check,
     };
     let (engine, repairs) = EngineHandle::spawn(engine_config)?;
     for repair in &repairs {

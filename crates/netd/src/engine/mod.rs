@@ -37,6 +37,9 @@ pub struct EngineConfig {
     /// The default network's subnet; host bits, if set, give the gateway (like `--bip`).
     pub default_subnet: Ipv4Net,
     pub default_network: bool,
+    /// How often the engine, when idle, checks that its firewall rules are still in place
+    /// (other programs flush tables too) and restores them; `None`: never.
+    pub firewall_check: Option<std::time::Duration>,
 }
 
 /// Runtime facts about a sandbox that live in the run directory, not the store.
@@ -237,10 +240,6 @@ impl Engine {
     }
 }
 
-/// How often the engine checks, when idle, that its firewall rules are still in place
-/// (other programs flush tables too), and restores them.
-const FIREWALL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// A job for the engine thread.
 type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
@@ -255,13 +254,20 @@ impl EngineHandle {
     pub fn spawn(config: EngineConfig) -> Result<(EngineHandle, Vec<String>)> {
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let check = config.firewall_check;
         std::thread::Builder::new()
             .name("netd-engine".into())
             .spawn(move || match Engine::start(config) {
                 Ok((mut engine, repairs)) => {
                     let _ = ready_tx.send(Ok(repairs));
                     loop {
-                        match jobs_rx.recv_timeout(FIREWALL_CHECK_INTERVAL) {
+                        let next = match check {
+                            Some(interval) => jobs_rx.recv_timeout(interval),
+                            None => jobs_rx
+                                .recv()
+                                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                        };
+                        match next {
                             Ok(job) => job(&mut engine),
                             Err(mpsc::RecvTimeoutError::Timeout) => engine.check_firewall(),
                             Err(mpsc::RecvTimeoutError::Disconnected) => break,
