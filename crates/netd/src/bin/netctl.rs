@@ -60,16 +60,9 @@ enum Cmd {
     },
     /// Disconnect a sandbox from a network.
     Disconnect { network: String, name: String },
-    /// List sandboxes.
-    Ps {
-        /// Only print ids.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print each sandbox with a template: {{.ID}}, {{.Names}}, {{.Status}},
-        /// {{.Networks}}, {{.IPAddress}}, {{.CreatedAt}}.
-        #[arg(long)]
-        format: Option<String>,
-    },
+    /// List sandboxes ({{.ID}}, {{.Names}}, {{.Status}}, {{.Networks}}, {{.IPAddress}},
+    /// {{.Ports}}, {{.CreatedAt}} for --format).
+    Ps(ListArgs),
     /// Show sandboxes in detail (JSON).
     Inspect {
         #[arg(required = true)]
@@ -109,15 +102,9 @@ enum NetworkCmd {
         labels: Vec<String>,
         name: String,
     },
-    /// List networks.
+    /// List networks ({{.ID}}, {{.Name}}, {{.Driver}}, {{.Scope}} for --format).
     #[command(alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print each network with a template: {{.ID}}, {{.Name}}, {{.Driver}}, {{.Scope}}.
-        #[arg(long)]
-        format: Option<String>,
-    },
+    Ls(ListArgs),
     /// Show networks in detail (JSON).
     Inspect {
         #[arg(required = true)]
@@ -135,6 +122,17 @@ enum NetworkCmd {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+/// How a listing prints: a table, ids only, or each row through a template.
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// Only print ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print each row with a template such as '{{.ID}} {{.Name}}'.
+    #[arg(long)]
+    format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,7 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 .await?;
             Ok(0)
         }
-        Cmd::Ps { quiet, format } => {
+        Cmd::Ps(ListArgs { quiet, format }) => {
             let list = client.call(Method::GET, "/sandboxes", None).await?;
             print_sandboxes(&list, quiet, format.as_deref());
             Ok(0)
@@ -314,7 +312,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
             println!("{}", answer["Id"].as_str().unwrap_or_default());
             Ok(0)
         }
-        NetworkCmd::Ls { quiet, format } => {
+        NetworkCmd::Ls(ListArgs { quiet, format }) => {
             let list = client.call(Method::GET, "/networks", None).await?;
             let rows: Vec<Vec<String>> = list
                 .as_array()
