@@ -148,22 +148,46 @@ impl Nftables {
         chain: &str,
         marker: &[u8],
     ) -> Result<Vec<u64>> {
+        self.query_rules(table, chain, None, marker)
+    }
+
+    /// Whether the rule with `handle` in `table`/`chain` exists and contains `marker`.
+    pub fn rule_has(
+        &mut self,
+        table: &str,
+        chain: &str,
+        handle: u64,
+        marker: &[u8],
+    ) -> Result<bool> {
+        Ok(!self
+            .query_rules(table, chain, Some(handle), marker)?
+            .is_empty())
+    }
+
+    /// Dumps a chain (or gets one rule of it by handle) and returns the handles of the rules
+    /// that contain `marker`. A rule that does not exist is no match, not an error.
+    fn query_rules(
+        &mut self,
+        table: &str,
+        chain: &str,
+        handle: Option<u64>,
+        marker: &[u8],
+    ) -> Result<Vec<u64>> {
         let seq = self.next_seq();
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_RULE_TABLE, table);
         put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
+        let mut flags = NLM_F_REQUEST | NLM_F_DUMP;
+        if let Some(handle) = handle {
+            put_attr(&mut attrs, NFTA_RULE_HANDLE, &handle.to_be_bytes());
+            flags = NLM_F_REQUEST;
+        }
         let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
-        let request = message(
-            kind,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            NFPROTO_IPV4,
-            0,
-            &attrs,
-        );
+        let request = message(kind, flags, seq, NFPROTO_IPV4, 0, &attrs);
+        let what = format!("list rules of {table}/{chain}");
         self.socket
             .send(&request, 0)
-            .map_err(|e| kernel_error("nftables dump", e))?;
+            .map_err(|e| kernel_error(&what, e))?;
         let mut handles = Vec::new();
         let mut buf = Vec::new();
         loop {
@@ -175,64 +199,23 @@ impl Nftables {
                 match kind {
                     NLMSG_DONE => return Ok(handles),
                     NLMSG_ERROR => {
-                        let code = error_code(msg);
-                        if code == 0 {
-                            return Ok(handles);
-                        }
-                        return Err(kernel_error(
-                            &format!("list rules of {table}/{chain}"),
-                            io::Error::from_raw_os_error(-code),
-                        ));
+                        return match -error_code(msg) {
+                            0 | libc::ENOENT => Ok(handles),
+                            errno => Err(kernel_error(&what, io::Error::from_raw_os_error(errno))),
+                        };
                     }
                     _ => {
                         if msg.windows(marker.len()).any(|w| w == marker) {
-                            if let Some(handle) = rule_handle(msg) {
-                                handles.push(handle);
+                            if let Some(found) = rule_handle(msg) {
+                                handles.push(found);
                             }
+                        }
+                        // A single-rule get answers with just that rule.
+                        if handle.is_some() {
+                            return Ok(handles);
                         }
                     }
                 }
-            }
-        }
-    }
-
-    /// Whether the rule with `handle` in `table`/`chain` exists and contains `marker`.
-    pub fn rule_has(
-        &mut self,
-        table: &str,
-        chain: &str,
-        handle: u64,
-        marker: &[u8],
-    ) -> Result<bool> {
-        let seq = self.next_seq();
-        let mut attrs = Vec::new();
-        put_str(&mut attrs, NFTA_RULE_TABLE, table);
-        put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
-        put_attr(&mut attrs, NFTA_RULE_HANDLE, &handle.to_be_bytes());
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
-        let request = message(kind, NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, &attrs);
-        self.socket
-            .send(&request, 0)
-            .map_err(|e| kernel_error("nftables get rule", e))?;
-        let mut buf = Vec::new();
-        loop {
-            self.receive(&mut buf)?;
-            for (kind, got_seq, msg) in messages(&buf) {
-                if got_seq != seq {
-                    continue;
-                }
-                if kind == NLMSG_ERROR {
-                    let code = error_code(msg);
-                    return match -code {
-                        libc::ENOENT => Ok(false),
-                        0 => Ok(false),
-                        errno => Err(kernel_error(
-                            "get rule",
-                            io::Error::from_raw_os_error(errno),
-                        )),
-                    };
-                }
-                return Ok(msg.windows(marker.len()).any(|w| w == marker));
             }
         }
     }

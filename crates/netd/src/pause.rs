@@ -89,7 +89,6 @@ pub fn stop(pid: i32, sandbox_id: &str) {
 /// Kills every process in the namespace mounted at `netns` (found by scanning /proc, so
 /// it costs time proportional to the processes on the host: only for `rm -f`).
 pub fn kill_all_in(netns: &Path) {
-    use std::os::unix::fs::MetadataExt;
     let Ok(target) = std::fs::metadata(netns) else {
         return;
     };
@@ -100,14 +99,17 @@ pub fn kill_all_in(netns: &Path) {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
-            continue;
-        };
-        if ns.ino() == target.ino() && ns.dev() == target.dev() && pid != std::process::id() as i32
-        {
+        if pid != std::process::id() as i32 && in_netns(pid, &target) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Whether process `pid` lives in the namespace whose mount's metadata is `netns`.
+pub fn in_netns(pid: i32, netns: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .is_ok_and(|ns| ns.ino() == netns.ino() && ns.dev() == netns.dev())
 }
 
 /// Whether a process exists (and is not a zombie).

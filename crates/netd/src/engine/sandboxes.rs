@@ -556,12 +556,5 @@ impl Engine {
 
 /// Whether `pid` lives in the namespace mounted at `netns` (and is not a zombie).
 pub(super) fn process_in_netns(pid: i32, netns: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(want) = std::fs::metadata(netns) else {
-        return false;
-    };
-    let Ok(have) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
-        return false;
-    };
-    have.ino() == want.ino() && have.dev() == want.dev() && pause::is_alive(pid)
+    std::fs::metadata(netns).is_ok_and(|want| pause::in_netns(pid, &want) && pause::is_alive(pid))
 }
