@@ -113,7 +113,20 @@ impl TestHost {
             name,
         };
         must(&mut host.cmd("ip", &["link", "set", "lo", "up"]));
+        // The host's real resolvers are never used: forwarded names go to the "internet"
+        // namespace (where a test may run a DNS server) or nowhere.
+        host.set_resolv_conf(&format!("nameserver {INTERNET_IP}\n"));
         host
+    }
+
+    /// The resolv.conf this host's netd reads its upstream resolvers from.
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.path().join("resolv.conf")
+    }
+
+    /// Rewrites that resolv.conf in place (netd notices by itself).
+    pub fn set_resolv_conf(&self, text: &str) {
+        std::fs::write(self.resolv_conf(), text).expect("write resolv.conf");
     }
 
     pub fn netns_path(&self) -> String {
@@ -153,6 +166,8 @@ impl TestHost {
             .arg(self.root())
             .arg("--run-dir")
             .arg(self.run_dir())
+            .arg("--resolv-conf")
+            .arg(self.resolv_conf())
             .args(&self.netd_args)
             .args(extra);
         cmd

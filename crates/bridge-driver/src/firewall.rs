@@ -8,6 +8,8 @@
 //!   then to one chain per network, `NETD-FWD-<hash>`, matched by bridge, so per-network
 //!   rules stay together and the shared chain grows by two jumps per network, not per
 //!   container.
+//! - filter `INPUT` jumps to `NETD-INPUT`, which accepts DNS (UDP and TCP port 53) to the
+//!   gateway of each network with netd's DNS server, for hosts whose INPUT policy drops.
 //! - nat `POSTROUTING` jumps to `NETD-POSTROUTING`, which masquerades each network's subnet
 //!   leaving through any other interface, and (first) what `NETD-HOSTPORT-MASQ` selects.
 //! - Published ports: nat `PREROUTING` and `OUTPUT` jump, for local destinations, to
@@ -26,6 +28,7 @@ use crate::model::Network;
 use crate::names::short_hash;
 
 pub const CHAIN_USER: &str = "NETD-USER";
+pub const CHAIN_INPUT: &str = "NETD-INPUT";
 pub const CHAIN_FORWARD: &str = "NETD-FORWARD";
 pub const CHAIN_ISOLATION_1: &str = "NETD-ISOLATION-1";
 pub const CHAIN_ISOLATION_2: &str = "NETD-ISOLATION-2";
@@ -49,6 +52,8 @@ pub struct NetworkFirewall {
     pub internal: bool,
     pub icc: bool,
     pub masquerade: bool,
+    /// The gateway, when netd's DNS server listens there.
+    pub dns: Option<std::net::Ipv4Addr>,
     /// Ports published by the network's sandboxes, in the order they were published.
     pub ports: Vec<PublishedPort>,
 }
@@ -99,6 +104,7 @@ impl From<&Network> for NetworkFirewall {
             internal: n.internal,
             icc: n.icc,
             masquerade: n.masquerade,
+            dns: n.dns.then_some(n.gateway),
             ports: Vec::new(),
         }
     }
@@ -139,6 +145,7 @@ pub struct Ruleset {
 
 /// Renders the desired rules of every network (in the order given).
 pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
+    let mut input = Chain::new(CHAIN_INPUT);
     let mut forward = Chain::new(CHAIN_FORWARD);
     let mut isolation1 = Chain::new(CHAIN_ISOLATION_1);
     let mut isolation2 = Chain::new(CHAIN_ISOLATION_2);
@@ -154,6 +161,13 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
     postrouting.add(format!("-j {CHAIN_HOSTPORT_MASQ}"));
     for net in networks {
         let br = &net.bridge;
+        if let Some(gateway) = net.dns {
+            for proto in ["udp", "tcp"] {
+                input.add(format!(
+                    "-d {gateway}/32 -i {br} -p {proto} -m {proto} --dport 53 -j ACCEPT"
+                ));
+            }
+        }
         let chain_name = network_chain(&net.id);
         forward.add(format!("-o {br} -j {chain_name}"));
         forward.add(format!("-i {br} -j {chain_name}"));
@@ -203,7 +217,7 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
         per_network_ports.push(chain);
     }
 
-    let mut filter = vec![forward, isolation1, isolation2];
+    let mut filter = vec![input, forward, isolation1, isolation2];
     filter.extend(per_network);
     let mut nat = vec![postrouting, hostport_dnat, masq];
     nat.extend(per_network_ports);
@@ -285,6 +299,10 @@ pub fn entry_fixes(filter: &SavedTable, nat: &SavedTable) -> EntryFixes {
         fixes
             .filter
             .push(format!("-I FORWARD 2 -j {CHAIN_FORWARD}"));
+    }
+    let input_jump = format!("-A INPUT -j {CHAIN_INPUT}");
+    if !filter.rules("INPUT").contains(&input_jump) {
+        fixes.filter.push(format!("-I INPUT 1 -j {CHAIN_INPUT}"));
     }
     let post_jump = format!("-A POSTROUTING -j {CHAIN_POSTROUTING}");
     if !nat.rules("POSTROUTING").contains(&post_jump) {
@@ -407,6 +425,7 @@ mod tests {
             internal: false,
             icc: true,
             masquerade: true,
+            dns: None,
             ports: Vec::new(),
         }
     }
@@ -419,7 +438,11 @@ mod tests {
         assert_eq!(fixes.filter_declare, vec!["NETD-USER"]);
         assert_eq!(
             fixes.filter,
-            vec!["-I FORWARD 1 -j NETD-USER", "-I FORWARD 2 -j NETD-FORWARD"]
+            vec![
+                "-I FORWARD 1 -j NETD-USER",
+                "-I FORWARD 2 -j NETD-FORWARD",
+                "-I INPUT 1 -j NETD-INPUT"
+            ]
         );
         assert_eq!(
             fixes.nat,
@@ -434,7 +457,7 @@ mod tests {
     #[test]
     fn entry_fixes_when_all_in_place() {
         let filter = SavedTable::parse(
-            ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n:NETD-FORWARD - [0:0]\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n",
+            ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n:NETD-FORWARD - [0:0]\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n-A INPUT -j NETD-INPUT\n",
         );
         let nat = SavedTable::parse(
             ":POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j NETD-POSTROUTING\n\
@@ -447,7 +470,7 @@ mod tests {
     #[test]
     fn user_chain_moved_back_to_first() {
         let filter = SavedTable::parse(
-            ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n-A FORWARD -j ACCEPT\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n",
+            ":FORWARD ACCEPT [0:0]\n:NETD-USER - [0:0]\n-A FORWARD -j ACCEPT\n-A FORWARD -j NETD-USER\n-A FORWARD -j NETD-FORWARD\n-A INPUT -j NETD-INPUT\n",
         );
         let fixes = entry_fixes(&filter, &SavedTable::default());
         assert!(

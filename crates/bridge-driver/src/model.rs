@@ -1,7 +1,7 @@
 //! The network model: what a network is, and how a user's request becomes one.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,12 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     /// The predefined default network (`bridge`), which cannot be removed.
     pub default: bool,
+    /// Whether netd's DNS server answers on the gateway (`--opt dns`).
+    #[serde(default)]
+    pub dns: bool,
+    /// Resolvers this network forwards to instead of the host's (`--opt dns-upstream`).
+    #[serde(default)]
+    pub dns_upstreams: Vec<SocketAddr>,
 }
 
 impl Network {
@@ -52,6 +58,10 @@ pub struct BridgeOptions {
     pub mtu: u32,
     pub icc: bool,
     pub masquerade: bool,
+    /// `None`: the default, on for user networks and off for the default `bridge`, as in
+    /// Docker.
+    pub dns: Option<bool>,
+    pub dns_upstreams: Vec<SocketAddr>,
 }
 
 impl Default for BridgeOptions {
@@ -61,6 +71,8 @@ impl Default for BridgeOptions {
             mtu: DEFAULT_MTU,
             icc: true,
             masquerade: true,
+            dns: None,
+            dns_upstreams: Vec::new(),
         }
     }
 }
@@ -74,6 +86,9 @@ pub const OPTION_KEYS: &[(&str, &str)] = &[
         "masquerade",
         "com.docker.network.bridge.enable_ip_masquerade",
     ),
+    // netd's own (Docker has no such options).
+    ("dns", "dns"),
+    ("dns-upstream", "dns-upstream"),
 ];
 
 fn canonical_key(key: &str) -> Option<&'static str> {
@@ -92,6 +107,33 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ModelError> {
             format!("{other:?} is not true or false"),
         )),
     }
+}
+
+/// Parses `IP[,IP...]`, each optionally with a port (`10.0.0.2:5353`, `[fd00::2]:53`).
+fn parse_upstreams(key: &str, value: &str) -> Result<Vec<SocketAddr>, ModelError> {
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let addr = part
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                part.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| {
+                ModelError::invalid(
+                    format!("--opt {key}"),
+                    format!("{part:?} is not an IP address or IP:PORT"),
+                )
+            })?;
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(ModelError::invalid(
+                format!("--opt {key}"),
+                format!("{part} cannot be used as a resolver"),
+            ));
+        }
+        out.push(addr);
+    }
+    Ok(out)
 }
 
 impl BridgeOptions {
@@ -123,6 +165,8 @@ impl BridgeOptions {
                 }
                 Some("icc") => out.icc = parse_bool(key, value)?,
                 Some("masquerade") => out.masquerade = parse_bool(key, value)?,
+                Some("dns") => out.dns = Some(parse_bool(key, value)?),
+                Some("dns-upstream") => out.dns_upstreams = parse_upstreams(key, value)?,
                 _ => {
                     let known: Vec<&str> = OPTION_KEYS.iter().map(|(s, _)| *s).collect();
                     return Err(ModelError::invalid(
@@ -300,6 +344,8 @@ pub fn build_network(
         options: request.options.clone(),
         labels: request.labels.clone(),
         default,
+        dns: valid.options.dns.unwrap_or(!default),
+        dns_upstreams: valid.options.dns_upstreams.clone(),
     })
 }
 
@@ -335,6 +381,21 @@ mod tests {
         assert!(!p.icc);
         assert_eq!(p.mtu, 1400);
         assert_eq!(p.bridge_name.as_deref(), Some("mybr0"));
+        assert_eq!(p.dns, None);
+
+        let mut o = BTreeMap::new();
+        o.insert("dns".to_string(), "false".to_string());
+        o.insert(
+            "dns-upstream".to_string(),
+            "10.0.0.2, 10.0.0.3:5353".to_string(),
+        );
+        let p = BridgeOptions::parse(&o).expect("valid");
+        assert_eq!(p.dns, Some(false));
+        let expected: Vec<SocketAddr> = vec![
+            "10.0.0.2:53".parse().expect("addr"),
+            "10.0.0.3:5353".parse().expect("addr"),
+        ];
+        assert_eq!(p.dns_upstreams, expected);
     }
 
     #[test]
@@ -345,6 +406,10 @@ mod tests {
             ("mtu", "big", "--opt mtu"),
             ("mtu", "10", "--opt mtu"),
             ("bridge-name", "waytoolongbridgename", "--opt bridge-name"),
+            ("dns", "yes", "--opt dns"),
+            ("dns-upstream", "10.0.0.300", "--opt dns-upstream"),
+            ("dns-upstream", "10.0.0.1,", "--opt dns-upstream"),
+            ("dns-upstream", "0.0.0.0", "--opt dns-upstream"),
         ] {
             let mut o = BTreeMap::new();
             o.insert(k.to_string(), v.to_string());

@@ -45,6 +45,7 @@ fn network(internal: bool, icc: bool, masquerade: bool) -> NetworkFirewall {
         internal,
         icc,
         masquerade,
+        dns: Some("172.18.0.1".parse().expect("gateway")),
         ports: Vec::new(),
     }
 }
@@ -71,6 +72,7 @@ fn two_networks_on_an_empty_host_with_a_stale_chain() {
     second.id = "00aa".repeat(16);
     second.bridge = "mybr".into();
     second.subnet = "10.1.0.0/24".parse().expect("subnet");
+    second.dns = None;
     let ruleset = desired(&[network(false, true, true), second]);
     let saved = SavedTable::parse(":FORWARD ACCEPT [0:0]\n:NETD-FWD-deadbeef0000 - [0:0]\n");
     let stale = StaleChains::find(&ruleset, &saved, &SavedTable::default());

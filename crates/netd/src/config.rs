@@ -37,6 +37,10 @@ pub struct Args {
     /// not); 0 turns the check off [default: 3].
     #[arg(long)]
     pub firewall_check_interval: Option<u64>,
+    /// The host's resolv.conf: where the DNS server finds its upstream resolvers (re-read
+    /// when it changes) [default: /etc/resolv.conf].
+    #[arg(long)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +53,7 @@ struct FileConfig {
     default_subnet: Option<String>,
     no_default_network: Option<bool>,
     firewall_check_interval: Option<u64>,
+    resolv_conf: Option<PathBuf>,
 }
 
 /// The settings netd runs with.
@@ -62,6 +67,7 @@ pub struct Config {
     pub default_network: bool,
     /// `None` when the periodic firewall check is off.
     pub firewall_check: Option<std::time::Duration>,
+    pub resolv_conf: PathBuf,
 }
 
 impl Config {
@@ -112,7 +118,13 @@ impl Config {
             .or(file.firewall_check_interval)
             .unwrap_or(3);
         let firewall_check = (interval > 0).then(|| std::time::Duration::from_secs(interval));
+        let resolv_conf = args
+            .resolv_conf
+            .clone()
+            .or(file.resolv_conf)
+            .unwrap_or_else(|| "/etc/resolv.conf".into());
         Ok(Config {
+            resolv_conf,
             firewall_check,
             root,
             run_dir,

@@ -56,6 +56,52 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
+/// `/etc/resolv.conf` for a sandbox on networks with netd's DNS: their gateways as the
+/// nameservers, netd's search domain before the host's, and `ndots:0` so that a name is
+/// first asked as it is.
+pub fn resolv_conf_with_dns(nameservers: &[Ipv4Addr], host: &str) -> String {
+    let mut search = vec![crate::dns::SEARCH_DOMAIN.to_string()];
+    let mut options = vec!["ndots:0".to_string()];
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("search" | "domain") => search.extend(
+                words
+                    .filter(|w| *w != crate::dns::SEARCH_DOMAIN && !search.iter().any(|s| s == w))
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            ),
+            Some("options") => {
+                options.extend(words.filter(|w| !w.starts_with("ndots:")).map(String::from))
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    for server in nameservers {
+        out.push_str(&format!("nameserver {server}\n"));
+    }
+    out.push_str(&format!(
+        "search {}\noptions {}\n",
+        search.join(" "),
+        options.join(" ")
+    ));
+    out
+}
+
+/// Replaces a file's content but keeps the file, so bind mounts of it (in sandboxes that
+/// are running) see the new content; a new file is written through a temporary name.
+pub fn rewrite(path: &Path, content: &str) -> Result<()> {
+    if !path.exists() {
+        return write_atomic(path, content);
+    }
+    if fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    fs::write(path, content)
+        .map_err(|e| NetdError::Internal(format!("cannot write {}: {e}", path.display())))
+}
+
 /// Writes a file through a temporary name, so readers never see half of it.
 pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -78,6 +124,22 @@ mod tests {
         );
         let r = resolv_conf("nameserver 10.0.0.2\n");
         assert_eq!(r, "nameserver 10.0.0.2\n");
+    }
+
+    #[test]
+    fn resolv_conf_with_dns_keeps_host_search_and_options() {
+        let r = resolv_conf_with_dns(
+            &[
+                "10.1.0.1".parse().expect("ip"),
+                "10.2.0.1".parse().expect("ip"),
+            ],
+            "nameserver 8.8.8.8\nsearch corp.example netd.internal\noptions ndots:3 edns0\n",
+        );
+        assert_eq!(
+            r,
+            "nameserver 10.1.0.1\nnameserver 10.2.0.1\nsearch netd.internal corp.example\n\
+             options ndots:0 edns0\n"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dns;
 pub mod engine;
 pub mod error;
 pub mod files;

@@ -49,6 +49,7 @@ fn run() -> anyhow::Result<()> {
         default_subnet: config.default_subnet,
         default_network: config.default_network,
         firewall_check: config.firewall_check,
+        resolv_conf: config.resolv_conf.clone(),
     };
     let (engine, repairs) = EngineHandle::spawn(engine_config)?;
     for repair in &repairs {

@@ -40,6 +40,9 @@ pub struct EngineConfig {
     /// How often the engine, when idle, checks that its firewall rules are still in place
     /// (other programs flush tables too) and restores them; `None`: never.
     pub firewall_check: Option<std::time::Duration>,
+    /// The host's resolv.conf: upstream resolvers for the DNS server, and the base of the
+    /// resolv.conf of sandboxes without netd's DNS.
+    pub resolv_conf: PathBuf,
 }
 
 /// Runtime facts about a sandbox that live in the run directory, not the store.
@@ -66,6 +69,10 @@ pub struct Engine {
     rule_handles: HashMap<String, Vec<u64>>,
     /// The highest nat-table handle netd has seen: rules it appends get the next ones.
     nat_handle_hint: Option<u64>,
+    dns: crate::dns::DnsService,
+    /// Counts committed changes; the DNS records are rebuilt when it moves.
+    changes: std::cell::Cell<u64>,
+    published: u64,
 }
 
 const DEFAULT_NETWORK_NAME: &str = "bridge";
@@ -89,6 +96,9 @@ impl Engine {
             })?;
         }
         let mut engine = Engine {
+            dns: crate::dns::DnsService::start(config.resolv_conf.clone())?,
+            changes: std::cell::Cell::new(0),
+            published: 0,
             host: Netlink::open()?,
             iptables: Iptables::default(),
             runtime: HashMap::new(),
@@ -105,6 +115,27 @@ impl Engine {
         let mut repairs = engine.hold_recorded_ports();
         repairs.extend(engine.reconcile()?);
         Ok((engine, repairs))
+    }
+
+    /// Rebuilds the DNS records and listeners from the state. Cheap enough to run after
+    /// every change (a hash map per network), and done before the change is reported, so
+    /// a name resolves as soon as `run` returns.
+    fn publish_dns(&mut self) -> Vec<String> {
+        self.published = self.changes.get();
+        let problems = self
+            .dns
+            .publish(crate::dns::Records::from_state(&self.state));
+        for problem in &problems {
+            tracing::warn!("{problem}");
+        }
+        problems
+    }
+
+    /// Runs after every API job: publishes names if the state changed.
+    fn after_job(&mut self) {
+        if self.changes.get() != self.published {
+            self.publish_dns();
+        }
     }
 
     fn load_runtime(&mut self) {
@@ -228,6 +259,7 @@ impl Engine {
     }
 
     fn commit(&self, changes: Vec<Change>) -> Result<()> {
+        self.changes.set(self.changes.get() + 1);
         self.store.commit(changes)
     }
 
@@ -294,7 +326,9 @@ impl EngineHandle {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Box::new(move |engine| {
-                let _ = tx.send(f(engine));
+                let answer = f(engine);
+                engine.after_job();
+                let _ = tx.send(answer);
             }))
             .map_err(|_| NetdError::Internal("the engine has stopped".into()))?;
         rx.await

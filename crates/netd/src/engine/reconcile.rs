@@ -53,6 +53,7 @@ impl Engine {
             }
         }
         self.remove_leaks(&mut repairs)?;
+        repairs.extend(self.publish_dns());
         Ok(repairs)
     }
 

@@ -291,16 +291,25 @@ impl Engine {
     pub(super) fn write_files(&self, sandbox: &Sandbox) -> Result<()> {
         let hostname = sandbox.short_id();
         let addresses: Vec<Ipv4Addr> = sandbox.endpoints.iter().map(|e| e.ip).collect();
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host_resolv = std::fs::read_to_string(&self.config.resolv_conf).unwrap_or_default();
+        let dns_servers: Vec<Ipv4Addr> = sandbox
+            .endpoints
+            .iter()
+            .filter_map(|e| self.state.networks.get(&e.network_id))
+            .filter(|n| n.dns)
+            .map(|n| n.gateway)
+            .collect();
+        let resolv = if dns_servers.is_empty() {
+            files::resolv_conf(&host_resolv)
+        } else {
+            files::resolv_conf_with_dns(&dns_servers, &host_resolv)
+        };
         let paths = self.paths();
-        files::write_atomic(
+        files::rewrite(
             &paths.sandbox_file(&sandbox.id, "hosts"),
             &files::hosts(hostname, &sandbox.name, &addresses),
         )?;
-        files::write_atomic(
-            &paths.sandbox_file(&sandbox.id, "resolv.conf"),
-            &files::resolv_conf(&host_resolv),
-        )?;
+        files::rewrite(&paths.sandbox_file(&sandbox.id, "resolv.conf"), &resolv)?;
         files::write_atomic(
             &paths.sandbox_file(&sandbox.id, "hostname"),
             &format!("{hostname}\n"),
