@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages netd's tests and demo use (Debian/Ubuntu, as root).
 set -euo pipefail
-packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack)
+# dnsutils: dig; dnsmasq-base: the upstream resolver of the DNS tests; python3: their
+# hand-made bad requests.
+packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

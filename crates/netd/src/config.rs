@@ -41,6 +41,10 @@ pub struct Args {
     /// when it changes) [default: /etc/resolv.conf].
     #[arg(long)]
     pub resolv_conf: Option<PathBuf>,
+    /// An option of the default `bridge` network, KEY=VALUE (repeatable): `dns=true` gives
+    /// it name resolution (off by default, as in Docker), `dns-upstream=IP[,IP]`.
+    #[arg(long = "default-network-opt", value_name = "KEY=VALUE")]
+    pub default_network_opts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +58,7 @@ struct FileConfig {
     no_default_network: Option<bool>,
     firewall_check_interval: Option<u64>,
     resolv_conf: Option<PathBuf>,
+    default_network_opts: Option<Vec<String>>,
 }
 
 /// The settings netd runs with.
@@ -68,6 +73,8 @@ pub struct Config {
     /// `None` when the periodic firewall check is off.
     pub firewall_check: Option<std::time::Duration>,
     pub resolv_conf: PathBuf,
+    /// Options of the default network (`dns`, `dns-upstream`).
+    pub default_network_options: std::collections::BTreeMap<String, String>,
 }
 
 impl Config {
@@ -123,7 +130,29 @@ impl Config {
             .clone()
             .or(file.resolv_conf)
             .unwrap_or_else(|| "/etc/resolv.conf".into());
+        let opts = if args.default_network_opts.is_empty() {
+            file.default_network_opts.unwrap_or_default()
+        } else {
+            args.default_network_opts.clone()
+        };
+        let mut default_network_options = std::collections::BTreeMap::new();
+        for opt in &opts {
+            let Some((key, value)) = opt.split_once('=') else {
+                return Err(NetdError::Invalid(format!(
+                    "--default-network-opt: {opt:?} is not KEY=VALUE"
+                )));
+            };
+            if !matches!(key, "dns" | "dns-upstream") {
+                return Err(NetdError::Invalid(format!(
+                    "--default-network-opt: {key:?} cannot be set (known: dns, dns-upstream)"
+                )));
+            }
+            default_network_options.insert(key.to_string(), value.to_string());
+        }
+        bridge_driver::BridgeOptions::parse(&default_network_options)
+            .map_err(|e| NetdError::Invalid(format!("--default-network-opt: {e}")))?;
         Ok(Config {
+            default_network_options,
             resolv_conf,
             firewall_check,
             root,

@@ -50,6 +50,7 @@ fn run() -> anyhow::Result<()> {
         default_network: config.default_network,
         firewall_check: config.firewall_check,
         resolv_conf: config.resolv_conf.clone(),
+        default_network_options: config.default_network_options.clone(),
     };
     let (engine, repairs) = EngineHandle::spawn(engine_config)?;
     for repair in &repairs {

@@ -43,6 +43,8 @@ pub struct EngineConfig {
     /// The host's resolv.conf: upstream resolvers for the DNS server, and the base of the
     /// resolv.conf of sandboxes without netd's DNS.
     pub resolv_conf: PathBuf,
+    /// Options of the default network (`dns`, `dns-upstream`).
+    pub default_network_options: std::collections::BTreeMap<String, String>,
 }
 
 /// Runtime facts about a sandbox that live in the run directory, not the store.
@@ -169,9 +171,25 @@ impl Engine {
         };
         let bridge = self.config.default_bridge.clone();
         bridge_driver::names::validate_ifname("--default-bridge", &bridge)?;
+        let extra = bridge_driver::BridgeOptions::parse(&self.config.default_network_options)?;
+        let dns = extra.dns.unwrap_or(false);
         if let Some(existing) = self.state.networks.values().find(|n| n.default).cloned() {
             if existing.bridge == bridge && existing.subnet == subnet && existing.gateway == gateway
             {
+                if existing.dns != dns || existing.dns_upstreams != extra.dns_upstreams {
+                    // Name resolution changes no link: the record is updated in place.
+                    let mut network = existing;
+                    network.dns = dns;
+                    network.dns_upstreams = extra.dns_upstreams;
+                    for key in ["dns", "dns-upstream"] {
+                        match self.config.default_network_options.get(key) {
+                            Some(value) => network.options.insert(key.into(), value.clone()),
+                            None => network.options.remove(key),
+                        };
+                    }
+                    self.commit(vec![Change::put(Kind::Network, &network.id, &network)?])?;
+                    self.state.networks.insert(network.id.clone(), network);
+                }
                 return Ok(());
             }
             if self.state.attached(&existing.id).next().is_some() {
@@ -198,6 +216,7 @@ impl Engine {
             .into_iter()
             .filter(|(k, _)| *k != "com.docker.network.bridge.default_bridge")
             .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(self.config.default_network_options.clone())
             .collect(),
             ..Default::default()
         };

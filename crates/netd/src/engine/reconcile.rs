@@ -109,6 +109,10 @@ impl Engine {
                 .map_err(|e| crate::error::NetdError::Internal(e.to_string()))?;
             self.write_files(sandbox)?;
             repairs.push(format!("sandbox {name}: rewrote hosts and resolv.conf"));
+        } else {
+            // Brings resolv.conf up to date with the networks' DNS settings (a no-op when
+            // nothing changed).
+            self.write_files(sandbox)?;
         }
         Ok(())
     }

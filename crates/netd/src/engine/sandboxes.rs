@@ -310,7 +310,7 @@ impl Engine {
             &files::hosts(hostname, &sandbox.name, &addresses),
         )?;
         files::rewrite(&paths.sandbox_file(&sandbox.id, "resolv.conf"), &resolv)?;
-        files::write_atomic(
+        files::rewrite(
             &paths.sandbox_file(&sandbox.id, "hostname"),
             &format!("{hostname}\n"),
         )?;
