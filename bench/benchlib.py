@@ -60,13 +60,14 @@ class Netd:
     """netd running in the current bench host, its run directory on tmpfs (as /run is on
     a real host; it is not on every VM)."""
 
-    def __init__(self):
+    def __init__(self, *extra_args):
         self.tmp = tempfile.mkdtemp(prefix="ndbench-")
         os.makedirs(f"{self.tmp}/run")
         sh("mount", "-t", "tmpfs", "ndbench", f"{self.tmp}/run")
         self.socket = f"{self.tmp}/run/netd.sock"
         self.proc = subprocess.Popen(
-            [os.path.join(BIN, "netd"), "--root", f"{self.tmp}/root", "--run-dir", f"{self.tmp}/run"],
+            [os.path.join(BIN, "netd"), "--root", f"{self.tmp}/root", "--run-dir", f"{self.tmp}/run",
+             *extra_args],
             stdout=subprocess.DEVNULL, stderr=open(f"{self.tmp}/netd.log", "w"))
         for _ in range(200):
             try:

@@ -1,17 +1,19 @@
 //! Forwarding to upstream resolvers: requests go out as they came, under a fresh random id
 //! on one of a few sockets with random ports, and answers are matched by socket, id, source
-//! and question. Truncated answers are fetched again over TCP; silent upstreams are left
+//! and question. Truncated answers are fetched again over TCP; a silent upstream is left
 //! for the next one, and a request none answers gets SERVFAIL within `BUDGET`.
+//!
+//! The UDP side is owned by the DNS event loop's thread (`udp`), so it needs no lock; only
+//! the rare TCP refetch goes to the async runtime.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 
 use super::query::{self, Upstreams};
 use super::records::Records;
@@ -22,37 +24,11 @@ pub const BUDGET: Duration = Duration::from_secs(4);
 /// No upstream gets less than this before the next is tried.
 const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 /// Sockets that upstream requests leave from.
-const SOCKETS: usize = 4;
+pub const SOCKETS: usize = 4;
 /// Requests waiting for an upstream, in all and per client: a client over its share waits
 /// (its requests are dropped), the others are served.
 const MAX_INFLIGHT: usize = 16_384;
 const MAX_PER_CLIENT: u32 = 512;
-/// Requests queued between the listeners and the forwarder.
-const QUEUE: usize = 8_192;
-
-/// A request for the upstream resolvers.
-#[derive(Debug)]
-pub struct ForwardJob {
-    pub request: Vec<u8>,
-    pub client: SocketAddr,
-    /// The listener socket the answer goes back through.
-    pub reply: Arc<StdUdpSocket>,
-    pub upstreams: Upstreams,
-    pub client_max: u16,
-}
-
-/// Hands requests to the forwarder from any thread, without waiting.
-#[derive(Debug, Clone)]
-pub struct ForwardQueue {
-    tx: mpsc::Sender<ForwardJob>,
-}
-
-impl ForwardQueue {
-    /// Queues a request; a full queue drops it (the client asks again).
-    pub fn submit(&self, job: ForwardJob) -> bool {
-        self.tx.try_send(job).is_ok()
-    }
-}
 
 /// Picks the resolvers for a request, leaving out netd's own listeners.
 pub fn upstreams_for(
@@ -74,7 +50,9 @@ pub fn upstreams_for(
 struct Pending {
     client: SocketAddr,
     client_id: u16,
-    reply: Arc<StdUdpSocket>,
+    /// The listener the answer goes back through (weak: removing a network closes its
+    /// socket at once, whatever is still in flight).
+    reply: Weak<UdpSocket>,
     /// The request under netd's id.
     request: Vec<u8>,
     question_end: usize,
@@ -92,23 +70,89 @@ impl Pending {
             .max(1);
         (BUDGET / n).max(MIN_ATTEMPT)
     }
+
+    /// Sends an upstream's answer to the client, under the client's id and within its
+    /// size.
+    fn deliver(&self, mut answer: Vec<u8>) {
+        let Some(reply) = self.reply.upgrade() else {
+            return;
+        };
+        answer[..2].copy_from_slice(&self.client_id.to_be_bytes());
+        let answer = query::fit_answer(answer, self.client_max);
+        if let Err(e) = reply.send_to(&answer, self.client) {
+            tracing::debug!("answer to {}: {e}", self.client);
+        }
+    }
+
+    fn fail(&self) {
+        let answer = query::server_failure(&self.request, self.client_max);
+        if answer.len() >= 12 {
+            self.deliver(answer);
+        }
+    }
 }
 
-#[derive(Debug, Default)]
-struct Inflight {
+/// The forwarder's state: upstream sockets and the requests waiting on them.
+#[derive(Debug)]
+pub struct Forwarder {
+    sockets: Vec<UdpSocket>,
+    /// Whether the sockets are IPv6 (dual-stack), so IPv4 upstreams need mapping.
+    v6: bool,
     entries: HashMap<(usize, u16), Pending>,
     per_client: HashMap<IpAddr, u32>,
     rng: u64,
+    runtime: tokio::runtime::Handle,
 }
 
-impl Inflight {
+impl Forwarder {
+    pub fn new(runtime: tokio::runtime::Handle) -> std::io::Result<Forwarder> {
+        let mut sockets = Vec::with_capacity(SOCKETS);
+        let mut v6 = true;
+        for _ in 0..SOCKETS {
+            let socket = match UdpSocket::bind("[::]:0") {
+                Ok(socket) => socket,
+                Err(_) => {
+                    v6 = false;
+                    UdpSocket::bind("0.0.0.0:0")?
+                }
+            };
+            socket.set_nonblocking(true)?;
+            sockets.push(socket);
+        }
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Forwarder {
+            sockets,
+            v6,
+            entries: HashMap::new(),
+            per_client: HashMap::new(),
+            rng: u64::from_ne_bytes(seed) | 1,
+            runtime,
+        })
+    }
+
+    pub fn sockets(&self) -> &[UdpSocket] {
+        &self.sockets
+    }
+
     fn next_random(&mut self) -> u64 {
-        // xorshift64*: ids need to be unpredictable to off-path guessers only as far as
-        // 16 bits and a random port allow; the seed comes from the kernel.
+        // xorshift64*, seeded by the kernel: an off-path guesser faces 16 bits of id and
+        // the choice of socket (random ports).
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn send_to(&self, index: usize, request: &[u8], to: SocketAddr) {
+        let to = match (self.v6, to) {
+            (true, SocketAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => to,
+        };
+        // A full socket buffer loses the request; the attempt times out and moves on.
+        let _ = self.sockets[index].send_to(request, to);
     }
 
     fn remove(&mut self, key: (usize, u16)) -> Option<Pending> {
@@ -122,218 +166,134 @@ impl Inflight {
         }
         Some(pending)
     }
-}
 
-#[derive(Debug)]
-struct Forwarder {
-    sockets: Vec<Arc<UdpSocket>>,
-    inflight: Mutex<Inflight>,
-    host: Arc<HostResolvers>,
-    records: Arc<ArcSwap<Records>>,
-}
-
-/// Starts the forwarder on the current runtime; returns the queue listeners feed.
-pub fn start(
-    host: Arc<HostResolvers>,
-    records: Arc<ArcSwap<Records>>,
-) -> std::io::Result<ForwardQueue> {
-    let mut sockets = Vec::with_capacity(SOCKETS);
-    for _ in 0..SOCKETS {
-        let std_socket =
-            StdUdpSocket::bind("[::]:0").or_else(|_| StdUdpSocket::bind("0.0.0.0:0"))?;
-        std_socket.set_nonblocking(true)?;
-        sockets.push(Arc::new(UdpSocket::from_std(std_socket)?));
-    }
-    let mut seed = [0u8; 8];
-    getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let forwarder = Arc::new(Forwarder {
-        sockets,
-        inflight: Mutex::new(Inflight {
-            rng: u64::from_ne_bytes(seed) | 1,
-            ..Default::default()
-        }),
-        host,
-        records,
-    });
-    for index in 0..SOCKETS {
-        tokio::spawn(forwarder.clone().read_answers(index));
-    }
-    tokio::spawn(forwarder.clone().expire());
-    let (tx, mut rx) = mpsc::channel::<ForwardJob>(QUEUE);
-    tokio::spawn(async move {
-        while let Some(job) = rx.recv().await {
-            forwarder.send(job);
-        }
-    });
-    Ok(ForwardQueue { tx })
-}
-
-/// The address to send to from `socket`: IPv4 upstreams as mapped addresses on an IPv6
-/// socket.
-fn destination(socket: &UdpSocket, to: SocketAddr) -> SocketAddr {
-    match (socket.local_addr(), to) {
-        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
-            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-        }
-        _ => to,
-    }
-}
-
-impl Forwarder {
-    fn send(&self, job: ForwardJob) {
-        let upstreams = upstreams_for(&job.upstreams, &self.host, &self.records);
-        let question_end = query::question_end(&job.request);
-        let (Some(first), Some(question_end)) = (upstreams.first().copied(), question_end) else {
-            let answer = query::server_failure(&job.request, job.client_max);
-            let _ = job.reply.send_to(&answer, job.client);
+    /// Sends a client's request to the first upstream.
+    pub fn start(
+        &mut self,
+        request: &[u8],
+        client: SocketAddr,
+        reply: &Arc<UdpSocket>,
+        upstreams: Arc<[SocketAddr]>,
+        client_max: u16,
+    ) {
+        let pending_for = |request: Vec<u8>, question_end, upstreams| Pending {
+            client,
+            client_id: u16::from_be_bytes([request[0], request[1]]),
+            reply: Arc::downgrade(reply),
+            request,
+            question_end,
+            upstreams,
+            attempt: 0,
+            attempt_deadline: Instant::now(),
+            deadline: Instant::now() + BUDGET,
+            client_max,
+        };
+        let (Some(first), Some(question_end)) =
+            (upstreams.first().copied(), query::question_end(request))
+        else {
+            pending_for(request.to_vec(), 0, upstreams).fail();
             return;
         };
-        let client_id = u16::from_be_bytes([job.request[0], job.request[1]]);
-        let now = Instant::now();
-        let (index, request) = {
-            let Ok(mut inflight) = self.inflight.lock() else {
-                return;
-            };
-            if inflight.entries.len() >= MAX_INFLIGHT {
-                return;
+        if self.entries.len() >= MAX_INFLIGHT {
+            return;
+        }
+        let count = self.per_client.entry(client.ip()).or_insert(0);
+        if *count >= MAX_PER_CLIENT {
+            return;
+        }
+        *count += 1;
+        let mut key = None;
+        for _ in 0..16 {
+            let r = self.next_random();
+            let candidate = ((r >> 16) as usize % SOCKETS, r as u16);
+            if !self.entries.contains_key(&candidate) {
+                key = Some(candidate);
+                break;
             }
-            let count = inflight.per_client.entry(job.client.ip()).or_insert(0);
-            if *count >= MAX_PER_CLIENT {
-                return;
+        }
+        let Some(key) = key else {
+            if let Some(count) = self.per_client.get_mut(&client.ip()) {
+                *count -= 1;
             }
-            *count += 1;
-            let mut key = (0, 0);
-            for _ in 0..16 {
-                let r = inflight.next_random();
-                key = ((r >> 16) as usize % SOCKETS, r as u16);
-                if !inflight.entries.contains_key(&key) {
-                    break;
-                }
-            }
-            if inflight.entries.contains_key(&key) {
-                inflight.remove(key);
-                return;
-            }
-            let mut request = job.request;
-            request[..2].copy_from_slice(&key.1.to_be_bytes());
-            let mut pending = Pending {
-                client: job.client,
-                client_id,
-                reply: job.reply,
-                request: request.clone(),
-                question_end,
-                upstreams,
-                attempt: 0,
-                attempt_deadline: now,
-                deadline: now + BUDGET,
-                client_max: job.client_max,
-            };
-            pending.attempt_deadline = now + pending.attempt_time();
-            inflight.entries.insert(key, pending);
-            (key.0, request)
+            return;
         };
-        let socket = &self.sockets[index];
-        let _ = socket.try_send_to(&request, destination(socket, first));
+        let mut pending = pending_for(request.to_vec(), question_end, upstreams);
+        pending.request[..2].copy_from_slice(&key.1.to_be_bytes());
+        pending.attempt_deadline = Instant::now() + pending.attempt_time();
+        self.send_to(key.0, &pending.request, first);
+        self.entries.insert(key, pending);
     }
 
-    async fn read_answers(self: Arc<Self>, index: usize) {
-        let socket = self.sockets[index].clone();
-        let mut buf = vec![0u8; 65_535];
-        loop {
-            let (len, from) = match socket.recv_from(&mut buf).await {
-                Ok(got) => got,
-                Err(e) => {
-                    // ICMP errors surface here on some kernels; nothing to do but go on.
-                    tracing::debug!("upstream socket: {e}");
-                    continue;
-                }
-            };
-            let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-            let answer = &buf[..len];
-            if len < 12 || answer[2] & 0x80 == 0 {
-                continue;
-            }
-            let id = u16::from_be_bytes([answer[0], answer[1]]);
-            let pending = {
-                let Ok(mut inflight) = self.inflight.lock() else {
-                    continue;
-                };
-                let matches = inflight.entries.get(&(index, id)).is_some_and(|p| {
-                    p.upstreams.contains(&from)
-                        && answer.get(12..p.question_end) == p.request.get(12..p.question_end)
-                });
-                if !matches {
-                    continue;
-                }
-                inflight.remove((index, id))
-            };
-            let Some(pending) = pending else { continue };
-            let answer = answer.to_vec();
-            if answer[2] & 0x02 != 0 {
-                tokio::spawn(refetch_over_tcp(pending, from, answer));
-            } else {
-                deliver(&pending, answer);
-            }
+    /// An answer arrived on upstream socket `index`.
+    pub fn answer(&mut self, index: usize, answer: &[u8], from: SocketAddr) {
+        if answer.len() < 12 || answer[2] & 0x80 == 0 {
+            return;
+        }
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        let key = (index, u16::from_be_bytes([answer[0], answer[1]]));
+        let matches = self.entries.get(&key).is_some_and(|p| {
+            p.upstreams.contains(&from)
+                && answer.get(12..p.question_end) == p.request.get(12..p.question_end)
+        });
+        if !matches {
+            return;
+        }
+        let Some(pending) = self.remove(key) else {
+            return;
+        };
+        if answer[2] & 0x02 != 0 {
+            self.runtime
+                .spawn(refetch_over_tcp(pending, from, answer.to_vec()));
+        } else {
+            pending.deliver(answer.to_vec());
         }
     }
 
     /// Moves requests whose upstream is silent to the next one, and fails those out of
     /// upstreams or time.
-    async fn expire(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = Instant::now();
-            let mut resend = Vec::new();
-            let mut failed = Vec::new();
-            {
-                let Ok(mut inflight) = self.inflight.lock() else {
-                    continue;
-                };
-                let expired: Vec<(usize, u16)> = inflight
-                    .entries
-                    .iter()
-                    .filter(|(_, p)| p.attempt_deadline <= now)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for key in expired {
-                    let retry = inflight.entries.get_mut(&key).and_then(|p| {
-                        if p.attempt + 1 < p.upstreams.len() && now < p.deadline {
-                            p.attempt += 1;
-                            p.attempt_deadline = (now + p.attempt_time()).min(p.deadline);
-                            Some((p.request.clone(), p.upstreams[p.attempt]))
-                        } else {
-                            None
-                        }
-                    });
-                    match retry {
-                        Some((request, to)) => resend.push((key.0, request, to)),
-                        None => failed.extend(inflight.remove(key)),
+    pub fn expire(&mut self, now: Instant) {
+        let expired: Vec<(usize, u16)> = self
+            .entries
+            .iter()
+            .filter(|(_, p)| p.attempt_deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            let retry = self.entries.get_mut(&key).and_then(|p| {
+                if p.attempt + 1 < p.upstreams.len() && now < p.deadline {
+                    p.attempt += 1;
+                    p.attempt_deadline = (now + p.attempt_time()).min(p.deadline);
+                    Some(p.upstreams[p.attempt])
+                } else {
+                    None
+                }
+            });
+            match retry {
+                Some(to) => {
+                    if let Some(p) = self.entries.get(&key) {
+                        self.send_to(key.0, &p.request, to);
                     }
                 }
-            }
-            for (index, request, to) in resend {
-                let socket = &self.sockets[index];
-                let _ = socket.try_send_to(&request, destination(socket, to));
-            }
-            for pending in failed {
-                let mut answer = query::server_failure(&pending.request, pending.client_max);
-                if answer.len() >= 2 {
-                    answer[..2].copy_from_slice(&pending.client_id.to_be_bytes());
-                    let _ = pending.reply.send_to(&answer, pending.client);
+                None => {
+                    if let Some(pending) = self.remove(key) {
+                        pending.fail();
+                    }
                 }
             }
         }
     }
-}
 
-/// Sends an upstream's answer to the client, under the client's id and within its size.
-fn deliver(pending: &Pending, mut answer: Vec<u8>) {
-    answer[..2].copy_from_slice(&pending.client_id.to_be_bytes());
-    let answer = query::fit_answer(answer, pending.client_max);
-    if let Err(e) = pending.reply.send_to(&answer, pending.client) {
-        tracing::debug!("answer to {}: {e}", pending.client);
+    /// Forgets requests whose listener is gone.
+    pub fn forget_closed(&mut self) {
+        let closed: Vec<(usize, u16)> = self
+            .entries
+            .iter()
+            .filter(|(_, p)| p.reply.strong_count() == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in closed {
+            self.remove(key);
+        }
     }
 }
 
@@ -343,9 +303,9 @@ async fn refetch_over_tcp(pending: Pending, upstream: SocketAddr, truncated: Vec
     let left = pending.deadline.saturating_duration_since(Instant::now());
     match tcp_exchange(&pending.request, upstream, left).await {
         Some(full) if full.len() >= 12 && full[..2] == pending.request[..2] => {
-            deliver(&pending, full)
+            pending.deliver(full)
         }
-        _ => deliver(&pending, truncated),
+        _ => pending.deliver(truncated),
     }
 }
 

@@ -31,7 +31,6 @@ pub const PORT: u16 = 53;
 
 #[derive(Debug)]
 struct Listener {
-    udp: udp::UdpListener,
     tcp: tokio::task::JoinHandle<()>,
 }
 
@@ -41,7 +40,7 @@ pub struct DnsService {
     runtime: tokio::runtime::Runtime,
     records: Arc<ArcSwap<Records>>,
     host: Arc<upstream::HostResolvers>,
-    forwarder: forward::ForwardQueue,
+    udp: udp::UdpServer,
     listeners: HashMap<Ipv4Addr, Listener>,
 }
 
@@ -56,11 +55,8 @@ impl DnsService {
             .map_err(|e| NetdError::Internal(format!("cannot start the DNS runtime: {e}")))?;
         let records = Arc::new(ArcSwap::from_pointee(Records::default()));
         let host = Arc::new(upstream::HostResolvers::new(resolv_conf));
-        let forwarder = {
-            let _guard = runtime.enter();
-            forward::start(host.clone(), records.clone())
-                .map_err(|e| NetdError::Internal(format!("cannot start the DNS forwarder: {e}")))?
-        };
+        let udp = udp::UdpServer::start(records.clone(), host.clone(), runtime.handle().clone())
+            .map_err(|e| NetdError::Internal(format!("cannot start the DNS server: {e}")))?;
         let watched = host.clone();
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -73,7 +69,7 @@ impl DnsService {
             runtime,
             records,
             host,
-            forwarder,
+            udp,
             listeners: HashMap::new(),
         })
     }
@@ -92,7 +88,7 @@ impl DnsService {
             .collect();
         for ip in gone {
             if let Some(listener) = self.listeners.remove(&ip) {
-                self.stop(listener);
+                self.stop(ip, listener);
             }
         }
         let mut problems = Vec::new();
@@ -115,29 +111,23 @@ impl DnsService {
         let udp_socket = UdpSocket::from(bind(address, SockType::Datagram)?);
         let tcp_socket = TcpListener::from(bind(address, SockType::Stream)?);
         tcp_socket.set_nonblocking(true)?;
-        let udp =
-            udp::UdpListener::start(udp_socket, self.records.clone(), self.forwarder.clone())?;
-        let tcp = {
+        let tcp_listener = {
             let _guard = self.runtime.enter();
-            match tokio::net::TcpListener::from_std(tcp_socket) {
-                Ok(listener) => self.runtime.spawn(tcp::serve(
-                    listener,
-                    ip,
-                    self.records.clone(),
-                    self.host.clone(),
-                )),
-                Err(e) => {
-                    udp.stop();
-                    return Err(e);
-                }
-            }
+            tokio::net::TcpListener::from_std(tcp_socket)?
         };
+        self.udp.add(ip, udp_socket)?;
+        let tcp = self.runtime.spawn(tcp::serve(
+            tcp_listener,
+            ip,
+            self.records.clone(),
+            self.host.clone(),
+        ));
         tracing::info!("DNS listening on {ip}:{PORT}");
-        Ok(Listener { udp, tcp })
+        Ok(Listener { tcp })
     }
 
-    fn stop(&self, listener: Listener) {
-        listener.udp.stop();
+    fn stop(&self, ip: Ipv4Addr, listener: Listener) {
+        self.udp.remove(ip);
         listener.tcp.abort();
         // Waits for the task to drop its socket, so the address is free on return.
         let _ = self.runtime.block_on(listener.tcp);
