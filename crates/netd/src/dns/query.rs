@@ -249,3 +249,273 @@ pub fn question_end(packet: &[u8]) -> Option<usize> {
     let end = at + 4;
     (end <= packet.len()).then_some(end)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bridge_driver::Network;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::{Endpoint, Sandbox, State};
+
+    const SERVER_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+    const SERVER_B: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+
+    fn network(id: &str, subnet: &str, internal: bool) -> Network {
+        let subnet: ipnet::Ipv4Net = subnet.parse().expect("subnet");
+        Network {
+            id: id.into(),
+            name: id.into(),
+            driver: "bridge".into(),
+            created: String::new(),
+            bridge: format!("br-{id}"),
+            bridge_mac: [2, 0, 0, 0, 0, 1],
+            subnet,
+            gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+            ip_range: None,
+            internal,
+            icc: true,
+            masquerade: true,
+            mtu: 1500,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            default: false,
+            dns: true,
+            dns_upstreams: Vec::new(),
+        }
+    }
+
+    fn sandbox(id: &str, name: &str, endpoints: &[(&str, &str, &[&str])]) -> Sandbox {
+        Sandbox {
+            id: id.repeat(64 / id.len()),
+            name: name.into(),
+            created: String::new(),
+            network_mode: String::new(),
+            joined: None,
+            endpoints: endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, (net, ip, aliases))| Endpoint {
+                    network_id: net.to_string(),
+                    endpoint_id: String::new(),
+                    interface: i as u32,
+                    ip: ip.parse().expect("ip"),
+                    mac: [2, 0, 0, 0, 0, 2],
+                    aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                    default_route: i == 0,
+                    static_ip: false,
+                })
+                .collect(),
+            ports: Vec::new(),
+        }
+    }
+
+    /// client (a), web (a, b; alias www), db (b only), and an internal network c.
+    fn records() -> Records {
+        let mut state = State::default();
+        for n in [
+            network("a", "10.1.0.0/24", false),
+            network("b", "10.2.0.0/24", false),
+            network("c", "10.3.0.0/24", true),
+        ] {
+            state.networks.insert(n.id.clone(), n);
+        }
+        for s in [
+            sandbox("1", "client", &[("a", "10.1.0.2", &[])]),
+            sandbox("2", "web", &[("a", "10.1.0.3", &["www"]), ("b", "10.2.0.3", &[])]),
+            sandbox("3", "db", &[("b", "10.2.0.4", &[])]),
+            sandbox("4", "lonely", &[("c", "10.3.0.2", &[])]),
+        ] {
+            state.sandboxes.insert(s.id.clone(), s);
+        }
+        Records::from_state(&state)
+    }
+
+    fn request(name: &str, kind: RecordType) -> Vec<u8> {
+        let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.queries.push(Query::query(Name::from_ascii(name).expect("name"), kind));
+        m.to_vec().expect("encode")
+    }
+
+    fn answer_of(outcome: Outcome) -> Message {
+        match outcome {
+            Outcome::Answer(bytes) => Message::from_vec(&bytes).expect("parses"),
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+
+    fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_are_scoped_to_the_asking_sandbox() {
+        let r = records();
+        let ask = |name: &str, server| {
+            handle(&request(name, RecordType::A), server, CLIENT, &r, Transport::Udp)
+        };
+        let m = answer_of(ask("web", SERVER_A));
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.id, 0x4242);
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 3)]);
+        let m = answer_of(ask("WWW.netd.internal.", SERVER_A));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 3)]);
+        let m = answer_of(ask("222222222222", SERVER_A));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 3)]);
+        // db is on b only: not the client's.
+        let m = answer_of(ask("db.netd.internal", SERVER_A));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let m = answer_of(ask("db.netd.internal", SERVER_B));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // Unknown bare names go upstream.
+        assert_eq!(
+            ask("db", SERVER_A),
+            Outcome::Forward {
+                upstreams: Upstreams::Host,
+                client_max: 512
+            }
+        );
+        // An unknown client asking b sees b only.
+        let m = answer_of(handle(
+            &request("db", RecordType::A),
+            SERVER_B,
+            Ipv4Addr::new(192, 0, 2, 1),
+            &r,
+            Transport::Udp,
+        ));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 2, 0, 4)]);
+    }
+
+    #[test]
+    fn ptr_nodata_and_internal_networks() {
+        let r = records();
+        let m = answer_of(handle(
+            &request("3.0.1.10.in-addr.arpa", RecordType::PTR),
+            SERVER_A,
+            CLIENT,
+            &r,
+            Transport::Udp,
+        ));
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(
+            m.answers[0].data,
+            RData::PTR(PTR(Name::from_ascii("web.netd.internal.").expect("name")))
+        );
+        let m = answer_of(handle(
+            &request("web", RecordType::AAAA),
+            SERVER_A,
+            CLIENT,
+            &r,
+            Transport::Udp,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty() && m.metadata.authoritative);
+        let lonely = Ipv4Addr::new(10, 3, 0, 2);
+        let server_c = Ipv4Addr::new(10, 3, 0, 1);
+        let m = answer_of(handle(
+            &request("example.com", RecordType::A),
+            server_c,
+            lonely,
+            &r,
+            Transport::Udp,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    }
+
+    #[test]
+    fn big_answers_are_truncated_to_what_the_client_takes() {
+        let mut state = State::default();
+        let n = network("a", "10.1.0.0/16", false);
+        state.networks.insert(n.id.clone(), n);
+        for i in 0..100u32 {
+            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 1, 0)) + i).to_string();
+            let s = sandbox(&format!("{:02}", i % 100), &format!("s{i}"), &[("a", &ip, &["db"])]);
+            state.sandboxes.insert(s.id.clone(), s);
+        }
+        let r = Records::from_state(&state);
+        let udp = answer_of(handle(
+            &request("db", RecordType::A),
+            SERVER_A,
+            CLIENT,
+            &r,
+            Transport::Udp,
+        ));
+        assert!(udp.metadata.truncation && udp.answers.is_empty());
+        let tcp = answer_of(handle(
+            &request("db", RecordType::A),
+            SERVER_A,
+            CLIENT,
+            &r,
+            Transport::Tcp,
+        ));
+        assert_eq!(tcp.answers.len(), 100);
+        assert!(!tcp.metadata.truncation);
+    }
+
+    /// Whatever arrives, the handler answers with a well-formed message of the request's
+    /// id, within the size allowed, or drops it; it never panics.
+    fn check(packet: &[u8], r: &Records) {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            match handle(packet, SERVER_A, CLIENT, r, transport) {
+                Outcome::Answer(bytes) => {
+                    let m = Message::from_vec(&bytes).expect("answers parse");
+                    assert_eq!(m.metadata.message_type, MessageType::Response);
+                    assert_eq!(bytes[..2], packet[..2]);
+                    if transport == Transport::Udp {
+                        assert!(bytes.len() <= usize::from(MAX_UDP_PAYLOAD));
+                    }
+                }
+                Outcome::Forward { client_max, .. } => assert!(client_max >= 512),
+                Outcome::Drop => assert!(packet.len() < 12 || packet[2] & 0x80 != 0),
+            }
+        }
+        let _ = question_end(packet);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn fuzz_random_bytes(packet in proptest::collection::vec(any::<u8>(), 0..600)) {
+            check(&packet, &records());
+        }
+
+        #[test]
+        fn fuzz_mutated_requests(
+            name in prop::sample::select(vec![
+                "web", "www.netd.internal", "db", "3.0.1.10.in-addr.arpa", "netd.internal",
+                "example.com", "a.b.c.d.e.f.g",
+            ]),
+            kind in prop::sample::select(vec![
+                RecordType::A, RecordType::AAAA, RecordType::PTR, RecordType::ANY,
+                RecordType::MX, RecordType::TXT, RecordType::Unknown(65000),
+            ]),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            cut in any::<usize>(),
+            extra in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut packet = request(name, kind);
+            let len = packet.len();
+            for (at, byte) in flips {
+                packet[at % len] = byte;
+            }
+            if cut % 3 == 0 {
+                packet.truncate(cut % (len + 1));
+            }
+            packet.extend_from_slice(&extra);
+            check(&packet, &records());
+        }
+    }
+}
