@@ -6,7 +6,13 @@ and dnsmasq answering from a hosts file on the same bridge.
 
 For each target: throughput (dnsperf, 4 clients, 100 outstanding, DURATION s), latency
 percentiles under that load (a shorter dnsperf run with -v), and sequential latency (one
-query outstanding). Then how long after `netctl run` returns a new name resolves.
+query outstanding), and the server's CPU time per answered query (its threads, user and
+system: the kernel's work of receiving and sending is most of it). Then how long after
+`netctl run` returns a new name resolves.
+
+dnsperf runs on the same 2 cores as the servers; when it is the bottleneck (near 100% of
+a core) every fast server shows about the same queries/s, and CPU per query tells them
+apart.
 
 Usage (root): bench/dns.py [--duration 10] [--containers 10] [--skip-peers]
 """
@@ -117,9 +123,17 @@ def dnsperf(netns, server, port, name, seconds, verbose=False):
             "lost": int(float(field("Queries lost"))), "avg_ms": float(field(r"Average Latency \(s\)")) * 1000}
 
 
-def measure(label, netns, server, port, name, seconds):
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all its threads."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(label, netns, server, port, name, seconds, pid):
     print(f"  {label} ...", file=sys.stderr)
+    before = cpu_seconds(pid)
     r = dnsperf(netns, server, port, name, seconds)
+    r["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(1, r["sent"] - r["lost"])
     loaded = dnsperf(netns, server, port, name, max(2, seconds // 3), verbose=True)
     r["p50_load"], r["p99_load"] = pct(loaded, 0.5), pct(loaded, 0.99)
     seq, failures = sequential(netns, server, port, name)
@@ -145,9 +159,11 @@ def bench_netd(containers, seconds):
         time.sleep(0.5)
         client = f"{netd.tmp}/run/netns/{ids[0]}"
         results = [
-            measure("netd: sandbox name", client, "10.89.0.1", 53, "c2", seconds),
-            measure("netd: forwarded", client, "10.89.0.1", 53, UPSTREAM_NAME, seconds),
-            measure("dnsmasq: hosts file", client, "10.89.0.1", 5353, "c2.bench", seconds),
+            measure("netd: sandbox name", client, "10.89.0.1", 53, "c2", seconds, netd.proc.pid),
+            measure("netd: forwarded", client, "10.89.0.1", 53, UPSTREAM_NAME, seconds,
+                    netd.proc.pid),
+            measure("dnsmasq: hosts file", client, "10.89.0.1", 5353, "c2.bench", seconds,
+                    reference.pid),
         ]
         results.append(("run -> resolvable", resolvable_after_run(netd, client)))
         results.append(("netd RSS MiB", netd.rss_mib()))
@@ -219,9 +235,11 @@ def bench_aardvark(containers, seconds):
                    "setup", path], o)
         time.sleep(0.5)
         client = namespaces.paths[0]
+        pid = int(open(f"{conf}/aardvark-dns/aardvark.pid").read().strip())
         return [
-            measure("aardvark-dns: container name", client, "10.90.0.1", 53, "c2.dns.podman", seconds),
-            measure("aardvark-dns: forwarded", client, "10.90.0.1", 53, UPSTREAM_NAME, seconds),
+            measure("aardvark-dns: container name", client, "10.90.0.1", 53, "c2.dns.podman",
+                    seconds, pid),
+            measure("aardvark-dns: forwarded", client, "10.90.0.1", 53, UPSTREAM_NAME, seconds, pid),
         ]
     finally:
         for path, o in opts:
@@ -258,13 +276,14 @@ def main():
     print(f"dnsperf {a.duration} s from a sandbox, {CLIENTS} clients x {OUTSTANDING} outstanding; "
           "latency in ms (load: a dnsperf -v run; seq: one query at a time)")
     print(f"{'target':<30} {'qps':>9} {'lost':>6} {'avg':>6} {'p50 load':>9} {'p99 load':>9}"
-          f" {'p50 seq':>8} {'p99 seq':>8}")
+          f" {'p50 seq':>8} {'p99 seq':>8} {'cpu us/q':>9}")
     table = {}
     for label, r in results:
         if isinstance(r, dict) and "qps" in r:
             table[label] = r
             print(f"{label:<30} {r['qps']:>9.0f} {r['lost']:>6} {r['avg_ms']:>6.2f} {r['p50_load']:>9.3f}"
-                  f" {r['p99_load']:>9.3f} {r['p50_seq']:>8.3f} {r['p99_seq']:>8.3f}")
+                  f" {r['p99_load']:>9.3f} {r['p50_seq']:>8.3f} {r['p99_seq']:>8.3f}"
+                  f" {r['cpu_us']:>9.2f}")
     for ours, theirs in [("netd: sandbox name", "aardvark-dns: container name"),
                          ("netd: forwarded", "aardvark-dns: forwarded"),
                          ("netd: sandbox name", "dnsmasq: hosts file")]:
@@ -272,7 +291,8 @@ def main():
             o, t = table[ours], table[theirs]
             print(f"{ours} / {theirs}: {o['qps'] / t['qps']:.2f}x queries/s, "
                   f"p99 under load {o['p99_load']:.3f} vs {t['p99_load']:.3f} ms, "
-                  f"p99 sequential {o['p99_seq']:.3f} vs {t['p99_seq']:.3f} ms")
+                  f"p99 sequential {o['p99_seq']:.3f} vs {t['p99_seq']:.3f} ms, "
+                  f"server CPU per query {o['cpu_us']:.2f} vs {t['cpu_us']:.2f} us")
     for label, r in results:
         if label == "run -> resolvable":
             print(f"new name resolvable after `netctl run` returns: median {r['median_ms']:.2f} ms, "
