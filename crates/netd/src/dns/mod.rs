@@ -9,6 +9,8 @@ mod forward;
 pub mod query;
 pub mod records;
 mod tcp;
+#[doc(hidden)]
+pub mod testing;
 mod udp;
 pub mod upstream;
 

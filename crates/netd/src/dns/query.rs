@@ -252,94 +252,19 @@ pub fn question_end(packet: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use bridge_driver::Network;
     use hickory_proto::op::Query;
     use hickory_proto::rr::Name;
     use proptest::prelude::*;
 
     use super::*;
-    use crate::state::{Endpoint, Sandbox, State};
-
-    const SERVER_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-    const SERVER_B: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
-
-    fn network(id: &str, subnet: &str, internal: bool) -> Network {
-        let subnet: ipnet::Ipv4Net = subnet.parse().expect("subnet");
-        Network {
-            id: id.into(),
-            name: id.into(),
-            driver: "bridge".into(),
-            created: String::new(),
-            bridge: format!("br-{id}"),
-            bridge_mac: [2, 0, 0, 0, 0, 1],
-            subnet,
-            gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
-            ip_range: None,
-            internal,
-            icc: true,
-            masquerade: true,
-            mtu: 1500,
-            options: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            default: false,
-            dns: true,
-            dns_upstreams: Vec::new(),
-        }
-    }
-
-    fn sandbox(id: &str, name: &str, endpoints: &[(&str, &str, &[&str])]) -> Sandbox {
-        Sandbox {
-            id: id.repeat(64 / id.len()),
-            name: name.into(),
-            created: String::new(),
-            network_mode: String::new(),
-            joined: None,
-            endpoints: endpoints
-                .iter()
-                .enumerate()
-                .map(|(i, (net, ip, aliases))| Endpoint {
-                    network_id: net.to_string(),
-                    endpoint_id: String::new(),
-                    interface: i as u32,
-                    ip: ip.parse().expect("ip"),
-                    mac: [2, 0, 0, 0, 0, 2],
-                    aliases: aliases.iter().map(|a| a.to_string()).collect(),
-                    default_route: i == 0,
-                    static_ip: false,
-                })
-                .collect(),
-            ports: Vec::new(),
-        }
-    }
-
-    /// client (a), web (a, b; alias www), db (b only), and an internal network c.
-    fn records() -> Records {
-        let mut state = State::default();
-        for n in [
-            network("a", "10.1.0.0/24", false),
-            network("b", "10.2.0.0/24", false),
-            network("c", "10.3.0.0/24", true),
-        ] {
-            state.networks.insert(n.id.clone(), n);
-        }
-        for s in [
-            sandbox("1", "client", &[("a", "10.1.0.2", &[])]),
-            sandbox("2", "web", &[("a", "10.1.0.3", &["www"]), ("b", "10.2.0.3", &[])]),
-            sandbox("3", "db", &[("b", "10.2.0.4", &[])]),
-            sandbox("4", "lonely", &[("c", "10.3.0.2", &[])]),
-        ] {
-            state.sandboxes.insert(s.id.clone(), s);
-        }
-        Records::from_state(&state)
-    }
+    use crate::dns::testing::{check, network, records, sandbox, CLIENT, SERVER_A, SERVER_B};
+    use crate::state::State;
 
     fn request(name: &str, kind: RecordType) -> Vec<u8> {
         let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = true;
-        m.queries.push(Query::query(Name::from_ascii(name).expect("name"), kind));
+        m.queries
+            .push(Query::query(Name::from_ascii(name).expect("name"), kind));
         m.to_vec().expect("encode")
     }
 
@@ -364,7 +289,13 @@ mod tests {
     fn names_are_scoped_to_the_asking_sandbox() {
         let r = records();
         let ask = |name: &str, server| {
-            handle(&request(name, RecordType::A), server, CLIENT, &r, Transport::Udp)
+            handle(
+                &request(name, RecordType::A),
+                server,
+                CLIENT,
+                &r,
+                Transport::Udp,
+            )
         };
         let m = answer_of(ask("web", SERVER_A));
         assert!(m.metadata.authoritative);
@@ -441,7 +372,11 @@ mod tests {
         state.networks.insert(n.id.clone(), n);
         for i in 0..100u32 {
             let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 1, 0)) + i).to_string();
-            let s = sandbox(&format!("{:02}", i % 100), &format!("s{i}"), &[("a", &ip, &["db"])]);
+            let s = sandbox(
+                &format!("{:02}", i % 100),
+                &format!("s{i}"),
+                &[("a", &ip, &["db"])],
+            );
             state.sandboxes.insert(s.id.clone(), s);
         }
         let r = Records::from_state(&state);
@@ -462,26 +397,6 @@ mod tests {
         ));
         assert_eq!(tcp.answers.len(), 100);
         assert!(!tcp.metadata.truncation);
-    }
-
-    /// Whatever arrives, the handler answers with a well-formed message of the request's
-    /// id, within the size allowed, or drops it; it never panics.
-    fn check(packet: &[u8], r: &Records) {
-        for transport in [Transport::Udp, Transport::Tcp] {
-            match handle(packet, SERVER_A, CLIENT, r, transport) {
-                Outcome::Answer(bytes) => {
-                    let m = Message::from_vec(&bytes).expect("answers parse");
-                    assert_eq!(m.metadata.message_type, MessageType::Response);
-                    assert_eq!(bytes[..2], packet[..2]);
-                    if transport == Transport::Udp {
-                        assert!(bytes.len() <= usize::from(MAX_UDP_PAYLOAD));
-                    }
-                }
-                Outcome::Forward { client_max, .. } => assert!(client_max >= 512),
-                Outcome::Drop => assert!(packet.len() < 12 || packet[2] & 0x80 != 0),
-            }
-        }
-        let _ = question_end(packet);
     }
 
     proptest! {
