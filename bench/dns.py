@@ -166,6 +166,7 @@ def bench_netd(containers, seconds):
                     reference.pid),
         ]
         results.append(("run -> resolvable", resolvable_after_run(netd, client)))
+        results.append(("churn", churn(netd, client)))
         results.append(("netd RSS MiB", netd.rss_mib()))
         return results
     finally:
@@ -195,6 +196,30 @@ def resolvable_after_run(netd, client, rounds=50):
     sock.close()
     return {"max_ms": max(delays) if delays else float("nan"),
             "median_ms": statistics.median(delays) if delays else float("nan"), "misses": misses}
+
+
+def churn(netd, client, seconds=5):
+    """dnsperf for a sandbox name while sandboxes are made and removed (every change swaps
+    the records): queries lost, and changes made meanwhile."""
+    with tempfile.NamedTemporaryFile("w", suffix=".q", delete=False) as f:
+        f.write("c2 A\n")
+        qfile = f.name
+    perf = subprocess.Popen(["nsenter", f"--net={client}", "dnsperf", "-s", "10.89.0.1", "-d", qfile,
+                             "-l", str(seconds), "-c", str(CLIENTS), "-q", str(OUTSTANDING), "-t", "2"],
+                            stdout=subprocess.PIPE, text=True)
+    changes, i = 0, 0
+    deadline = time.monotonic() + seconds - 0.5
+    while time.monotonic() < deadline:
+        _, sid = timed(netd.netctl("run", "-d", "--name", f"churn{i}", "--network", "benchnet"))
+        timed(netd.netctl("rm", sid))
+        changes += 2
+        i += 1
+    out = perf.communicate(timeout=seconds + 30)[0]
+    os.unlink(qfile)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    qps = re.search(r"Queries per second:\s+([\d.]+)", out)
+    return {"changes": changes, "lost": int(lost[1]) if lost else -1,
+            "rate": float(qps[1]) if qps else float("nan")}
 
 
 def aardvark_options(i, cid):
@@ -297,6 +322,9 @@ def main():
         if label == "run -> resolvable":
             print(f"new name resolvable after `netctl run` returns: median {r['median_ms']:.2f} ms, "
                   f"max {r['max_ms']:.2f} ms, asked-too-early misses {r['misses']}")
+        if label == "churn":
+            print(f"while {r['changes']} sandbox changes were made: {r['rate']:.0f} queries/s, "
+                  f"{r['lost']} lost")
         if label == "netd RSS MiB":
             print(f"netd RSS: {r:.1f} MiB")
 
