@@ -201,11 +201,17 @@ fn names_aliases_and_short_ids_resolve_in_sandboxes() {
     // A sandbox sharing web's namespace (a pod) resolves what web resolves, also after
     // web joins another network.
     host.netctl_ok(&["run", "-d", "--name", "side", "--network", "container:web"]);
-    assert_eq!(getent(&host, "side", "client"), Some(host.ip_of("client", "mynet")));
+    assert_eq!(
+        getent(&host, "side", "client"),
+        Some(host.ip_of("client", "mynet"))
+    );
     host.netctl_ok(&["network", "create", "--subnet", "10.30.0.0/24", "backend"]);
     host.netctl_ok(&["run", "-d", "--name", "db", "--network", "backend"]);
     host.netctl_ok(&["connect", "backend", "web"]);
-    assert_eq!(getent(&host, "side", "db"), Some(host.ip_of("db", "backend")));
+    assert_eq!(
+        getent(&host, "side", "db"),
+        Some(host.ip_of("db", "backend"))
+    );
 }
 
 #[test]

@@ -1,0 +1,6 @@
+//! CNI plugins built on netd's kernel layer (`linkd`) and bridge model: `netd-bridge`,
+//! `netd-ipam` (host-local compatible) and `netd-portmap`, drop-in replacements for the
+//! reference plugins that runtimes (containerd, CRI-O, Podman) exec.
+
+pub mod ipam;
+pub mod spec;
