@@ -16,10 +16,13 @@ use crate::error::{LinkdError, Result};
 use crate::netlink::kernel_error;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
@@ -137,6 +140,37 @@ impl Nftables {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(kernel_error("nftables receive", e)),
+            }
+        }
+    }
+
+    /// Whether `table`/`chain` (IPv4) exists.
+    pub fn chain_exists(&mut self, table: &str, chain: &str) -> Result<bool> {
+        let seq = self.next_seq();
+        let mut attrs = Vec::new();
+        put_str(&mut attrs, NFTA_CHAIN_TABLE, table);
+        put_str(&mut attrs, NFTA_CHAIN_NAME, chain);
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN;
+        let request = message(kind, NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, &attrs);
+        let what = format!("get chain {table}/{chain}");
+        self.socket
+            .send(&request, 0)
+            .map_err(|e| kernel_error(&what, e))?;
+        let mut buf = Vec::new();
+        loop {
+            self.receive(&mut buf)?;
+            for (kind, got_seq, msg) in messages(&buf) {
+                if got_seq != seq {
+                    continue;
+                }
+                if kind != NLMSG_ERROR {
+                    return Ok(true);
+                }
+                return match -error_code(msg) {
+                    0 => Ok(true),
+                    libc::ENOENT => Ok(false),
+                    errno => Err(kernel_error(&what, io::Error::from_raw_os_error(errno))),
+                };
             }
         }
     }

@@ -122,6 +122,8 @@ fn rules_found_by_marker_are_deleted_by_handle() {
             COMMIT\n";
         linkd::Iptables::default().restore(rules).expect("restore");
         let mut nft = linkd::nftables::Nftables::open().expect("nftables socket");
+        assert!(nft.chain_exists("nat", "NETD-HP-test").expect("get chain"));
+        assert!(!nft.chain_exists("nat", "NETD-HP-none").expect("get chain"));
         let handles = nft
             .rules_containing("nat", "NETD-HP-test", b"sandbox aaa\0")
             .expect("dump");
