@@ -2,5 +2,8 @@
 //! `netd-ipam` (host-local compatible) and `netd-portmap`, drop-in replacements for the
 //! reference plugins that runtimes (containerd, CRI-O, Podman) exec.
 
+pub mod bridge;
+pub mod delegate;
 pub mod ipam;
+pub mod masq;
 pub mod spec;

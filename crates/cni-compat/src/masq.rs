@@ -20,7 +20,10 @@ const LOCK_FILE: &str = "/run/netd-cni.lock";
 
 /// The nat chain of a network.
 pub fn network_chain(network: &str) -> String {
-    format!("{NETWORK_CHAIN_PREFIX}{}", bridge_driver::names::short_hash(network))
+    format!(
+        "{NETWORK_CHAIN_PREFIX}{}",
+        bridge_driver::names::short_hash(network)
+    )
 }
 
 /// The comment that ties a rule to an attachment.
@@ -95,8 +98,7 @@ pub fn add(network: &str, container_id: &str, ip: Ipv4Addr, subnet: Ipv4Net) -> 
 /// Removes an attachment's rules (none is fine).
 pub fn remove(network: &str, container_id: &str) -> Result<()> {
     let mut nft = linkd::nftables::Nftables::open()?;
-    let handles =
-        nft.rules_containing("nat", CHAIN_POSTROUTING, &marker(network, container_id))?;
+    let handles = nft.rules_containing("nat", CHAIN_POSTROUTING, &marker(network, container_id))?;
     nft.delete_rules("nat", CHAIN_POSTROUTING, &handles)?;
     Ok(())
 }

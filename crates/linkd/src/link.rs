@@ -254,6 +254,15 @@ impl Netlink {
         self.execute("set mac", RouteNetlinkMessage::SetLink(msg), 0)
     }
 
+    /// Promiscuous mode on (the CNI bridge's `promiscMode`).
+    pub fn set_promisc(&mut self, index: u32) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = LinkFlags::Promisc;
+        msg.header.change_mask = LinkFlags::Promisc;
+        self.execute("set promisc", RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
     pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {
         self.batch(vec![set_hairpin_request(index, on)])
     }

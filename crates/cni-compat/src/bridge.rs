@@ -1,0 +1,512 @@
+//! `netd-bridge`: the reference `bridge` plugin's configuration and behaviour (a Linux
+//! bridge, a veth into the container, addresses and routes from the IPAM plugin named in
+//! `ipam.type`, gateway addresses on the bridge, masquerading), built on `linkd`.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use linkd::{BridgeSpec, Mac, Netlink, Netns, Route, VethSpec};
+use serde::Deserialize;
+
+use crate::delegate;
+use crate::masq;
+use crate::spec::{
+    CniEnv, CniError, CniResult, Code, Command, Interface, NetConf, Plugin, Result, RouteEntry,
+};
+
+const DEFAULT_BRIDGE: &str = "cni0";
+const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BridgeConf {
+    #[serde(default = "default_bridge")]
+    bridge: String,
+    #[serde(default)]
+    is_gateway: bool,
+    #[serde(default)]
+    is_default_gateway: bool,
+    #[serde(default)]
+    force_address: bool,
+    #[serde(default)]
+    ip_masq: bool,
+    #[serde(default)]
+    mtu: u32,
+    #[serde(default)]
+    hairpin_mode: bool,
+    #[serde(default)]
+    promisc_mode: bool,
+    #[serde(default)]
+    vlan: u32,
+    #[serde(default)]
+    ipam: Option<IpamRef>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct IpamRef {
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+fn default_bridge() -> String {
+    DEFAULT_BRIDGE.to_string()
+}
+
+impl BridgeConf {
+    fn parse(conf: &NetConf) -> Result<BridgeConf> {
+        let mut bc: BridgeConf = conf.plugin()?;
+        bridge_driver::names::validate_ifname("bridge", &bc.bridge)
+            .map_err(|e| CniError::config(e.to_string()))?;
+        if bc.hairpin_mode && bc.promisc_mode {
+            return Err(CniError::config(
+                "hairpinMode and promiscMode cannot both be set",
+            ));
+        }
+        if bc.vlan != 0 {
+            return Err(CniError::new(
+                Code::UnsupportedField,
+                "vlan: VLAN filtering is not supported by netd-bridge",
+            ));
+        }
+        if bc.mtu == 0 {
+            bc.mtu = DEFAULT_MTU;
+        } else if !(68..=65535).contains(&bc.mtu) {
+            return Err(CniError::config(format!(
+                "mtu: {} is outside 68..65535",
+                bc.mtu
+            )));
+        }
+        bc.is_gateway |= bc.is_default_gateway;
+        Ok(bc)
+    }
+
+    fn ipam_type(&self) -> Result<&str> {
+        match &self.ipam {
+            Some(ipam) if !ipam.kind.is_empty() => Ok(&ipam.kind),
+            _ => Err(CniError::config("ipam.type: missing")),
+        }
+    }
+}
+
+/// The MAC asked for: `runtimeConfig.mac` over `args.cni.mac` over `CNI_ARGS` `MAC=`.
+fn requested_mac(env: &CniEnv, conf: &NetConf) -> Result<Option<Mac>> {
+    let known = env.known_args(&["MAC"])?;
+    let text = conf
+        .runtime_config("mac")
+        .or_else(|| conf.args_cni("mac"))
+        .and_then(|v| v.as_str().map(str::to_string))
+        .or_else(|| known.get("MAC").cloned());
+    text.map(|t| {
+        linkd::parse_mac(&t)
+            .filter(|m| m[0] & 1 == 0)
+            .ok_or_else(|| CniError::config(format!("mac: {t:?} is not a unicast MAC address")))
+    })
+    .transpose()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| CniError::io(format!("random: {e}")))?;
+    Ok(bytes)
+}
+
+fn open_netns(env: &CniEnv) -> Result<Netns> {
+    Netns::open(&env.netns).map_err(|e| {
+        CniError::new(
+            Code::UnknownContainer,
+            format!("CNI_NETNS {}: {e}", env.netns),
+        )
+    })
+}
+
+/// The bridge, created (up, stable MAC) if missing.
+fn ensure_bridge(host: &mut Netlink, bc: &BridgeConf) -> Result<linkd::Link> {
+    if let Some(link) = host.link_by_name(&bc.bridge)? {
+        if link.kind.as_deref() != Some("bridge") {
+            return Err(CniError::config(format!(
+                "bridge: {:?} already exists and is not a bridge",
+                bc.bridge
+            )));
+        }
+        if !link.up {
+            host.set_up(link.index, &bc.bridge)?;
+        }
+        if bc.promisc_mode {
+            host.set_promisc(link.index)?;
+        }
+        return Ok(link);
+    }
+    let spec = BridgeSpec {
+        name: &bc.bridge,
+        mac: bridge_driver::mac::bridge_mac(&format!("cni bridge {}", bc.bridge)),
+        mtu: bc.mtu,
+        alias: "netd cni bridge",
+    };
+    match host.create_bridge(&spec) {
+        Ok(()) => {}
+        // Another ADD made it in the meantime.
+        Err(e) if e.is_exists() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let link = host.require_link(&bc.bridge)?;
+    if bc.promisc_mode {
+        host.set_promisc(link.index)?;
+    }
+    Ok(link)
+}
+
+fn ipv6_unsupported(what: impl std::fmt::Display) -> CniError {
+    CniError::new(
+        Code::UnsupportedField,
+        format!("{what}: IPv6 is not supported by netd-bridge yet"),
+    )
+}
+
+fn v4(net: &IpNet) -> Result<Ipv4Net> {
+    match net {
+        IpNet::V4(v4) => Ok(*v4),
+        IpNet::V6(_) => Err(ipv6_unsupported(net)),
+    }
+}
+
+/// The gateway address on the bridge; `force` replaces another address of that subnet.
+fn ensure_gateway(
+    host: &mut Netlink,
+    bridge: u32,
+    gateway: Ipv4Net,
+    force: bool,
+    name: &str,
+) -> Result<()> {
+    let present = host.addresses_of(bridge)?;
+    if present.contains(&gateway) {
+        return Ok(());
+    }
+    for other in present.iter().filter(|a| a.trunc() == gateway.trunc()) {
+        if !force {
+            return Err(CniError::config(format!(
+                "bridge {name} already has address {other}, not {gateway} (set forceAddress to replace it)"
+            )));
+        }
+        host.delete_address(bridge, *other)?;
+    }
+    match host.add_address(bridge, gateway, name) {
+        Err(e) if e.is_exists() => Ok(()),
+        other => other.map_err(CniError::from),
+    }
+}
+
+/// What an ADD has set up by the time the IPAM plugin answers.
+struct Attachment<'a> {
+    env: &'a CniEnv,
+    conf: &'a NetConf,
+    bc: &'a BridgeConf,
+    netns: &'a Netns,
+    bridge: &'a linkd::Link,
+    host_veth: &'a linkd::Link,
+}
+
+/// Everything of an ADD after the IPAM plugin answered.
+fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<CniResult> {
+    let Attachment {
+        env,
+        conf,
+        bc,
+        netns,
+        bridge,
+        host_veth,
+    } = *a;
+    let mut inner = netns.netlink()?;
+    let container = inner.require_link(&env.ifname)?;
+    let mut ips = ipam.ips.clone();
+    let mut routes = ipam.routes.clone();
+    let mut first_gateway: Option<Ipv4Addr> = None;
+    for ip in &mut ips {
+        let address = v4(&ip.address)?;
+        let gateway = match ip.gateway {
+            Some(IpAddr::V4(gw)) => gw,
+            Some(IpAddr::V6(gw)) => return Err(ipv6_unsupported(gw)),
+            // As the reference plugin: the subnet's first address.
+            None => Ipv4Addr::from(u32::from(address.network()) + 1),
+        };
+        if bc.is_gateway {
+            ip.gateway = Some(IpAddr::V4(gateway));
+        }
+        first_gateway.get_or_insert(gateway);
+        ip.interface = Some(2);
+        inner.add_address(container.index, address, &env.ifname)?;
+    }
+    inner.set_up(container.index, &env.ifname)?;
+    if bc.is_default_gateway {
+        let default: IpNet = IpNet::V4(Ipv4Net::default());
+        if let Some(gw) = first_gateway {
+            match routes.iter().find(|r| r.dst == default) {
+                Some(r) if r.gw.is_some_and(|g| g != IpAddr::V4(gw)) => {
+                    return Err(CniError::config(format!(
+                        "isDefaultGateway: the IPAM plugin already routes {default} via {}",
+                        r.gw.map(|g| g.to_string()).unwrap_or_default()
+                    )));
+                }
+                Some(_) => {}
+                None => routes.push(RouteEntry {
+                    dst: default,
+                    gw: Some(IpAddr::V4(gw)),
+                    extra: Default::default(),
+                }),
+            }
+        }
+    }
+    for route in &routes {
+        let destination = v4(&route.dst)?;
+        let gateway = match route.gw {
+            Some(IpAddr::V4(gw)) => Some(gw),
+            Some(IpAddr::V6(gw)) => return Err(ipv6_unsupported(gw)),
+            None => first_gateway,
+        };
+        inner.replace_route(&Route {
+            destination,
+            gateway,
+            oif: Some(container.index),
+        })?;
+    }
+    if bc.is_gateway {
+        for ip in &ips {
+            if let (IpNet::V4(address), Some(IpAddr::V4(gw))) = (ip.address, ip.gateway) {
+                let on_bridge = Ipv4Net::new(gw, address.prefix_len()).unwrap_or(address);
+                ensure_gateway(host, bridge.index, on_bridge, bc.force_address, &bc.bridge)?;
+            }
+        }
+        linkd::sysctl::set("net/ipv4/ip_forward", "1")?;
+    }
+    if bc.ip_masq {
+        for ip in &ips {
+            let address = v4(&ip.address)?;
+            masq::add(
+                &conf.name,
+                &env.container_id,
+                address.addr(),
+                address.trunc(),
+            )?;
+        }
+    }
+    let mac = |m: Option<Mac>| m.map(|m| linkd::format_mac(&m)).unwrap_or_default();
+    let bridge_now = host.require_link(&bc.bridge)?;
+    let container = inner.require_link(&env.ifname)?;
+    Ok(CniResult {
+        cni_version: String::new(),
+        interfaces: vec![
+            Interface {
+                name: bc.bridge.clone(),
+                mac: mac(bridge_now.mac),
+                ..Default::default()
+            },
+            Interface {
+                name: host_veth.name.clone(),
+                mac: mac(host_veth.mac),
+                ..Default::default()
+            },
+            Interface {
+                name: env.ifname.clone(),
+                mac: mac(container.mac),
+                sandbox: env.netns.clone(),
+                ..Default::default()
+            },
+        ],
+        ips,
+        routes,
+        dns: ipam.dns,
+    })
+}
+
+/// The plugin.
+#[derive(Debug, Default)]
+pub struct Bridge;
+
+impl Plugin for Bridge {
+    fn add(&self, env: &CniEnv, conf: &NetConf) -> Result<CniResult> {
+        let bc = BridgeConf::parse(conf)?;
+        let ipam_type = bc.ipam_type()?.to_string();
+        let peer_mac = match requested_mac(env, conf)? {
+            Some(mac) => mac,
+            None => {
+                let mut mac: Mac = random_bytes()?;
+                mac[0] = (mac[0] & 0xfe) | 0x02;
+                mac
+            }
+        };
+        delegate::find(env, &ipam_type)?;
+        let netns = open_netns(env)?;
+        let mut inner = netns.netlink()?;
+        if inner.link_by_name(&env.ifname)?.is_some() {
+            return Err(CniError::new(
+                Code::InvalidEnvironment,
+                format!(
+                    "CNI_IFNAME {}: an interface of that name already exists in {}",
+                    env.ifname, env.netns
+                ),
+            ));
+        }
+        let mut host = Netlink::open()?;
+        let bridge = ensure_bridge(&mut host, &bc)?;
+        let suffix: [u8; 4] = random_bytes()?;
+        let host_name = format!(
+            "veth{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        host.create_veth(&VethSpec {
+            host_name: &host_name,
+            master: bridge.index,
+            mtu: bc.mtu,
+            peer_name: &env.ifname,
+            peer_mac,
+            peer_netns: netns.fd(),
+        })?;
+        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
+        let outcome = (|| {
+            let host_veth = host.require_link(&host_name)?;
+            if bc.hairpin_mode {
+                host.set_hairpin(host_veth.index, true)?;
+            }
+            host.set_up(host_veth.index, &host_name)?;
+            let ipam = delegate::run(env, &ipam_type, Command::Add, &config)?.ok_or_else(|| {
+                CniError::new(Code::Delegate, format!("{ipam_type} returned no result"))
+            })?;
+            let attachment = Attachment {
+                env,
+                conf,
+                bc: &bc,
+                netns: &netns,
+                bridge: &bridge,
+                host_veth: &host_veth,
+            };
+            match configure(&attachment, &mut host, ipam) {
+                Ok(result) => Ok(result),
+                Err(e) => {
+                    // Give the addresses back, as the spec asks.
+                    let _ = delegate::run(env, &ipam_type, Command::Del, &config);
+                    if bc.ip_masq {
+                        let _ = masq::remove(&conf.name, &env.container_id);
+                    }
+                    Err(e)
+                }
+            }
+        })();
+        if outcome.is_err() {
+            let _ = host.delete_link_by_name(&host_name);
+        }
+        outcome
+    }
+
+    fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
+        let bc = BridgeConf::parse(conf)?;
+        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
+        if let Ok(ipam_type) = bc.ipam_type() {
+            delegate::run(env, ipam_type, Command::Del, &config)?;
+        }
+        if !env.netns.is_empty() {
+            // A namespace that is gone took the interface with it.
+            if let Ok(netns) = Netns::open(&env.netns) {
+                let mut inner = netns.netlink()?;
+                inner.delete_link_by_name(&env.ifname)?;
+            }
+        }
+        if bc.ip_masq {
+            masq::remove(&conf.name, &env.container_id)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
+        let bc = BridgeConf::parse(conf)?;
+        let prev = conf
+            .prev_result
+            .as_ref()
+            .ok_or_else(|| CniError::config("prevResult: required by CHECK"))?;
+        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
+        delegate::run(env, bc.ipam_type()?, Command::Check, &config)?;
+        let failed = |what: String| CniError::new(Code::CheckFailed, what);
+        let mut host = Netlink::open()?;
+        match host.link_by_name(&bc.bridge)? {
+            Some(l) if l.kind.as_deref() == Some("bridge") => {}
+            _ => return Err(failed(format!("bridge {} is missing", bc.bridge))),
+        }
+        let netns = open_netns(env)?;
+        let mut inner = netns.netlink()?;
+        let link = inner
+            .link_by_name(&env.ifname)?
+            .ok_or_else(|| failed(format!("{} is missing in {}", env.ifname, env.netns)))?;
+        let position = prev
+            .interfaces
+            .iter()
+            .position(|i| i.name == env.ifname && !i.sandbox.is_empty());
+        if let Some(expected) = position.map(|p| &prev.interfaces[p]) {
+            let mac = link.mac.map(|m| linkd::format_mac(&m)).unwrap_or_default();
+            if !expected.mac.is_empty() && !expected.mac.eq_ignore_ascii_case(&mac) {
+                return Err(failed(format!(
+                    "{} has MAC {mac}, not {}",
+                    env.ifname, expected.mac
+                )));
+            }
+        }
+        let addresses = inner.addresses_of(link.index)?;
+        for ip in prev
+            .ips
+            .iter()
+            .filter(|ip| ip.interface.is_none() || ip.interface == position)
+        {
+            let address = v4(&ip.address)?;
+            if !addresses.contains(&address) {
+                return Err(failed(format!("{} lacks address {address}", env.ifname)));
+            }
+        }
+        let routes = inner.routes()?;
+        for route in &prev.routes {
+            let destination = v4(&route.dst)?;
+            if !routes.iter().any(|r| r.destination == destination) {
+                return Err(failed(format!("route to {destination} is missing")));
+            }
+        }
+        if bc.ip_masq && !masq::present(&conf.name, &env.container_id)? {
+            return Err(failed(format!(
+                "masquerading rule of {} is missing",
+                env.container_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn status(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
+        let bc = BridgeConf::parse(conf)?;
+        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
+        delegate::run(env, bc.ipam_type()?, Command::Status, &config).map(|_| ())
+    }
+
+    fn gc(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
+        let bc = BridgeConf::parse(conf)?;
+        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
+        delegate::run(env, bc.ipam_type()?, Command::Gc, &config)?;
+        if bc.ip_masq {
+            let valid = crate::ipam::valid_attachments(conf)?;
+            let saved = linkd::Iptables::default().save("nat")?;
+            let prefix = format!("{}{} id: ", "netd-cni name: ", conf.name);
+            for line in saved
+                .lines()
+                .filter(|l| l.starts_with(&format!("-A {}", masq::CHAIN_POSTROUTING)))
+            {
+                let Some(id) = line
+                    .split(&prefix)
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                else {
+                    continue;
+                };
+                if !valid.iter().any(|(cid, _)| cid == id) {
+                    masq::remove(&conf.name, id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
