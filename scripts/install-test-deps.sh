@@ -3,7 +3,9 @@
 set -euo pipefail
 # dnsutils: dig; dnsmasq-base: the upstream resolver of the DNS tests; python3: their
 # hand-made bad requests.
-packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3)
+# containernetworking-plugins: the reference CNI plugins the CNI tests mix with ours.
+packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3
+  containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -75,6 +75,8 @@ pub struct TestHost {
     netd: Option<Child>,
     netd_args: Vec<String>,
     internet: Option<String>,
+    /// Container namespaces made for CNI plugins (`/run/netns/<name>`).
+    containers: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestHost {
@@ -110,6 +112,7 @@ impl TestHost {
             netd: None,
             netd_args: Vec::new(),
             internet: None,
+            containers: std::sync::Mutex::new(Vec::new()),
             name,
         };
         must(&mut host.cmd("ip", &["link", "set", "lo", "up"]));
@@ -357,6 +360,24 @@ impl TestHost {
         name
     }
 
+    /// A new empty namespace for a container (loopback up), as a runtime makes before it
+    /// runs CNI plugins; returns its path. Removed with the host.
+    pub fn add_container_netns(&self) -> String {
+        let mut containers = self.containers.lock().expect("containers");
+        let name = format!("{}-c{}", self.name, containers.len());
+        must(Command::new("ip").args(["netns", "add", &name]));
+        must(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        containers.push(name.clone());
+        format!("/run/netns/{name}")
+    }
+
+    /// A command inside a namespace given by path.
+    pub fn in_netns(path: &str, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={path}")).arg(program).args(args);
+        cmd
+    }
+
     /// A command inside the "internet" namespace.
     pub fn internet_cmd(&self, program: &str, args: &[&str]) -> Command {
         let name = self.internet.as_ref().expect("add_internet first");
@@ -524,6 +545,16 @@ impl Drop for TestHost {
         if let Some(inet) = &self.internet {
             namespaces.push(PathBuf::from(format!("/run/netns/{inet}")));
         }
+        let containers = self
+            .containers
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        namespaces.extend(
+            containers
+                .iter()
+                .map(|c| PathBuf::from(format!("/run/netns/{c}"))),
+        );
         namespaces.extend(self.netns_mounts().into_iter().map(PathBuf::from));
         kill_processes_in(&namespaces);
         // Pause processes and detached commands of this host's sandboxes, by pid file.
@@ -562,6 +593,9 @@ impl Drop for TestHost {
         }
         if let Some(inet) = self.internet.take() {
             let _ = run(Command::new("ip").args(["netns", "del", &inet]));
+        }
+        for container in containers {
+            let _ = run(Command::new("ip").args(["netns", "del", &container]));
         }
         let _ = run(Command::new("ip").args(["netns", "del", &self.name]));
     }

@@ -490,20 +490,9 @@ impl Plugin for Bridge {
         if bc.ip_masq {
             let valid = crate::ipam::valid_attachments(conf)?;
             let saved = linkd::Iptables::default().save("nat")?;
-            let prefix = format!("{}{} id: ", "netd-cni name: ", conf.name);
-            for line in saved
-                .lines()
-                .filter(|l| l.starts_with(&format!("-A {}", masq::CHAIN_POSTROUTING)))
-            {
-                let Some(id) = line
-                    .split(&prefix)
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                else {
-                    continue;
-                };
-                if !valid.iter().any(|(cid, _)| cid == id) {
-                    masq::remove(&conf.name, id)?;
+            for id in masq::attachments_in(&saved, masq::CHAIN_POSTROUTING, &conf.name) {
+                if !valid.iter().any(|(cid, _)| *cid == id) {
+                    masq::remove(&conf.name, &id)?;
                 }
             }
         }

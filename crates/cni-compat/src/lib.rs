@@ -6,4 +6,5 @@ pub mod bridge;
 pub mod delegate;
 pub mod ipam;
 pub mod masq;
+pub mod portmap;
 pub mod spec;

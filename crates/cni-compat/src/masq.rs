@@ -68,6 +68,22 @@ pub fn add_text(
     out
 }
 
+/// The container ids of a network's attachments that have rules in `chain`, read from
+/// `iptables-save` output (for GC, which is rare enough for a table fetch).
+pub fn attachments_in(saved: &str, chain: &str, network: &str) -> Vec<String> {
+    let prefix = format!("\"netd-cni name: {network} id: ");
+    let mut ids: Vec<String> = saved
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {chain} ")))
+        .filter_map(|l| l.split(&prefix).nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// Held while rules are checked and changed.
 #[derive(Debug)]
 pub struct Lock(#[allow(dead_code)] Flock<File>);

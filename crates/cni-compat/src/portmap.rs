@@ -1,0 +1,400 @@
+//! `netd-portmap`: the reference `portmap` plugin's behaviour (capability `portMappings`,
+//! `snat`, `markMasqBit`, `externalSetMarkChain`, hairpin and localhost clients), with
+//! every attachment's rules in shared chains tagged by a comment: an ADD is one
+//! `iptables-restore` that appends, a DEL one nf_tables transaction that deletes by handle.
+//!
+//! Chains (nat): `PREROUTING`/`OUTPUT` -> (local destinations) `NETD-CNI-HOSTPORT-DNAT`,
+//! which marks hairpin and localhost flows for masquerading (`NETD-CNI-HOSTPORT-SETMARK`,
+//! or the external chain) and DNATs; `POSTROUTING` -> `NETD-CNI-HOSTPORT-MASQ`, which
+//! masquerades marked packets.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::Deserialize;
+
+use crate::masq;
+use crate::spec::{CniEnv, CniError, CniResult, Code, NetConf, Plugin, Result};
+
+pub const CHAIN_DNAT: &str = "NETD-CNI-HOSTPORT-DNAT";
+pub const CHAIN_SETMARK: &str = "NETD-CNI-HOSTPORT-SETMARK";
+pub const CHAIN_MASQ: &str = "NETD-CNI-HOSTPORT-MASQ";
+const DEFAULT_MARK_BIT: u32 = 13;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortmapConf {
+    #[serde(default = "default_true")]
+    snat: bool,
+    #[serde(default)]
+    mark_masq_bit: Option<u32>,
+    #[serde(default)]
+    external_set_mark_chain: Option<String>,
+    #[serde(default)]
+    conditions_v4: Option<Vec<String>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One entry of `runtimeConfig.portMappings`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u32,
+    pub container_port: u32,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: String,
+}
+
+fn default_protocol() -> String {
+    "tcp".into()
+}
+
+/// What the rules of one attachment are made of.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub network: String,
+    pub container_id: String,
+    pub container_ip: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    pub mappings: Vec<PortMapping>,
+    pub snat: bool,
+    /// The chain that marks packets for masquerading, and the mark.
+    pub setmark_chain: String,
+    pub mark: u32,
+    pub conditions: Vec<String>,
+}
+
+fn parse_mappings(conf: &NetConf) -> Result<Vec<PortMapping>> {
+    let Some(value) = conf.runtime_config("portMappings") else {
+        return Ok(Vec::new());
+    };
+    let mappings: Vec<PortMapping> = Vec::deserialize(value)
+        .map_err(|e| CniError::config(format!("runtimeConfig.portMappings: {e}")))?;
+    for (i, m) in mappings.iter().enumerate() {
+        let field = |f: &str| format!("runtimeConfig.portMappings[{i}].{f}");
+        for (name, port) in [
+            ("hostPort", m.host_port),
+            ("containerPort", m.container_port),
+        ] {
+            if !(1..=65535).contains(&port) {
+                return Err(CniError::config(format!(
+                    "{}: {port} is outside 1..65535",
+                    field(name)
+                )));
+            }
+        }
+        if !matches!(
+            m.protocol.to_ascii_lowercase().as_str(),
+            "tcp" | "udp" | "sctp"
+        ) {
+            return Err(CniError::config(format!(
+                "{}: {:?} is not tcp, udp or sctp",
+                field("protocol"),
+                m.protocol
+            )));
+        }
+        if !m.host_ip.is_empty() && m.host_ip.parse::<IpAddr>().is_err() {
+            return Err(CniError::config(format!(
+                "{}: {:?} is not an IP address",
+                field("hostIP"),
+                m.host_ip
+            )));
+        }
+    }
+    Ok(mappings)
+}
+
+impl Plan {
+    fn from_conf(env: &CniEnv, conf: &NetConf, need_result: bool) -> Result<Option<Plan>> {
+        let pc: PortmapConf = conf.plugin()?;
+        let mappings = parse_mappings(conf)?;
+        let bit = pc.mark_masq_bit.unwrap_or(DEFAULT_MARK_BIT);
+        if bit > 31 {
+            return Err(CniError::config(format!(
+                "markMasqBit: {bit} is outside 0..31"
+            )));
+        }
+        if pc.mark_masq_bit.is_some() && pc.external_set_mark_chain.is_some() {
+            return Err(CniError::config(
+                "markMasqBit and externalSetMarkChain cannot both be set",
+            ));
+        }
+        if let Some(chain) = &pc.external_set_mark_chain {
+            if chain.is_empty() || chain.len() > 28 || chain.contains(char::is_whitespace) {
+                return Err(CniError::config(format!(
+                    "externalSetMarkChain: {chain:?} is not a chain name"
+                )));
+            }
+        }
+        let address = conf.prev_result.as_ref().and_then(|prev| {
+            let sandboxed: Vec<usize> = prev
+                .interfaces
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| !i.sandbox.is_empty())
+                .map(|(n, _)| n)
+                .collect();
+            prev.ips
+                .iter()
+                .filter(|ip| {
+                    ip.interface.is_none_or(|n| sandboxed.contains(&n)) || sandboxed.is_empty()
+                })
+                .find_map(|ip| match ip.address {
+                    IpNet::V4(v4) => Some(v4),
+                    IpNet::V6(_) => None,
+                })
+        });
+        let Some(address) = address else {
+            if need_result && !mappings.is_empty() {
+                return Err(CniError::config(
+                    "prevResult: an IPv4 address of the container is needed to map ports",
+                ));
+            }
+            return Ok(None);
+        };
+        Ok(Some(Plan {
+            network: conf.name.clone(),
+            container_id: env.container_id.clone(),
+            container_ip: address.addr(),
+            subnet: address.trunc(),
+            mappings,
+            snat: pc.snat,
+            setmark_chain: pc
+                .external_set_mark_chain
+                .unwrap_or_else(|| CHAIN_SETMARK.to_string()),
+            mark: 1 << bit,
+            conditions: pc.conditions_v4.unwrap_or_default(),
+        }))
+    }
+}
+
+/// The restore text of an ADD; `declare` when netd-portmap's chains are not there yet.
+pub fn add_text(plan: &Plan, declare: bool) -> String {
+    let mut out = String::from("*nat\n");
+    if declare {
+        out.push_str(&format!(":{CHAIN_DNAT} - [0:0]\n"));
+        out.push_str(&format!(":{CHAIN_SETMARK} - [0:0]\n"));
+        out.push_str(&format!(":{CHAIN_MASQ} - [0:0]\n"));
+        for hook in ["PREROUTING", "OUTPUT"] {
+            out.push_str(&format!(
+                "-I {hook} 1 -m addrtype --dst-type LOCAL -j {CHAIN_DNAT}\n"
+            ));
+        }
+        out.push_str(&format!("-I POSTROUTING 1 -j {CHAIN_MASQ}\n"));
+        out.push_str(&format!(
+            "-A {CHAIN_SETMARK} -j MARK --set-xmark {mark:#x}/{mark:#x}\n",
+            mark = plan.mark
+        ));
+        out.push_str(&format!(
+            "-A {CHAIN_MASQ} -m mark --mark {mark:#x}/{mark:#x} -j MASQUERADE\n",
+            mark = plan.mark
+        ));
+    }
+    let comment = masq::comment(&plan.network, &plan.container_id);
+    let conditions = if plan.conditions.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", plan.conditions.join(" "))
+    };
+    for m in &plan.mappings {
+        let proto = m.protocol.to_ascii_lowercase();
+        let dst = match m.host_ip.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => format!("-d {ip}/32 "),
+            _ => String::new(),
+        };
+        let matches = format!(
+            "{conditions}{dst}-p {proto} -m {proto} --dport {} -m comment --comment \"{comment}\"",
+            m.host_port
+        );
+        if plan.snat {
+            // Hairpin (a container of the network to a mapped port) and localhost clients
+            // must be masqueraded to get their answers.
+            out.push_str(&format!(
+                "-A {CHAIN_DNAT} -s {} {matches} -j {}\n",
+                plan.subnet, plan.setmark_chain
+            ));
+            out.push_str(&format!(
+                "-A {CHAIN_DNAT} -s 127.0.0.1/32 {matches} -j {}\n",
+                plan.setmark_chain
+            ));
+        }
+        out.push_str(&format!(
+            "-A {CHAIN_DNAT} {matches} -j DNAT --to-destination {}:{}\n",
+            plan.container_ip, m.container_port
+        ));
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// The plugin.
+#[derive(Debug, Default)]
+pub struct Portmap;
+
+fn passthrough(conf: &NetConf) -> CniResult {
+    conf.prev_result.clone().unwrap_or_default()
+}
+
+impl Plugin for Portmap {
+    fn add(&self, env: &CniEnv, conf: &NetConf) -> Result<CniResult> {
+        if conf.prev_result.is_none() {
+            return Err(CniError::config(
+                "prevResult: required (portmap is a chained plugin)",
+            ));
+        }
+        let Some(plan) = Plan::from_conf(env, conf, true)? else {
+            return Ok(passthrough(conf));
+        };
+        if plan.mappings.is_empty() {
+            return Ok(passthrough(conf));
+        }
+        {
+            let _lock = masq::lock()?;
+            let mut nft = linkd::nftables::Nftables::open()?;
+            let declare = !nft.chain_exists("nat", CHAIN_DNAT)?;
+            linkd::Iptables::default().restore(&add_text(&plan, declare))?;
+        }
+        // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
+        for interface in conf
+            .prev_result
+            .iter()
+            .flat_map(|r| r.interfaces.iter())
+            .filter(|i| i.sandbox.is_empty())
+        {
+            let key = format!("net/ipv4/conf/{}/route_localnet", interface.name);
+            let _ = linkd::sysctl::set(&key, "1");
+        }
+        // Stale UDP flows towards these ports would keep bypassing the new DNAT.
+        for m in plan
+            .mappings
+            .iter()
+            .filter(|m| m.protocol.eq_ignore_ascii_case("udp"))
+        {
+            let _ = std::process::Command::new("conntrack")
+                .args([
+                    "-D",
+                    "-p",
+                    "udp",
+                    "--orig-port-dst",
+                    &m.host_port.to_string(),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        Ok(passthrough(conf))
+    }
+
+    fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
+        // Whatever the config says now, the attachment's rules carry its comment.
+        parse_mappings(conf)?;
+        remove(&conf.name, &env.container_id)
+    }
+
+    fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
+        let Some(plan) = Plan::from_conf(env, conf, true)? else {
+            return Ok(());
+        };
+        let per_mapping = if plan.snat { 3 } else { 1 };
+        let mut nft = linkd::nftables::Nftables::open()?;
+        let found = nft
+            .rules_containing("nat", CHAIN_DNAT, &marker(&conf.name, &env.container_id))?
+            .len();
+        if found < plan.mappings.len() * per_mapping {
+            return Err(CniError::new(
+                Code::CheckFailed,
+                format!(
+                    "{} of {} port mapping rules of {} are in place",
+                    found,
+                    plan.mappings.len() * per_mapping,
+                    env.container_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn status(&self, _env: &CniEnv, conf: &NetConf) -> Result<()> {
+        conf.plugin::<PortmapConf>().map(|_| ())
+    }
+
+    fn gc(&self, _env: &CniEnv, conf: &NetConf) -> Result<()> {
+        let valid = crate::ipam::valid_attachments(conf)?;
+        let saved = linkd::Iptables::default().save("nat")?;
+        for id in masq::attachments_in(&saved, CHAIN_DNAT, &conf.name) {
+            if !valid.iter().any(|(cid, _)| *cid == id) {
+                remove(&conf.name, &id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn marker(network: &str, container_id: &str) -> Vec<u8> {
+    let mut bytes = masq::comment(network, container_id).into_bytes();
+    bytes.push(0);
+    bytes
+}
+
+fn remove(network: &str, container_id: &str) -> Result<()> {
+    let mut nft = linkd::nftables::Nftables::open()?;
+    let handles = nft.rules_containing("nat", CHAIN_DNAT, &marker(network, container_id))?;
+    nft.delete_rules("nat", CHAIN_DNAT, &handles)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_of_an_attachment() {
+        let plan = Plan {
+            network: "net".into(),
+            container_id: "c1".into(),
+            container_ip: "10.1.0.2".parse().expect("ip"),
+            subnet: "10.1.0.0/24".parse().expect("net"),
+            mappings: vec![
+                PortMapping {
+                    host_port: 8080,
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: String::new(),
+                },
+                PortMapping {
+                    host_port: 5353,
+                    container_port: 53,
+                    protocol: "UDP".into(),
+                    host_ip: "192.0.2.1".into(),
+                },
+            ],
+            snat: true,
+            setmark_chain: CHAIN_SETMARK.into(),
+            mark: 0x2000,
+            conditions: vec![],
+        };
+        let text = add_text(&plan, false);
+        let c = "-m comment --comment \"netd-cni name: net id: c1\"";
+        assert_eq!(
+            text,
+            format!(
+                "*nat\n\
+                 -A NETD-CNI-HOSTPORT-DNAT -s 10.1.0.0/24 -p tcp -m tcp --dport 8080 {c} -j NETD-CNI-HOSTPORT-SETMARK\n\
+                 -A NETD-CNI-HOSTPORT-DNAT -s 127.0.0.1/32 -p tcp -m tcp --dport 8080 {c} -j NETD-CNI-HOSTPORT-SETMARK\n\
+                 -A NETD-CNI-HOSTPORT-DNAT -p tcp -m tcp --dport 8080 {c} -j DNAT --to-destination 10.1.0.2:80\n\
+                 -A NETD-CNI-HOSTPORT-DNAT -s 10.1.0.0/24 -d 192.0.2.1/32 -p udp -m udp --dport 5353 {c} -j NETD-CNI-HOSTPORT-SETMARK\n\
+                 -A NETD-CNI-HOSTPORT-DNAT -s 127.0.0.1/32 -d 192.0.2.1/32 -p udp -m udp --dport 5353 {c} -j NETD-CNI-HOSTPORT-SETMARK\n\
+                 -A NETD-CNI-HOSTPORT-DNAT -d 192.0.2.1/32 -p udp -m udp --dport 5353 {c} -j DNAT --to-destination 10.1.0.2:53\n\
+                 COMMIT\n"
+            )
+        );
+        let first = add_text(&plan, true);
+        assert!(first.contains("-A NETD-CNI-HOSTPORT-SETMARK -j MARK --set-xmark 0x2000/0x2000\n"));
+        assert!(first.contains("-I POSTROUTING 1 -j NETD-CNI-HOSTPORT-MASQ\n"));
+    }
+}

@@ -1,0 +1,689 @@
+//! The CNI plugins run the way a runtime runs them (environment + config on stdin, the
+//! chain's results passed along), in test hosts, checked by the kernel's state, the IPAM
+//! files and real traffic; mixed with the reference plugins from containernetworking-plugins.
+
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use netd_tests::{bin_dir, run, TestHost, HOST_UPLINK_IP, INTERNET_IP};
+use serde_json::{json, Value};
+
+const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+const REFERENCE: &str = "/usr/lib/cni";
+
+/// What a plugin printed and whether it succeeded.
+#[derive(Debug)]
+struct Answer {
+    ok: bool,
+    json: Value,
+}
+
+/// A minimal CNI runtime (what libcni does), running plugins inside a test host.
+struct Runtime<'a> {
+    host: &'a TestHost,
+    cni_path: String,
+}
+
+impl<'a> Runtime<'a> {
+    fn new(host: &'a TestHost) -> Self {
+        Runtime {
+            host,
+            cni_path: format!("{}:{REFERENCE}", bin_dir().display()),
+        }
+    }
+
+    fn binary(plugin: &str) -> PathBuf {
+        if plugin.starts_with("netd-") {
+            bin_dir().join(plugin)
+        } else {
+            Path::new(REFERENCE).join(plugin)
+        }
+    }
+
+    /// Runs one plugin with `env` (CNI_* variables) and `stdin`.
+    fn exec_raw(&self, plugin: &str, env: &[(&str, &str)], stdin: &[u8]) -> Answer {
+        let mut cmd = self
+            .host
+            .cmd(Self::binary(plugin).to_str().expect("utf-8 path"), &[]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run plugin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write config");
+        let out = child.wait_with_output().expect("plugin output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let json = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!(
+                    "{plugin} printed something that is not JSON ({e}): {text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+        };
+        Answer {
+            ok: out.status.success(),
+            json,
+        }
+    }
+
+    fn exec(&self, plugin: &str, command: &str, id: &str, netns: &str, conf: &Value) -> Answer {
+        let env = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", id),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", self.cni_path.as_str()),
+        ];
+        self.exec_raw(plugin, &env, conf.to_string().as_bytes())
+    }
+
+    /// One plugin's configuration in a list: name, version, granted runtimeConfig,
+    /// prevResult.
+    fn plugin_conf(list: &Value, plugin: &Value, runtime: &Value, prev: Option<&Value>) -> Value {
+        let mut conf = plugin.clone();
+        let obj = conf.as_object_mut().expect("plugin object");
+        obj.insert("name".into(), list["name"].clone());
+        obj.insert("cniVersion".into(), list["cniVersion"].clone());
+        let caps = obj.remove("capabilities").unwrap_or(json!({}));
+        let granted: serde_json::Map<String, Value> = runtime
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| caps.get(k.as_str()).and_then(Value::as_bool) == Some(true))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !granted.is_empty() {
+            obj.insert("runtimeConfig".into(), Value::Object(granted));
+        }
+        if let Some(prev) = prev {
+            obj.insert("prevResult".into(), prev.clone());
+        }
+        conf
+    }
+
+    /// ADD through the whole list; the last plugin's result.
+    fn add(&self, list: &Value, id: &str, netns: &str, runtime: &Value) -> Result<Value, Value> {
+        let mut prev: Option<Value> = None;
+        for plugin in list["plugins"].as_array().expect("plugins") {
+            let conf = Self::plugin_conf(list, plugin, runtime, prev.as_ref());
+            let answer = self.exec(
+                plugin["type"].as_str().expect("type"),
+                "ADD",
+                id,
+                netns,
+                &conf,
+            );
+            if !answer.ok {
+                return Err(answer.json);
+            }
+            prev = Some(answer.json);
+        }
+        Ok(prev.unwrap_or(Value::Null))
+    }
+
+    /// DEL (or CHECK) through the list, in reverse for DEL, with the ADD result.
+    fn each(
+        &self,
+        command: &str,
+        list: &Value,
+        id: &str,
+        netns: &str,
+        runtime: &Value,
+        prev: Option<&Value>,
+    ) -> Result<(), Value> {
+        let mut plugins: Vec<&Value> = list["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .collect();
+        if command == "DEL" {
+            plugins.reverse();
+        }
+        for plugin in plugins {
+            let conf = Self::plugin_conf(list, plugin, runtime, prev);
+            let answer = self.exec(
+                plugin["type"].as_str().expect("type"),
+                command,
+                id,
+                netns,
+                &conf,
+            );
+            if !answer.ok {
+                return Err(answer.json);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn chain(
+    version: &str,
+    name: &str,
+    bridge: &str,
+    subnet: &str,
+    data: &Path,
+    types: [&str; 3],
+) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": name,
+        "plugins": [
+            {"type": types[0], "bridge": bridge, "isGateway": true, "ipMasq": true,
+             "hairpinMode": true,
+             "ipam": {"type": types[1], "ranges": [[{"subnet": subnet}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data}},
+            {"type": types[2], "capabilities": {"portMappings": true}, "snat": true}
+        ]
+    })
+}
+
+fn ours(version: &str, name: &str, bridge: &str, subnet: &str, data: &Path) -> Value {
+    chain(
+        version,
+        name,
+        bridge,
+        subnet,
+        data,
+        ["netd-bridge", "netd-ipam", "netd-portmap"],
+    )
+}
+
+fn mapping(host_port: u16, container_port: u16) -> Value {
+    json!({"portMappings": [{"hostPort": host_port, "containerPort": container_port, "protocol": "tcp"}]})
+}
+
+fn ip_in(netns: &str, args: &[&str]) -> String {
+    let out = run(&mut TestHost::in_netns(netns, "ip", args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn nat_rules(host: &TestHost) -> String {
+    host.sh_ok("iptables-save", &["-t", "nat"])
+}
+
+/// Files in a network's IPAM directory, besides the lock and the round-robin markers.
+fn reserved(data: &Path, network: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(data.join(network))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A TCP server in a container namespace answering "hello"; bounded in time.
+fn serve_hello(netns: &str, port: u16) {
+    TestHost::in_netns(
+        netns,
+        "timeout",
+        &[
+            "60",
+            "socat",
+            &format!("TCP-LISTEN:{port},fork,reuseaddr"),
+            "SYSTEM:echo hello",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start server");
+}
+
+/// What a TCP client run by `cmd` reads, retried briefly while the server starts.
+fn tcp_answer(mut make: impl FnMut() -> Command) -> String {
+    for _ in 0..30 {
+        let out = run(&mut make());
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !text.is_empty() {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    String::new()
+}
+
+fn client(target: &str) -> Vec<String> {
+    vec![
+        "-T2".into(),
+        "-".into(),
+        format!("TCP:{target},connect-timeout=1"),
+    ]
+}
+
+#[test]
+fn every_verb_in_every_spec_version() {
+    let host = TestHost::bare();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    for (i, version) in VERSIONS.iter().enumerate() {
+        let (name, id) = (format!("net{i}"), format!("ctr{i}"));
+        let list = ours(
+            version,
+            &name,
+            &format!("cnibr{i}"),
+            &format!("10.60.{i}.0/24"),
+            &data,
+        );
+        let netns = host.add_container_netns();
+        let runtime = mapping(8000 + i as u16, 80);
+        let result = rt.add(&list, &id, &netns, &runtime).expect("ADD");
+        assert_eq!(result["cniVersion"], *version);
+        let ip = &result["ips"][0];
+        assert_eq!(ip["address"], format!("10.60.{i}.2/24"), "{result}");
+        assert_eq!(ip["gateway"], format!("10.60.{i}.1"));
+        if version.starts_with('0') {
+            assert_eq!(ip["version"], "4", "{version}: {result}");
+        } else {
+            assert!(ip.get("version").is_none(), "{version}: {result}");
+        }
+        assert_eq!(
+            result["interfaces"][ip["interface"].as_u64().unwrap() as usize]["sandbox"],
+            netns
+        );
+
+        assert!(ip_in(&netns, &["addr", "show", "eth0"]).contains(&format!("inet 10.60.{i}.2/24")));
+        assert!(ip_in(&netns, &["route"]).contains(&format!("default via 10.60.{i}.1 dev eth0")));
+        let file = std::fs::read_to_string(data.join(&name).join(format!("10.60.{i}.2"))).unwrap();
+        assert_eq!(file, format!("{id}\r\neth0"));
+        let marker = format!("netd-cni name: {name} id: {id}");
+        assert_eq!(
+            nat_rules(&host).matches(&marker).count(),
+            4,
+            "masquerade + 3 port rules"
+        );
+
+        let check = rt.each("CHECK", &list, &id, &netns, &runtime, Some(&result));
+        if version.starts_with("0.3") {
+            assert_eq!(check.expect_err("no CHECK before 0.4.0")["code"], 1);
+        } else {
+            check.expect("CHECK");
+        }
+        if *version == "1.1.0" {
+            let status = rt.exec(
+                "netd-bridge",
+                "STATUS",
+                "",
+                "",
+                &Runtime::plugin_conf(&list, &list["plugins"][0], &json!({}), None),
+            );
+            assert!(status.ok, "{:?}", status.json);
+        }
+
+        rt.each("DEL", &list, &id, &netns, &runtime, Some(&result))
+            .expect("DEL");
+        assert!(!ip_in(&netns, &["link"]).contains("eth0"));
+        assert!(reserved(&data, &name).is_empty());
+        assert!(!nat_rules(&host).contains(&marker));
+        // Again, and as containerd's second DEL: no namespace, no prevResult.
+        rt.each("DEL", &list, &id, &netns, &runtime, Some(&result))
+            .expect("DEL twice");
+        rt.each("DEL", &list, &id, "", &runtime, None)
+            .expect("DEL without netns");
+    }
+    let version = rt.exec_raw(
+        "netd-bridge",
+        &[("CNI_COMMAND", "VERSION")],
+        b"{\"cniVersion\":\"1.0.0\"}",
+    );
+    assert_eq!(version.json["supportedVersions"], json!(VERSIONS));
+}
+
+#[test]
+fn traffic_nat_published_ports_hairpin_and_localhost() {
+    let mut host = TestHost::bare();
+    host.add_internet();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    let list = ours("1.0.0", "web", "cni0", "10.61.0.0/24", &data);
+    let (ns1, ns2) = (host.add_container_netns(), host.add_container_netns());
+    let r1 = rt
+        .add(&list, "c1", &ns1, &mapping(8080, 80))
+        .expect("ADD c1");
+    let r2 = rt.add(&list, "c2", &ns2, &json!({})).expect("ADD c2");
+    serve_hello(&ns1, 80);
+
+    let ping = |netns: &str, ip: &str| {
+        run(&mut TestHost::in_netns(netns, "ping", &["-c1", "-W1", ip]))
+            .status
+            .success()
+    };
+    assert!(ping(&ns2, "10.61.0.2"), "container to container");
+    assert!(ping(&ns1, INTERNET_IP), "outside through NAT");
+
+    let published = format!("{HOST_UPLINK_IP}:8080");
+    let args = client(&published);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(
+        tcp_answer(|| host.internet_cmd("socat", &argv)),
+        "hello",
+        "from outside"
+    );
+    assert_eq!(
+        tcp_answer(|| TestHost::in_netns(&ns2, "socat", &argv)),
+        "hello",
+        "from the other container"
+    );
+    assert_eq!(
+        tcp_answer(|| TestHost::in_netns(&ns1, "socat", &argv)),
+        "hello",
+        "hairpin"
+    );
+    let local = client("127.0.0.1:8080");
+    let local: Vec<&str> = local.iter().map(String::as_str).collect();
+    assert_eq!(
+        tcp_answer(|| host.cmd("socat", &local)),
+        "hello",
+        "localhost"
+    );
+
+    rt.each("DEL", &list, "c1", &ns1, &mapping(8080, 80), Some(&r1))
+        .expect("DEL c1");
+    rt.each("DEL", &list, "c2", &ns2, &json!({}), Some(&r2))
+        .expect("DEL c2");
+    assert!(!nat_rules(&host).contains("netd-cni name:"));
+    assert!(
+        host.links().iter().all(|l| !l.starts_with("veth")),
+        "{:?}",
+        host.links()
+    );
+    assert!(reserved(&data, "web").is_empty());
+}
+
+#[test]
+fn mixed_with_the_reference_plugins() {
+    let mut host = TestHost::bare();
+    host.add_internet();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+
+    // netd-bridge with the reference host-local and portmap.
+    let list = chain(
+        "1.0.0",
+        "mixa",
+        "cnia",
+        "10.62.0.0/24",
+        &data,
+        ["netd-bridge", "host-local", "portmap"],
+    );
+    let ns = host.add_container_netns();
+    let result = rt.add(&list, "a1", &ns, &mapping(8081, 80)).expect("ADD");
+    serve_hello(&ns, 80);
+    let args = client(&format!("{HOST_UPLINK_IP}:8081"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(tcp_answer(|| host.internet_cmd("socat", &argv)), "hello");
+    // CHECK of netd-bridge (delegating to host-local). The reference portmap's own CHECK
+    // fails on hosts without its IPv6 chain whatever bridge plugin ran before it.
+    let bridge_only =
+        json!({"cniVersion": "1.0.0", "name": "mixa", "plugins": [list["plugins"][0].clone()]});
+    rt.each("CHECK", &bridge_only, "a1", &ns, &json!({}), Some(&result))
+        .expect("CHECK");
+    rt.each("DEL", &list, "a1", &ns, &mapping(8081, 80), Some(&result))
+        .expect("DEL");
+    assert!(reserved(&data, "mixa").is_empty());
+
+    // The reference bridge with netd-ipam.
+    let list = chain(
+        "1.0.0",
+        "mixb",
+        "cnib",
+        "10.63.0.0/24",
+        &data,
+        ["bridge", "netd-ipam", "portmap"],
+    );
+    let ns = host.add_container_netns();
+    let result = rt.add(&list, "b1", &ns, &json!({})).expect("ADD");
+    assert_eq!(result["ips"][0]["address"], "10.63.0.2/24");
+    assert!(run(&mut TestHost::in_netns(
+        &ns,
+        "ping",
+        &["-c1", "-W1", "10.63.0.1"]
+    ))
+    .status
+    .success());
+    assert_eq!(reserved(&data, "mixb"), vec!["10.63.0.2"]);
+    rt.each("DEL", &list, "b1", &ns, &json!({}), Some(&result))
+        .expect("DEL");
+    assert!(reserved(&data, "mixb").is_empty());
+
+    // A node that ran host-local is taken over: netd-ipam continues after its last address
+    // and releases what host-local reserved.
+    let ipam = |plugin: &str| {
+        json!({"cniVersion": "1.0.0", "name": "takeover", "type": plugin,
+        "ipam": {"type": plugin, "ranges": [[{"subnet": "10.64.0.0/24"}]], "dataDir": data}})
+    };
+    let netns = "/proc/1/ns/net";
+    let first = rt.exec("host-local", "ADD", "t1", netns, &ipam("host-local"));
+    assert!(first.ok, "{:?}", first.json);
+    let second = rt.exec("netd-ipam", "ADD", "t2", netns, &ipam("netd-ipam"));
+    assert_eq!(second.json["ips"][0]["address"], "10.64.0.3/24");
+    assert!(
+        rt.exec("netd-ipam", "DEL", "t1", netns, &ipam("netd-ipam"))
+            .ok
+    );
+    assert!(
+        rt.exec("host-local", "DEL", "t2", netns, &ipam("host-local"))
+            .ok
+    );
+    assert!(reserved(&data, "takeover").is_empty());
+}
+
+#[test]
+fn fifty_parallel_adds_then_fifty_parallel_dels() {
+    let host = TestHost::bare();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    let list = ours("1.0.0", "many", "cnim", "10.65.0.0/24", &data);
+    let namespaces: Vec<String> = (0..50).map(|_| host.add_container_netns()).collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (rt, list) = (&rt, &list);
+                s.spawn(move || rt.add(list, &format!("p{i}"), ns, &mapping(9000 + i as u16, 80)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("ADD"))
+            .collect()
+    });
+    let mut addresses: Vec<String> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].as_str().unwrap().to_string())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 50, "no duplicate addresses");
+    assert_eq!(reserved(&data, "many").len(), 50);
+    assert_eq!(nat_rules(&host).matches("netd-cni name: many").count(), 200);
+
+    std::thread::scope(|s| {
+        for (i, (ns, result)) in namespaces.iter().zip(&results).enumerate() {
+            let (rt, list) = (&rt, &list);
+            s.spawn(move || {
+                rt.each(
+                    "DEL",
+                    list,
+                    &format!("p{i}"),
+                    ns,
+                    &mapping(9000 + i as u16, 80),
+                    Some(result),
+                )
+                .expect("DEL")
+            });
+        }
+    });
+    assert!(reserved(&data, "many").is_empty());
+    assert!(!nat_rules(&host).contains("netd-cni name: many"));
+    assert!(host.links().iter().all(|l| !l.starts_with("veth")));
+}
+
+#[test]
+fn bad_input_gets_the_spec_error_and_leaves_nothing() {
+    let host = TestHost::bare();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    let ns = host.add_container_netns();
+    let good = ours("1.0.0", "bad", "cnix", "10.66.0.0/30", &data);
+    let bridge_conf = |edit: &dyn Fn(&mut Value)| {
+        let mut conf = Runtime::plugin_conf(&good, &good["plugins"][0], &json!({}), None);
+        edit(&mut conf);
+        conf
+    };
+    // A first container takes the /30's only address (exhaustion below).
+    let first = rt.add(&good, "first", &ns, &json!({})).expect("ADD");
+    let snapshot = || {
+        (
+            host.links(),
+            reserved(&data, "bad"),
+            nat_rules(&host),
+            ip_in(&ns, &["-o", "link"]),
+        )
+    };
+    let before = snapshot();
+    let other_ns = host.add_container_netns();
+    let before_other = ip_in(&other_ns, &["-o", "link"]);
+
+    let cni_path = rt.cni_path.clone();
+    let env = |netns: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("CNI_COMMAND", "ADD".into()),
+            ("CNI_CONTAINERID", "second".into()),
+            ("CNI_NETNS", netns.into()),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", cni_path.clone()),
+        ]
+    };
+    let add = |env: Vec<(&str, String)>, stdin: &[u8]| -> Answer {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        rt.exec_raw("netd-bridge", &pairs, stdin)
+    };
+    let conf_bytes = |c: Value| c.to_string().into_bytes();
+    let cases: Vec<(&str, Answer, u64)> = vec![
+        (
+            "malformed JSON",
+            add(env(&other_ns), b"{\"cniVersion\": "),
+            6,
+        ),
+        (
+            "unsupported version",
+            add(
+                env(&other_ns),
+                &conf_bytes(bridge_conf(&|c| c["cniVersion"] = json!("0.2.0"))),
+            ),
+            1,
+        ),
+        (
+            "ipam missing",
+            add(
+                env(&other_ns),
+                &conf_bytes(bridge_conf(&|c| {
+                    c.as_object_mut().unwrap().remove("ipam");
+                })),
+            ),
+            7,
+        ),
+        (
+            "wrong type",
+            add(
+                env(&other_ns),
+                &conf_bytes(bridge_conf(&|c| c["mtu"] = json!("big"))),
+            ),
+            7,
+        ),
+        (
+            "bad CIDR",
+            add(
+                env(&other_ns),
+                &conf_bytes(bridge_conf(&|c| {
+                    c["ipam"]["ranges"] = json!([[{"subnet": "10.66.0.0/33"}]])
+                })),
+            ),
+            7,
+        ),
+        (
+            "exhausted",
+            add(env(&other_ns), &conf_bytes(bridge_conf(&|_| {}))),
+            101,
+        ),
+        (
+            "missing CNI_NETNS",
+            add(
+                env(&other_ns)
+                    .into_iter()
+                    .filter(|(k, _)| *k != "CNI_NETNS")
+                    .collect(),
+                &conf_bytes(bridge_conf(&|_| {})),
+            ),
+            4,
+        ),
+        (
+            "no such netns",
+            add(
+                env("/run/netns/does-not-exist"),
+                &conf_bytes(bridge_conf(&|_| {})),
+            ),
+            3,
+        ),
+        (
+            "ifname exists",
+            add(env(&ns), &conf_bytes(bridge_conf(&|_| {}))),
+            4,
+        ),
+    ];
+    for (case, answer, code) in cases {
+        assert!(!answer.ok, "{case} succeeded: {:?}", answer.json);
+        assert_eq!(answer.json["code"], code, "{case}: {}", answer.json);
+        assert!(
+            !answer.json["msg"].as_str().unwrap_or("").is_empty(),
+            "{case}"
+        );
+        assert_eq!(snapshot(), before, "{case} left something behind");
+        assert_eq!(ip_in(&other_ns, &["-o", "link"]), before_other, "{case}");
+    }
+    rt.each("DEL", &good, "first", &ns, &json!({}), Some(&first))
+        .expect("DEL");
+}
+
+#[test]
+fn gc_removes_what_no_attachment_holds() {
+    let host = TestHost::bare();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    let list = ours("1.1.0", "gcnet", "cnig", "10.67.0.0/24", &data);
+    let (ns1, ns2) = (host.add_container_netns(), host.add_container_netns());
+    rt.add(&list, "keep", &ns1, &mapping(8100, 80))
+        .expect("ADD");
+    rt.add(&list, "gone", &ns2, &mapping(8101, 80))
+        .expect("ADD");
+    let valid = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    for plugin in list["plugins"].as_array().unwrap() {
+        let mut conf = Runtime::plugin_conf(&list, plugin, &json!({}), None);
+        conf["cni.dev/valid-attachments"] = valid.clone();
+        let answer = rt.exec(plugin["type"].as_str().unwrap(), "GC", "", "", &conf);
+        assert!(answer.ok, "{:?}", answer.json);
+    }
+    assert_eq!(reserved(&data, "gcnet"), vec!["10.67.0.2"]);
+    let rules = nat_rules(&host);
+    assert!(rules.contains("netd-cni name: gcnet id: keep"));
+    assert!(!rules.contains("netd-cni name: gcnet id: gone"), "{rules}");
+}
