@@ -229,9 +229,19 @@ fn reserved(data: &Path, network: &str) -> Vec<String> {
     out
 }
 
-/// A TCP server in a container namespace answering "hello"; bounded in time.
-fn serve_hello(netns: &str, port: u16) {
-    TestHost::in_netns(
+/// A TCP server in a container namespace answering "hello"; bounded in time, and killed
+/// (and reaped) when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_hello(netns: &str, port: u16) -> Server {
+    let child = TestHost::in_netns(
         netns,
         "timeout",
         &[
@@ -245,6 +255,7 @@ fn serve_hello(netns: &str, port: u16) {
     .stderr(Stdio::null())
     .spawn()
     .expect("start server");
+    Server(child)
 }
 
 /// What a TCP client run by `cmd` reads, retried briefly while the server starts.
@@ -358,7 +369,7 @@ fn traffic_nat_published_ports_hairpin_and_localhost() {
         .add(&list, "c1", &ns1, &mapping(8080, 80))
         .expect("ADD c1");
     let r2 = rt.add(&list, "c2", &ns2, &json!({})).expect("ADD c2");
-    serve_hello(&ns1, 80);
+    let _server = serve_hello(&ns1, 80);
 
     let ping = |netns: &str, ip: &str| {
         run(&mut TestHost::in_netns(netns, "ping", &["-c1", "-W1", ip]))
@@ -425,7 +436,7 @@ fn mixed_with_the_reference_plugins() {
     );
     let ns = host.add_container_netns();
     let result = rt.add(&list, "a1", &ns, &mapping(8081, 80)).expect("ADD");
-    serve_hello(&ns, 80);
+    let _server = serve_hello(&ns, 80);
     let args = client(&format!("{HOST_UPLINK_IP}:8081"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(tcp_answer(|| host.internet_cmd("socat", &argv)), "hello");
