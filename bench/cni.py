@@ -9,24 +9,25 @@ from benchlib import timed
 CNI_PATH = os.environ.get("CNI_PATH", "/usr/lib/cni")
 
 
-def reference_chain(state_dir, bridge="ndcni0"):
-    """bridge (gateway, masquerade, hairpin, host-local 10.88.0.0/16) + portmap."""
+def reference_chain(state_dir, bridge="ndcni0", types=("bridge", "host-local", "portmap")):
+    """bridge (gateway, masquerade, hairpin, host-local 10.88.0.0/16) + portmap; `types`
+    names the three plugins (netd's: netd-bridge, netd-ipam, netd-portmap)."""
     return {
         "cniVersion": "1.0.0",
         "name": "benchnet",
         "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True,
+            {"type": types[0], "bridge": bridge, "isGateway": True, "ipMasq": True,
              "hairpinMode": True,
-             "ipam": {"type": "host-local",
+             "ipam": {"type": types[1],
                       "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]],
                       "routes": [{"dst": "0.0.0.0/0"}],
                       "dataDir": os.path.join(state_dir, "ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+            {"type": types[2], "capabilities": {"portMappings": True}, "snat": True},
         ],
     }
 
 
-def _invoke(command, plugin, netconf, container_id, netns, runtime_config, prev):
+def _invoke(command, plugin, netconf, container_id, netns, runtime_config, prev, path=None):
     conf = dict(plugin)
     conf["name"] = netconf["name"]
     conf["cniVersion"] = netconf["cniVersion"]
@@ -36,24 +37,27 @@ def _invoke(command, plugin, netconf, container_id, netns, runtime_config, prev)
         conf["runtimeConfig"] = granted
     if prev is not None:
         conf["prevResult"] = prev
+    path = path or CNI_PATH
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
-           "CNI_IFNAME": "eth0", "CNI_PATH": CNI_PATH, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    ms, out = timed([os.path.join(CNI_PATH, plugin["type"])], json.dumps(conf).encode(), env)
+           "CNI_IFNAME": "eth0", "CNI_PATH": path, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    binary = next(os.path.join(d, plugin["type"]) for d in path.split(":")
+                  if os.path.exists(os.path.join(d, plugin["type"])))
+    ms, out = timed([binary], json.dumps(conf).encode(), env)
     return ms, (json.loads(out) if out else None)
 
 
-def add(netconf, container_id, netns, runtime_config):
+def add(netconf, container_id, netns, runtime_config, path=None):
     """(total ms, final result)."""
     total, prev = 0.0, None
     for plugin in netconf["plugins"]:
-        ms, prev = _invoke("ADD", plugin, netconf, container_id, netns, runtime_config, prev)
+        ms, prev = _invoke("ADD", plugin, netconf, container_id, netns, runtime_config, prev, path)
         total += ms
     return total, prev
 
 
-def delete(netconf, container_id, netns, runtime_config, result):
+def delete(netconf, container_id, netns, runtime_config, result, path=None):
     total = 0.0
     for plugin in reversed(netconf["plugins"]):
-        ms, _ = _invoke("DEL", plugin, netconf, container_id, netns, runtime_config, result)
+        ms, _ = _invoke("DEL", plugin, netconf, container_id, netns, runtime_config, result, path)
         total += ms
     return total

@@ -402,19 +402,36 @@ impl Plugin for Bridge {
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         let bc = BridgeConf::parse(conf)?;
         let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
-        if let Ok(ipam_type) = bc.ipam_type() {
-            delegate::run(env, ipam_type, Command::Del, &config)?;
-        }
-        if !env.netns.is_empty() {
+        // Rules first, so that their RCU grace period runs along with the one the veth's
+        // deletion waits for; their socket is closed last, when that period is over.
+        let rules = if bc.ip_masq {
+            Some(masq::remove(&conf.name, &env.container_id)?)
+        } else {
+            None
+        };
+        // The IPAM plugin releases the addresses while the kernel deletes the veth (which
+        // takes an RCU grace period, ~10-20 ms).
+        let ipam = match bc.ipam_type() {
+            Ok(ipam_type) => Some(delegate::start(env, ipam_type, Command::Del, &config)?),
+            Err(_) => None,
+        };
+        let deleted = if env.netns.is_empty() {
+            Ok(())
+        } else {
             // A namespace that is gone took the interface with it.
-            if let Ok(netns) = Netns::open(&env.netns) {
-                let mut inner = netns.netlink()?;
-                inner.delete_link_by_name(&env.ifname)?;
+            match Netns::open(&env.netns) {
+                Ok(netns) => netns
+                    .netlink()
+                    .and_then(|mut inner| inner.delete_link_by_name(&env.ifname))
+                    .map_err(CniError::from),
+                Err(_) => Ok(()),
             }
+        };
+        if let Some(ipam) = ipam {
+            ipam.finish()?;
         }
-        if bc.ip_masq {
-            masq::remove(&conf.name, &env.container_id)?;
-        }
+        deleted?;
+        drop(rules);
         Ok(())
     }
 

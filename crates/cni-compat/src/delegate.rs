@@ -39,6 +39,20 @@ pub fn run(
     command: Command,
     config: &[u8],
 ) -> Result<Option<CniResult>> {
+    start(env, plugin_type, command, config)?.finish()
+}
+
+/// A delegated plugin that is running (so the caller can work meanwhile).
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    binary: PathBuf,
+    plugin_type: String,
+    command: Command,
+}
+
+/// Starts `plugin_type` for `command` with `config` on stdin.
+pub fn start(env: &CniEnv, plugin_type: &str, command: Command, config: &[u8]) -> Result<Running> {
     let binary = find(env, plugin_type)?;
     let mut child = Process::new(&binary)
         .env("CNI_COMMAND", command.as_str())
@@ -48,46 +62,64 @@ pub fn run(
         .spawn()
         .map_err(|e| CniError::io(format!("cannot run {}: {e}", binary.display())))?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A plugin that exits before reading is reported by its status below.
+        // A plugin that exits before reading is reported by its status in `finish`.
         let _ = stdin.write_all(config);
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| CniError::io(format!("{} did not finish: {e}", binary.display())))?;
-    if !output.status.success() {
-        #[derive(Deserialize)]
-        struct WireError {
-            code: u32,
-            #[serde(default)]
-            msg: String,
-            #[serde(default)]
-            details: String,
-        }
-        return Err(match serde_json::from_slice::<WireError>(&output.stdout) {
-            Ok(e) => CniError {
-                code: e.code,
-                msg: format!("{plugin_type}: {}", e.msg),
-                details: e.details,
-            },
-            Err(_) => CniError::new(
-                Code::Delegate,
-                format!(
-                    "{plugin_type} {} failed ({}): {}",
-                    command.as_str(),
-                    output.status,
-                    String::from_utf8_lossy(&output.stdout).trim()
+    Ok(Running {
+        child,
+        binary,
+        plugin_type: plugin_type.to_string(),
+        command,
+    })
+}
+
+impl Running {
+    /// Waits for the plugin; ADD returns its result.
+    pub fn finish(self) -> Result<Option<CniResult>> {
+        let Running {
+            child,
+            binary,
+            plugin_type,
+            command,
+        } = self;
+        let output = child
+            .wait_with_output()
+            .map_err(|e| CniError::io(format!("{} did not finish: {e}", binary.display())))?;
+        if !output.status.success() {
+            #[derive(Deserialize)]
+            struct WireError {
+                code: u32,
+                #[serde(default)]
+                msg: String,
+                #[serde(default)]
+                details: String,
+            }
+            return Err(match serde_json::from_slice::<WireError>(&output.stdout) {
+                Ok(e) => CniError {
+                    code: e.code,
+                    msg: format!("{plugin_type}: {}", e.msg),
+                    details: e.details,
+                },
+                Err(_) => CniError::new(
+                    Code::Delegate,
+                    format!(
+                        "{plugin_type} {} failed ({}): {}",
+                        command.as_str(),
+                        output.status,
+                        String::from_utf8_lossy(&output.stdout).trim()
+                    ),
                 ),
-            ),
-        });
+            });
+        }
+        if command != Command::Add {
+            return Ok(None);
+        }
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+            CniError::new(
+                Code::Decode,
+                format!("{plugin_type} returned a result that is not JSON: {e}"),
+            )
+        })?;
+        CniResult::from_value(&value).map(Some)
     }
-    if command != Command::Add {
-        return Ok(None);
-    }
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-        CniError::new(
-            Code::Decode,
-            format!("{plugin_type} returned a result that is not JSON: {e}"),
-        )
-    })?;
-    CniResult::from_value(&value).map(Some)
 }

@@ -40,23 +40,28 @@ fn marker(network: &str, container_id: &str) -> Vec<u8> {
 }
 
 /// The restore text for one attachment; `declare_shared` when the shared chain and its
-/// jump from POSTROUTING do not exist yet.
+/// jump from POSTROUTING do not exist yet, `declare_network` when the network's chain does
+/// not. Declaring an existing chain would flush it, and a transaction that removes rules
+/// makes the process wait an RCU grace period (~10 ms) when it closes its socket; appends
+/// do not.
 pub fn add_text(
     network: &str,
     container_id: &str,
     ip: Ipv4Addr,
     subnet: Ipv4Net,
     declare_shared: bool,
+    declare_network: bool,
 ) -> String {
     let chain = network_chain(network);
     let mut out = String::from("*nat\n");
     if declare_shared {
         out.push_str(&format!(":{CHAIN_POSTROUTING} - [0:0]\n"));
     }
-    // Declaring flushes: the network chain is rewritten whole, with the same rules.
-    out.push_str(&format!(":{chain} - [0:0]\n"));
-    out.push_str(&format!("-A {chain} -d {subnet} -j ACCEPT\n"));
-    out.push_str(&format!("-A {chain} ! -d 224.0.0.0/4 -j MASQUERADE\n"));
+    if declare_network {
+        out.push_str(&format!(":{chain} - [0:0]\n"));
+        out.push_str(&format!("-A {chain} -d {subnet} -j ACCEPT\n"));
+        out.push_str(&format!("-A {chain} ! -d 224.0.0.0/4 -j MASQUERADE\n"));
+    }
     if declare_shared {
         out.push_str(&format!("-I POSTROUTING 1 -j {CHAIN_POSTROUTING}\n"));
     }
@@ -105,18 +110,20 @@ pub fn lock() -> Result<Lock> {
 pub fn add(network: &str, container_id: &str, ip: Ipv4Addr, subnet: Ipv4Net) -> Result<()> {
     let _lock = lock()?;
     let mut nft = linkd::nftables::Nftables::open()?;
-    let exists = nft.chain_exists("nat", CHAIN_POSTROUTING)?;
-    let text = add_text(network, container_id, ip, subnet.trunc(), !exists);
+    let shared = nft.chain_exists("nat", CHAIN_POSTROUTING)?;
+    let own = nft.chain_exists("nat", &network_chain(network))?;
+    let text = add_text(network, container_id, ip, subnet.trunc(), !shared, !own);
     linkd::Iptables::default().restore(&text)?;
     Ok(())
 }
 
-/// Removes an attachment's rules (none is fine).
-pub fn remove(network: &str, container_id: &str) -> Result<()> {
+/// Removes an attachment's rules (none is fine). Returns the socket it used: closing it
+/// waits for the deleted rules' RCU grace period, so callers close it last.
+pub fn remove(network: &str, container_id: &str) -> Result<linkd::nftables::Nftables> {
     let mut nft = linkd::nftables::Nftables::open()?;
     let handles = nft.rules_containing("nat", CHAIN_POSTROUTING, &marker(network, container_id))?;
     nft.delete_rules("nat", CHAIN_POSTROUTING, &handles)?;
-    Ok(())
+    Ok(nft)
 }
 
 /// Whether an attachment's rule is in place.
@@ -139,9 +146,10 @@ mod tests {
             "10.1.0.2".parse().expect("ip"),
             "10.1.0.0/24".parse().expect("net"),
             false,
+            false,
         );
         let chain = network_chain("mynet");
-        assert!(!text.contains(":NETD-CNI-POSTROUTING"));
+        assert!(!text.contains(":NETD-CNI-"), "{text}");
         assert!(text.contains(&format!(
             "-A NETD-CNI-POSTROUTING -s 10.1.0.2/32 -m comment --comment \"netd-cni name: mynet id: abc\" -j {chain}\n"
         )));
@@ -151,8 +159,10 @@ mod tests {
             "10.1.0.2".parse().expect("ip"),
             "10.1.0.0/24".parse().expect("net"),
             true,
+            true,
         );
         assert!(first.contains(":NETD-CNI-POSTROUTING - [0:0]\n"));
         assert!(first.contains("-I POSTROUTING 1 -j NETD-CNI-POSTROUTING\n"));
+        assert!(first.contains(&format!("-A {chain} ! -d 224.0.0.0/4 -j MASQUERADE\n")));
     }
 }

@@ -345,6 +345,11 @@ fn remove(network: &str, container_id: &str) -> Result<()> {
     let mut nft = linkd::nftables::Nftables::open()?;
     let handles = nft.rules_containing("nat", CHAIN_DNAT, &marker(network, container_id))?;
     nft.delete_rules("nat", CHAIN_DNAT, &handles)?;
+    if handles.is_empty() {
+        drop(nft);
+    } else {
+        nft.close_detached();
+    }
     Ok(())
 }
 

@@ -144,6 +144,50 @@ impl Nftables {
         }
     }
 
+    /// Closes the socket without waiting. The kernel makes the last close of a netfilter
+    /// socket wait until rules deleted through any socket are freed (an RCU grace period,
+    /// ~10 ms); a short-lived process (a CNI plugin) would pay that at exit. Here a
+    /// detached grandchild holds the last reference, closes it once this process has let
+    /// go, and nobody waits for it.
+    ///
+    /// Only for single-threaded processes (it forks). If forking fails, the socket is
+    /// closed here, waiting.
+    pub fn close_detached(self) {
+        use nix::unistd::{fork, pipe, read, ForkResult};
+        let Ok((release_read, release_write)) = pipe() else {
+            return;
+        };
+        // SAFETY: the callers are single-threaded; the children only read, close and
+        // exit.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                drop(release_write);
+                // Whoever reads this process's output must not wait for the children.
+                for fd in 0..3 {
+                    // SAFETY: closing the standard descriptors of a child about to exit.
+                    unsafe { libc::close(fd) };
+                }
+                // SAFETY: as above.
+                if let Ok(ForkResult::Child) = unsafe { fork() } {
+                    // Holds `self.socket` until the original process has closed its copy
+                    // (the pipe's write end goes with it), then exits, paying the wait.
+                    let mut byte = [0u8; 1];
+                    let _ = read(&release_read, &mut byte);
+                }
+                // SAFETY: _exit skips destructors and atexit handlers, as a forked child
+                // of a Rust program should.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                drop(release_read);
+                drop(self);
+                drop(release_write);
+            }
+            Err(_) => drop(self),
+        }
+    }
+
     /// Whether `table`/`chain` (IPv4) exists.
     pub fn chain_exists(&mut self, table: &str, chain: &str) -> Result<bool> {
         let seq = self.next_seq();

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""CNI plugins: ADD and DEL latency of the chain netd-bridge (+ netd-ipam) + netd-portmap with
+one port mapping, at several N, side by side with bridge + host-local + portmap from the
+Debian package (same configuration, same runtime driving them), in one run.
+
+Each (chain, N) runs in a fresh bench host (throwaway namespace) with N container
+namespaces made beforehand (untimed), as a runtime does; ADD is timed for each container in
+turn, then DEL for each.
+
+Usage (root): bench/cni_plugins.py [--sizes 10,100,500]
+"""
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+
+import cni
+from benchlib import BIN, BenchHost, PeerNamespaces, build, print_table, summary
+
+CHAINS = {
+    "netd": (("netd-bridge", "netd-ipam", "netd-portmap"), f"{BIN}:{cni.CNI_PATH}"),
+    "reference": (("bridge", "host-local", "portmap"), cni.CNI_PATH),
+}
+
+
+def run_chain(label, n):
+    types, path = CHAINS[label]
+    host = BenchHost(f"cni{label[:3]}{n}")
+    state = tempfile.mkdtemp(prefix="ndbench-cnip-")
+    namespaces = None
+    conf = cni.reference_chain(state, types=types)
+    try:
+        namespaces = PeerNamespaces(host, n)
+        adds, dels, attached = [], [], []
+        for i, netns in enumerate(namespaces.paths):
+            rc = {"portMappings": [{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"}]}
+            cid = hashlib.sha256(f"ndbench-cnip-{i}".encode()).hexdigest()
+            ms, result = cni.add(conf, cid, netns, rc, path)
+            adds.append(ms)
+            attached.append((cid, rc, result, netns))
+        for cid, rc, result, netns in attached:
+            dels.append(cni.delete(conf, cid, netns, rc, result, path))
+        return adds, dels
+    finally:
+        if namespaces:
+            namespaces.close()
+        host.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10,100,500")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("error: run as root (the benchmark creates network namespaces)")
+    if not os.path.exists(os.path.join(cni.CNI_PATH, "portmap")):
+        sys.exit(f"error: the reference plugins are missing from {cni.CNI_PATH} "
+                 "(apt-get install containernetworking-plugins)")
+    build()
+    rows = []
+    for n in [int(x) for x in a.sizes.split(",")]:
+        ours = run_chain("netd", n)
+        ref = run_chain("reference", n)
+        rows.append((n, "ADD", summary(ours[0]), {"reference": summary(ref[0])}))
+        rows.append((n, "DEL", summary(ours[1]), {"reference": summary(ref[1])}))
+        print(f"N={n} done", file=sys.stderr)
+    print("CNI chain latency per container with one port mapping, ms "
+          "(growth = last tenth / first tenth)")
+    print_table(rows, ours="netd", peers=["reference"])
+    print("netd: netd-bridge (+ netd-ipam, exec'd through CNI_PATH) then netd-portmap")
+    print("reference: bridge (+ host-local) then portmap, containernetworking-plugins "
+          "(Debian)")
+
+
+if __name__ == "__main__":
+    main()
