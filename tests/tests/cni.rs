@@ -216,17 +216,29 @@ fn nat_rules(host: &TestHost) -> String {
     host.sh_ok("iptables-save", &["-t", "nat"])
 }
 
-/// Files in a network's IPAM directory, besides the lock and the round-robin markers.
-fn reserved(data: &Path, network: &str) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(data.join(network))
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
         .collect();
     out.sort();
     out
+}
+
+/// Reservations in a network's IPAM directory: the files besides the lock, the round-robin
+/// markers and netd-ipam's index.
+fn reserved(data: &Path, network: &str) -> Vec<String> {
+    files_in(&data.join(network))
+        .into_iter()
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip") && n != "netd-index")
+        .collect()
+}
+
+/// netd-ipam's index entries of a network.
+fn indexed(data: &Path, network: &str) -> Vec<String> {
+    files_in(&data.join(network).join("netd-index"))
 }
 
 /// A TCP server in a container namespace answering "hello"; bounded in time, and killed
@@ -342,6 +354,7 @@ fn every_verb_in_every_spec_version() {
             .expect("DEL");
         assert!(!ip_in(&netns, &["link"]).contains("eth0"));
         assert!(reserved(&data, &name).is_empty());
+        assert!(indexed(&data, &name).is_empty());
         assert!(!nat_rules(&host).contains(&marker));
         // Again, and as containerd's second DEL: no namespace, no prevResult.
         rt.each("DEL", &list, &id, &netns, &runtime, Some(&result))
@@ -525,6 +538,7 @@ fn fifty_parallel_adds_then_fifty_parallel_dels() {
     addresses.dedup();
     assert_eq!(addresses.len(), 50, "no duplicate addresses");
     assert_eq!(reserved(&data, "many").len(), 50);
+    assert_eq!(indexed(&data, "many").len(), 50);
     assert_eq!(nat_rules(&host).matches("netd-cni name: many").count(), 200);
 
     std::thread::scope(|s| {
@@ -544,6 +558,7 @@ fn fifty_parallel_adds_then_fifty_parallel_dels() {
         }
     });
     assert!(reserved(&data, "many").is_empty());
+    assert!(indexed(&data, "many").is_empty());
     assert!(!nat_rules(&host).contains("netd-cni name: many"));
     assert!(host.links().iter().all(|l| !l.starts_with("veth")));
 }

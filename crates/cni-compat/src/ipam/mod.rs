@@ -111,7 +111,10 @@ impl HostLocal {
         holder: &Holder,
         requested: &[IpAddr],
     ) -> Result<Vec<IpConfig>> {
-        let held = store.held_by(&holder.container_id, &holder.ifname)?;
+        // Attachments netd-ipam made are in its index; a runtime never ADDs one twice
+        // without a DEL, so reading every reservation for one host-local made is not worth
+        // its cost.
+        let held = store.indexed(holder).unwrap_or_default();
         let mut used_requests = BTreeSet::new();
         let mut out: Vec<IpConfig> = Vec::new();
         let mut taken: Vec<IpAddr> = Vec::new();
@@ -175,6 +178,7 @@ impl HostLocal {
             }
             Ok(())
         })();
+        let result = result.and_then(|()| store.record(holder, &taken));
         match result {
             Ok(()) => Ok(out),
             Err(e) => {
@@ -211,7 +215,10 @@ impl Plugin for HostLocal {
         for ip in store.held_by(&env.container_id, &env.ifname)? {
             store.release(ip)?;
         }
-        Ok(())
+        store.forget(&Holder {
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+        })
     }
 
     fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
@@ -248,6 +255,7 @@ impl Plugin for HostLocal {
             });
             if !kept {
                 store.release(ip)?;
+                store.forget(&holder)?;
             }
         }
         Ok(())

@@ -16,6 +16,11 @@ use crate::spec::{CniError, Code, Result};
 
 const LINE_BREAK: &str = "\r\n";
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+/// netd-ipam's own index, `<dir>/netd-index/<containerID>@<ifname>` listing the addresses
+/// an attachment holds, so that ADD and DEL do not read every reservation. host-local
+/// ignores it (its walks read the files but never match them); entries are checked against
+/// the reservation files before use, so one left stale by host-local is harmless.
+const INDEX_DIR: &str = "netd-index";
 /// A runtime gives up on a plugin after a while; so does the wait for the lock.
 const LOCK_WAIT: Duration = Duration::from_secs(20);
 
@@ -137,8 +142,63 @@ impl Store {
         Ok(out)
     }
 
-    /// The addresses a container's interface holds.
+    fn index_path(&self, holder: &Holder) -> PathBuf {
+        self.dir
+            .join(INDEX_DIR)
+            .join(format!("{}@{}", holder.container_id, holder.ifname))
+    }
+
+    /// Records what an attachment holds in the index.
+    pub fn record(&self, holder: &Holder, ips: &[IpAddr]) -> Result<()> {
+        let path = self.index_path(holder);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        }
+        let text: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
+        fs::write(&path, text).map_err(|e| io_error("cannot write", &path, e))
+    }
+
+    /// Drops an attachment's index entry.
+    pub fn forget(&self, holder: &Holder) -> Result<()> {
+        let path = self.index_path(holder);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_error("cannot remove", &path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What the index says an attachment holds, each checked against its reservation
+    /// file; `None` without an index entry.
+    pub fn indexed(&self, holder: &Holder) -> Option<Vec<IpAddr>> {
+        let text = fs::read_to_string(self.index_path(holder)).ok()?;
+        let expected = format!("{}{LINE_BREAK}{}", holder.container_id, holder.ifname);
+        Some(
+            text.lines()
+                .filter_map(|l| l.trim().parse::<IpAddr>().ok())
+                .filter(|ip| {
+                    fs::read_to_string(self.dir.join(ip.to_string()))
+                        .is_ok_and(|owner| owner.trim() == expected)
+                })
+                .collect(),
+        )
+    }
+
+    /// The addresses a container's interface holds: from the index, or by reading every
+    /// reservation (attachments made by host-local).
     pub fn held_by(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
+        let holder = Holder {
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+        };
+        if let Some(ips) = self.indexed(&holder) {
+            return Ok(ips);
+        }
+        self.scan_held_by(container_id, ifname)
+    }
+
+    fn scan_held_by(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         Ok(self
             .reservations()?
             .into_iter()
