@@ -507,7 +507,7 @@ impl Plugin for Bridge {
         if bc.ip_masq {
             let valid = crate::ipam::valid_attachments(conf)?;
             let saved = linkd::Iptables::default().save("nat")?;
-            for id in masq::attachments_in(&saved, masq::CHAIN_POSTROUTING, &conf.name) {
+            for id in crate::rules::attachments_in(&saved, masq::CHAIN_POSTROUTING, &conf.name) {
                 if !valid.iter().any(|(cid, _)| *cid == id) {
                     masq::remove(&conf.name, &id)?;
                 }

@@ -7,4 +7,5 @@ pub mod delegate;
 pub mod ipam;
 pub mod masq;
 pub mod portmap;
+pub mod rules;
 pub mod spec;

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 
-use crate::masq;
+use crate::rules;
 use crate::spec::{CniEnv, CniError, CniResult, Code, NetConf, Plugin, Result};
 
 pub const CHAIN_DNAT: &str = "NETD-CNI-HOSTPORT-DNAT";
@@ -195,7 +195,7 @@ pub fn add_text(plan: &Plan, declare: bool) -> String {
             mark = plan.mark
         ));
     }
-    let comment = masq::comment(&plan.network, &plan.container_id);
+    let comment = rules::comment(&plan.network, &plan.container_id);
     let conditions = if plan.conditions.is_empty() {
         String::new()
     } else {
@@ -254,10 +254,17 @@ impl Plugin for Portmap {
             return Ok(passthrough(conf));
         }
         {
-            let _lock = masq::lock()?;
+            let _lock = rules::lock()?;
             let mut nft = linkd::nftables::Nftables::open()?;
             let declare = !nft.chain_exists("nat", CHAIN_DNAT)?;
-            linkd::Iptables::default().restore(&add_text(&plan, declare))?;
+            let expected = plan.mappings.len() * if plan.snat { 3 } else { 1 };
+            rules::append(
+                &add_text(&plan, declare),
+                CHAIN_DNAT,
+                &plan.network,
+                &plan.container_id,
+                expected,
+            )?;
         }
         // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
         for interface in conf
@@ -301,10 +308,7 @@ impl Plugin for Portmap {
             return Ok(());
         };
         let per_mapping = if plan.snat { 3 } else { 1 };
-        let mut nft = linkd::nftables::Nftables::open()?;
-        let found = nft
-            .rules_containing("nat", CHAIN_DNAT, &marker(&conf.name, &env.container_id))?
-            .len();
+        let found = rules::present(CHAIN_DNAT, &conf.name, &env.container_id)?;
         if found < plan.mappings.len() * per_mapping {
             return Err(CniError::new(
                 Code::CheckFailed,
@@ -326,7 +330,7 @@ impl Plugin for Portmap {
     fn gc(&self, _env: &CniEnv, conf: &NetConf) -> Result<()> {
         let valid = crate::ipam::valid_attachments(conf)?;
         let saved = linkd::Iptables::default().save("nat")?;
-        for id in masq::attachments_in(&saved, CHAIN_DNAT, &conf.name) {
+        for id in rules::attachments_in(&saved, CHAIN_DNAT, &conf.name) {
             if !valid.iter().any(|(cid, _)| *cid == id) {
                 remove(&conf.name, &id)?;
             }
@@ -335,21 +339,10 @@ impl Plugin for Portmap {
     }
 }
 
-fn marker(network: &str, container_id: &str) -> Vec<u8> {
-    let mut bytes = masq::comment(network, container_id).into_bytes();
-    bytes.push(0);
-    bytes
-}
-
+/// Deletes an attachment's rules, letting go of the socket without waiting for their RCU
+/// grace period (see `Nftables::close_detached`).
 fn remove(network: &str, container_id: &str) -> Result<()> {
-    let mut nft = linkd::nftables::Nftables::open()?;
-    let handles = nft.rules_containing("nat", CHAIN_DNAT, &marker(network, container_id))?;
-    nft.delete_rules("nat", CHAIN_DNAT, &handles)?;
-    if handles.is_empty() {
-        drop(nft);
-    } else {
-        nft.close_detached();
-    }
+    rules::delete(CHAIN_DNAT, network, container_id)?.close_detached();
     Ok(())
 }
 

@@ -17,6 +17,9 @@ use crate::netlink::kernel_error;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWRULE: u16 = 6;
+/// The multicast group nf_tables announces changes to.
+const NFNLGRP_NFTABLES: u32 = 7;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -142,6 +145,62 @@ impl Nftables {
                 Err(e) => return Err(kernel_error("nftables receive", e)),
             }
         }
+    }
+
+    /// A socket that hears about rule changes (the nf_tables multicast group), to learn
+    /// the handles of rules another program (`iptables-restore`) adds, without a dump.
+    pub fn listen() -> Result<Self> {
+        let nft = Self::open()?;
+        nft.socket
+            .add_membership(NFNLGRP_NFTABLES)
+            .map_err(|e| kernel_error("join the nf_tables group", e))?;
+        Ok(nft)
+    }
+
+    /// Handles of the rules added to `table`/`chain` (IPv4) since [`Self::listen`] that
+    /// contain `marker`, from the announcements queued on this socket. `None` if some were
+    /// lost (the socket's buffer overflowed): the caller must then dump the chain.
+    pub fn announced_rules(&mut self, table: &str, chain: &str, marker: &[u8]) -> Option<Vec<u64>> {
+        self.socket.set_non_blocking(true).ok()?;
+        let table_attr = {
+            let mut b = table.as_bytes().to_vec();
+            b.push(0);
+            b
+        };
+        let chain_attr = {
+            let mut b = chain.as_bytes().to_vec();
+            b.push(0);
+            b
+        };
+        let contains = |msg: &[u8], needle: &[u8]| msg.windows(needle.len()).any(|w| w == needle);
+        let mut found = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            buf.reserve(256 * 1024);
+            match self.socket.recv(&mut buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ENOBUFS: announcements were dropped.
+                Err(_) => return None,
+            }
+            for (kind, _, msg) in messages(&buf) {
+                let new_rule = kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+                if new_rule
+                    && msg.get(16) == Some(&NFPROTO_IPV4)
+                    && contains(msg, &table_attr)
+                    && contains(msg, &chain_attr)
+                    && contains(msg, marker)
+                {
+                    if let Some(handle) = rule_handle(msg) {
+                        found.push(handle);
+                    }
+                }
+            }
+        }
+        let _ = self.socket.set_non_blocking(false);
+        Some(found)
     }
 
     /// Closes the socket without waiting. The kernel makes the last close of a netfilter
