@@ -88,6 +88,16 @@ impl BridgeConf {
     }
 }
 
+/// Checks a netd-bridge configuration (and its IPAM section when the IPAM is host-local
+/// compatible) without touching anything.
+pub fn validate(conf: &NetConf) -> Result<()> {
+    let bc = BridgeConf::parse(conf)?;
+    if matches!(bc.ipam_type()?, "netd-ipam" | "host-local") {
+        crate::ipam::config::parse(&conf.raw)?;
+    }
+    Ok(())
+}
+
 /// The MAC asked for: `runtimeConfig.mac` over `args.cni.mac` over `CNI_ARGS` `MAC=`.
 fn requested_mac(env: &CniEnv, conf: &NetConf) -> Result<Option<Mac>> {
     let known = env.known_args(&["MAC"])?;

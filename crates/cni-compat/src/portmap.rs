@@ -173,6 +173,12 @@ impl Plan {
     }
 }
 
+/// Checks a netd-portmap configuration (and the port mappings the runtime passed) without
+/// touching anything.
+pub fn validate(env: &CniEnv, conf: &NetConf) -> Result<()> {
+    Plan::from_conf(env, conf, false).map(|_| ())
+}
+
 /// The restore text of an ADD; `declare` when netd-portmap's chains are not there yet.
 pub fn add_text(plan: &Plan, declare: bool) -> String {
     let mut out = String::from("*nat\n");
