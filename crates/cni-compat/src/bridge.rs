@@ -39,6 +39,8 @@ struct BridgeConf {
     #[serde(default)]
     vlan: u32,
     #[serde(default)]
+    macspoofchk: bool,
+    #[serde(default)]
     ipam: Option<IpamRef>,
 }
 
@@ -60,6 +62,12 @@ impl BridgeConf {
         if bc.hairpin_mode && bc.promisc_mode {
             return Err(CniError::config(
                 "hairpinMode and promiscMode cannot both be set",
+            ));
+        }
+        if bc.macspoofchk {
+            return Err(CniError::new(
+                Code::UnsupportedField,
+                "macspoofchk: not supported by netd-bridge yet",
             ));
         }
         if bc.vlan != 0 {
