@@ -40,6 +40,8 @@ def _invoke(command, plugin, netconf, container_id, netns, runtime_config, prev,
     path = path or CNI_PATH
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
            "CNI_IFNAME": "eth0", "CNI_PATH": path, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    if os.environ.get("NETD_CNI_RUN_DIR"):
+        env["NETD_CNI_RUN_DIR"] = os.environ["NETD_CNI_RUN_DIR"]
     binary = next(os.path.join(d, plugin["type"]) for d in path.split(":")
                   if os.path.exists(os.path.join(d, plugin["type"])))
     ms, out = timed([binary], json.dumps(conf).encode(), env)

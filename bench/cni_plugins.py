@@ -31,6 +31,8 @@ def run_chain(label, n):
     state = tempfile.mkdtemp(prefix="ndbench-cnip-")
     namespaces = None
     conf = cni.reference_chain(state, types=types)
+    # netd's plugins keep their lock and rule handles here instead of /run/netd-cni.
+    os.environ["NETD_CNI_RUN_DIR"] = os.path.join(state, "netd-cni")
     try:
         namespaces = PeerNamespaces(host, n)
         adds, dels, attached = [], [], []

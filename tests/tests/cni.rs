@@ -50,6 +50,8 @@ impl<'a> Runtime<'a> {
         let mut cmd = self
             .host
             .cmd(Self::binary(plugin).to_str().expect("utf-8 path"), &[]);
+        // The plugins' lock and remembered rule handles stay with the test host.
+        cmd.env("NETD_CNI_RUN_DIR", self.host.dir.path().join("netd-cni"));
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -3,21 +3,25 @@
 //! and deleted by handle with one nf_tables transaction per DEL.
 //!
 //! ADD learns the new rules' handles from nf_tables' announcements and remembers them
-//! under `/run/netd-cni/handles/<netns inode>/`, so DEL needs no dump of a chain that
+//! under `/run/netd-cni/handles/<netns inode>/` (`$NETD_CNI_RUN_DIR` instead of
+//! `/run/netd-cni` if set), so DEL needs no dump of a chain that
 //! holds every attachment's rules; each remembered handle is checked to still carry the
 //! attachment's comment before it is deleted, and a dump is the fallback.
 
 use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use linkd::nftables::Nftables;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::spec::{CniError, Result};
 
-/// Serialises the check-then-create of shared chains between concurrent plugins.
-const LOCK_FILE: &str = "/run/netd-cni.lock";
-const HANDLES_DIR: &str = "/run/netd-cni/handles";
+/// Where the plugins keep their lock and remembered handles.
+fn run_dir() -> PathBuf {
+    std::env::var_os("NETD_CNI_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/netd-cni"))
+}
 
 /// The comment that ties a rule to an attachment.
 pub fn comment(network: &str, container_id: &str) -> String {
@@ -36,13 +40,17 @@ pub fn marker(network: &str, container_id: &str) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
+/// Serialises the check-then-create of shared chains between concurrent plugins.
 pub fn lock() -> Result<Lock> {
-    let path = Path::new(LOCK_FILE);
+    let dir = run_dir();
+    fs::create_dir_all(&dir)
+        .map_err(|e| CniError::io(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join("lock");
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(path)
+        .open(&path)
         .map_err(|e| CniError::io(format!("cannot open {}: {e}", path.display())))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map(Lock)
@@ -53,10 +61,15 @@ pub fn lock() -> Result<Lock> {
 /// handles are those of its tables).
 fn handles_path(chain: &str, network: &str, container_id: &str) -> Option<PathBuf> {
     let inode = linkd::Netns::current().ok()?.inode().ok()?;
-    Some(Path::new(HANDLES_DIR).join(inode.to_string()).join(format!(
-        "{chain}-{}-{container_id}",
-        bridge_driver::names::short_hash(network)
-    )))
+    Some(
+        run_dir()
+            .join("handles")
+            .join(inode.to_string())
+            .join(format!(
+                "{chain}-{}-{container_id}",
+                bridge_driver::names::short_hash(network)
+            )),
+    )
 }
 
 /// Applies `text` (appends only) and remembers the handles of the `expected` rules it adds
