@@ -1,10 +1,13 @@
 """A minimal CNI runtime for benchmarks: runs a plugin chain the way libcni does (each
 plugin exec'd with the CNI_* environment and its config on stdin, prevResult chained,
 runtimeConfig given to plugins that declare the capability, DEL in reverse order)."""
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 
-from benchlib import timed
+from benchlib import BenchHost, PeerNamespaces, timed
 
 CNI_PATH = os.environ.get("CNI_PATH", "/usr/lib/cni")
 
@@ -63,3 +66,35 @@ def delete(netconf, container_id, netns, runtime_config, result, path=None):
         ms, _ = _invoke("DEL", plugin, netconf, container_id, netns, runtime_config, result, path)
         total += ms
     return total
+
+
+def lifecycle(n, tag, ports, types=("bridge", "host-local", "portmap"), path=None):
+    """In a fresh bench host with n container namespaces made beforehand (untimed): ADD each
+    container with `ports` port mappings (host ports 20000+i, 30000+i, ...), then DEL each.
+    Returns (ADD ms list, DEL ms list)."""
+    host = BenchHost(tag)
+    state = tempfile.mkdtemp(prefix="ndbench-cni-")
+    namespaces = None
+    conf = reference_chain(state, types=types)
+    # netd's plugins keep their lock and rule handles here instead of /run/netd-cni.
+    os.environ["NETD_CNI_RUN_DIR"] = os.path.join(state, "netd-cni")
+    try:
+        namespaces = PeerNamespaces(host, n)
+        adds, dels, attached = [], [], []
+        for i, netns in enumerate(namespaces.paths):
+            rc = {"portMappings": [
+                {"hostPort": 20000 + 10000 * k + i, "containerPort": port, "protocol": "tcp"}
+                for k, port in enumerate([80, 443][:ports])]}
+            cid = hashlib.sha256(f"ndbench-{tag}-{i}".encode()).hexdigest()
+            ms, result = add(conf, cid, netns, rc, path)
+            adds.append(ms)
+            attached.append((cid, rc, result, netns))
+        for cid, rc, result, netns in attached:
+            dels.append(delete(conf, cid, netns, rc, result, path))
+        return adds, dels
+    finally:
+        if namespaces:
+            namespaces.close()
+        host.close()
+        shutil.rmtree(state, ignore_errors=True)
+        os.environ.pop("NETD_CNI_RUN_DIR", None)

@@ -10,14 +10,11 @@ turn, then DEL for each.
 Usage (root): bench/cni_plugins.py [--sizes 10,100,500]
 """
 import argparse
-import hashlib
 import os
-import shutil
 import sys
-import tempfile
 
 import cni
-from benchlib import BIN, BenchHost, PeerNamespaces, build, print_table, summary
+from benchlib import BIN, build, print_table, summary
 
 CHAINS = {
     "netd": (("netd-bridge", "netd-ipam", "netd-portmap"), f"{BIN}:{cni.CNI_PATH}"),
@@ -27,29 +24,7 @@ CHAINS = {
 
 def run_chain(label, n):
     types, path = CHAINS[label]
-    host = BenchHost(f"cni{label[:3]}{n}")
-    state = tempfile.mkdtemp(prefix="ndbench-cnip-")
-    namespaces = None
-    conf = cni.reference_chain(state, types=types)
-    # netd's plugins keep their lock and rule handles here instead of /run/netd-cni.
-    os.environ["NETD_CNI_RUN_DIR"] = os.path.join(state, "netd-cni")
-    try:
-        namespaces = PeerNamespaces(host, n)
-        adds, dels, attached = [], [], []
-        for i, netns in enumerate(namespaces.paths):
-            rc = {"portMappings": [{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"}]}
-            cid = hashlib.sha256(f"ndbench-cnip-{i}".encode()).hexdigest()
-            ms, result = cni.add(conf, cid, netns, rc, path)
-            adds.append(ms)
-            attached.append((cid, rc, result, netns))
-        for cid, rc, result, netns in attached:
-            dels.append(cni.delete(conf, cid, netns, rc, result, path))
-        return adds, dels
-    finally:
-        if namespaces:
-            namespaces.close()
-        host.close()
-        shutil.rmtree(state, ignore_errors=True)
+    return cni.lifecycle(n, f"cni{label[:3]}{n}", ports=1, types=types, path=path)
 
 
 def main():

@@ -104,7 +104,8 @@ def pct(samples, p):
     return s[min(len(s) - 1, int(len(s) * p))] if s else float("nan")
 
 
-def dnsperf(netns, server, port, name, seconds, verbose=False):
+def start_dnsperf(netns, server, port, name, seconds, verbose=False):
+    """dnsperf asking `name` (A) for `seconds`, running; returns (process, query file)."""
     with tempfile.NamedTemporaryFile("w", suffix=".q", delete=False) as f:
         f.write(f"{name} A\n")
         qfile = f.name
@@ -112,7 +113,12 @@ def dnsperf(netns, server, port, name, seconds, verbose=False):
             "-l", str(seconds), "-c", str(CLIENTS), "-q", str(OUTSTANDING), "-t", "2"]
     if verbose:
         argv.append("-v")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True), qfile
+
+
+def dnsperf(netns, server, port, name, seconds, verbose=False):
+    perf, qfile = start_dnsperf(netns, server, port, name, seconds, verbose)
+    out = perf.communicate(timeout=seconds + 30)[0]
     os.unlink(qfile)
     if verbose:
         # "> NOERROR upstream.bench A 0.000123" per answer
@@ -201,12 +207,7 @@ def resolvable_after_run(netd, client, rounds=50):
 def churn(netd, client, seconds=5):
     """dnsperf for a sandbox name while sandboxes are made and removed (every change swaps
     the records): queries lost, and changes made meanwhile."""
-    with tempfile.NamedTemporaryFile("w", suffix=".q", delete=False) as f:
-        f.write("c2 A\n")
-        qfile = f.name
-    perf = subprocess.Popen(["nsenter", f"--net={client}", "dnsperf", "-s", "10.89.0.1", "-d", qfile,
-                             "-l", str(seconds), "-c", str(CLIENTS), "-q", str(OUTSTANDING), "-t", "2"],
-                            stdout=subprocess.PIPE, text=True)
+    perf, qfile = start_dnsperf(client, "10.89.0.1", 53, "c2", seconds)
     changes, i = 0, 0
     deadline = time.monotonic() + seconds - 0.5
     while time.monotonic() < deadline:

@@ -11,44 +11,15 @@ made beforehand (untimed), as their runtimes do; netctl run -d also makes its ow
 Usage (root): bench/published_ports.py [--sizes 10,100,500,1000] [--skip-peers] [--no-iperf]
 """
 import argparse
-import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import cni
-from benchlib import BenchHost, Netd, PeerNamespaces, build, netd_lifecycle, print_table, summary, timed
+from benchlib import BenchHost, Netd, build, netd_lifecycle, print_table, summary, timed
 from netavark import NETAVARK, netavark_run
-
-
-def bench_cni(n):
-    host = BenchHost(f"pcni{n}")
-    state = tempfile.mkdtemp(prefix="ndbench-cni-")
-    namespaces = None
-    netconf = cni.reference_chain(state)
-    try:
-        namespaces = PeerNamespaces(host, n)
-        adds, dels, results = [], [], []
-        for i, netns in enumerate(namespaces.paths):
-            rc = {"portMappings": [
-                {"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"},
-                {"hostPort": 30000 + i, "containerPort": 443, "protocol": "tcp"}]}
-            cid = hashlib.sha256(f"ndbench-cni-{i}".encode()).hexdigest()
-            ms, result = cni.add(netconf, cid, netns, rc)
-            adds.append(ms)
-            results.append((cid, rc, result))
-        for (cid, rc, result), netns in zip(results, namespaces.paths):
-            dels.append(cni.delete(netconf, cid, netns, rc, result))
-        return adds, dels
-    finally:
-        if namespaces:
-            namespaces.close()
-        host.close()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def iperf_gbits(argv):
@@ -97,7 +68,7 @@ def main():
     for n in [int(x) for x in a.sizes.split(",")]:
         create, remove, rss = netd_lifecycle(
             n, f"pnetd{n}", lambda i: ["-p", f"{20000 + i}:80", "-p", f"{30000 + i}:443"])
-        c = bench_cni(n) if "cni" in peers else None
+        c = cni.lifecycle(n, f"pcni{n}", ports=2) if "cni" in peers else None
         nv = netavark_run(n, ports=2) if "netavark" in peers else None
         rows.append((n, "create", summary(create),
                      {"cni": c and summary(c[0]), "netavark": nv and summary(nv[0])}))

@@ -351,6 +351,7 @@ impl Plugin for Bridge {
                 mac
             }
         };
+        // A missing IPAM plugin fails the ADD before anything is made.
         delegate::find(env, &ipam_type)?;
         let netns = open_netns(env)?;
         let mut inner = netns.netlink()?;

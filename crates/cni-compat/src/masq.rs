@@ -58,12 +58,18 @@ pub fn add_text(
 
 /// Adds an attachment's masquerading.
 pub fn add(network: &str, container_id: &str, ip: Ipv4Addr, subnet: Ipv4Net) -> Result<()> {
-    let _lock = rules::lock()?;
-    let mut nft = linkd::nftables::Nftables::open()?;
-    let shared = nft.chain_exists("nat", CHAIN_POSTROUTING)?;
-    let own = nft.chain_exists("nat", &network_chain(network))?;
-    let text = add_text(network, container_id, ip, subnet.trunc(), !shared, !own);
-    rules::append(&text, CHAIN_POSTROUTING, network, container_id, 1)
+    rules::append(CHAIN_POSTROUTING, network, container_id, 1, |nft| {
+        let shared = nft.chain_exists("nat", CHAIN_POSTROUTING)?;
+        let own = nft.chain_exists("nat", &network_chain(network))?;
+        Ok(add_text(
+            network,
+            container_id,
+            ip,
+            subnet.trunc(),
+            !shared,
+            !own,
+        ))
+    })
 }
 
 /// Removes an attachment's rules (none is fine). Returns the socket it used: closing it

@@ -259,19 +259,14 @@ impl Plugin for Portmap {
         if plan.mappings.is_empty() {
             return Ok(passthrough(conf));
         }
-        {
-            let _lock = rules::lock()?;
-            let mut nft = linkd::nftables::Nftables::open()?;
-            let declare = !nft.chain_exists("nat", CHAIN_DNAT)?;
-            let expected = plan.mappings.len() * if plan.snat { 3 } else { 1 };
-            rules::append(
-                &add_text(&plan, declare),
-                CHAIN_DNAT,
-                &plan.network,
-                &plan.container_id,
-                expected,
-            )?;
-        }
+        let expected = plan.mappings.len() * if plan.snat { 3 } else { 1 };
+        rules::append(
+            CHAIN_DNAT,
+            &plan.network,
+            &plan.container_id,
+            expected,
+            |nft| Ok(add_text(&plan, !nft.chain_exists("nat", CHAIN_DNAT)?)),
+        )?;
         // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
         for interface in conf
             .prev_result
@@ -288,17 +283,9 @@ impl Plugin for Portmap {
             .iter()
             .filter(|m| m.protocol.eq_ignore_ascii_case("udp"))
         {
-            let _ = std::process::Command::new("conntrack")
-                .args([
-                    "-D",
-                    "-p",
-                    "udp",
-                    "--orig-port-dst",
-                    &m.host_port.to_string(),
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            if let Ok(port) = u16::try_from(m.host_port) {
+                linkd::conntrack::flush_udp_to_port(port);
+            }
         }
         Ok(passthrough(conf))
     }

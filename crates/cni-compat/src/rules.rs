@@ -41,7 +41,7 @@ pub fn marker(network: &str, container_id: &str) -> Vec<u8> {
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 /// Serialises the check-then-create of shared chains between concurrent plugins.
-pub fn lock() -> Result<Lock> {
+fn lock() -> Result<Lock> {
     let dir = run_dir();
     fs::create_dir_all(&dir)
         .map_err(|e| CniError::io(format!("cannot create {}: {e}", dir.display())))?;
@@ -72,17 +72,21 @@ fn handles_path(chain: &str, network: &str, container_id: &str) -> Option<PathBu
     )
 }
 
-/// Applies `text` (appends only) and remembers the handles of the `expected` rules it adds
-/// to `chain` for the attachment.
+/// Appends an attachment's rules: under the lock, `render` gets a socket to ask which
+/// shared chains exist (declaring an existing chain would flush it) and returns the restore
+/// text, which must only append. The handles of the `expected` rules it adds to `chain` are
+/// remembered for DEL.
 pub fn append(
-    text: &str,
     chain: &str,
     network: &str,
     container_id: &str,
     expected: usize,
+    render: impl FnOnce(&mut Nftables) -> Result<String>,
 ) -> Result<()> {
+    let _lock = lock()?;
+    let text = render(&mut Nftables::open()?)?;
     let mut listener = Nftables::listen().ok();
-    linkd::Iptables::default().restore(text)?;
+    linkd::Iptables::default().restore(&text)?;
     let marker = marker(network, container_id);
     let announced = listener
         .as_mut()

@@ -2,6 +2,7 @@
 //! plans (links, addresses, routes, sysctls, firewall rulesets); it decides nothing.
 
 pub mod address;
+pub mod conntrack;
 pub mod error;
 pub mod firewall;
 pub mod link;

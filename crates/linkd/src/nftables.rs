@@ -42,6 +42,9 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 pub struct Nftables {
     socket: Socket,
     seq: u32,
+    /// Whether this socket deleted rules (then its last close waits, see
+    /// [`Nftables::close_detached`]).
+    deleted: bool,
 }
 
 fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
@@ -127,12 +130,27 @@ impl Nftables {
         socket
             .connect(&SocketAddr::new(0, 0))
             .map_err(LinkdError::Socket)?;
-        Ok(Nftables { socket, seq: 0 })
+        Ok(Nftables {
+            socket,
+            seq: 0,
+            deleted: false,
+        })
     }
 
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
+    }
+
+    /// Sends one nf_tables request (IPv4) for `table`/`name`; returns its sequence number.
+    fn send_request(&mut self, msg_type: u16, flags: u16, attrs: &[u8], what: &str) -> Result<u32> {
+        let seq = self.next_seq();
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg_type;
+        let request = message(kind, flags, seq, NFPROTO_IPV4, 0, attrs);
+        self.socket
+            .send(&request, 0)
+            .map_err(|e| kernel_error(what, e))?;
+        Ok(seq)
     }
 
     fn receive(&self, buf: &mut Vec<u8>) -> Result<()> {
@@ -213,6 +231,10 @@ impl Nftables {
     /// closed here, waiting.
     pub fn close_detached(self) {
         use nix::unistd::{fork, pipe, read, ForkResult};
+        if !self.deleted {
+            // Nothing to wait for.
+            return;
+        }
         let Ok((release_read, release_write)) = pipe() else {
             return;
         };
@@ -249,16 +271,11 @@ impl Nftables {
 
     /// Whether `table`/`chain` (IPv4) exists.
     pub fn chain_exists(&mut self, table: &str, chain: &str) -> Result<bool> {
-        let seq = self.next_seq();
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_CHAIN_TABLE, table);
         put_str(&mut attrs, NFTA_CHAIN_NAME, chain);
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN;
-        let request = message(kind, NLM_F_REQUEST, seq, NFPROTO_IPV4, 0, &attrs);
         let what = format!("get chain {table}/{chain}");
-        self.socket
-            .send(&request, 0)
-            .map_err(|e| kernel_error(&what, e))?;
+        let seq = self.send_request(NFT_MSG_GETCHAIN, NLM_F_REQUEST, &attrs, &what)?;
         let mut buf = Vec::new();
         loop {
             self.receive(&mut buf)?;
@@ -310,7 +327,6 @@ impl Nftables {
         handle: Option<u64>,
         marker: &[u8],
     ) -> Result<Vec<u64>> {
-        let seq = self.next_seq();
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_RULE_TABLE, table);
         put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
@@ -319,12 +335,8 @@ impl Nftables {
             put_attr(&mut attrs, NFTA_RULE_HANDLE, &handle.to_be_bytes());
             flags = NLM_F_REQUEST;
         }
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
-        let request = message(kind, flags, seq, NFPROTO_IPV4, 0, &attrs);
         let what = format!("list rules of {table}/{chain}");
-        self.socket
-            .send(&request, 0)
-            .map_err(|e| kernel_error(&what, e))?;
+        let seq = self.send_request(NFT_MSG_GETRULE, flags, &attrs, &what)?;
         let mut handles = Vec::new();
         let mut buf = Vec::new();
         loop {
@@ -424,6 +436,7 @@ impl Nftables {
         self.socket
             .send(&batch, 0)
             .map_err(|e| kernel_error("nftables delete", e))?;
+        self.deleted = true;
         let mut buf = Vec::new();
         while !pending.is_empty() {
             self.receive(&mut buf)?;

@@ -15,7 +15,7 @@ mod udp;
 pub mod upstream;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -133,14 +133,6 @@ impl DnsService {
         listener.tcp.abort();
         // Waits for the task to drop its socket, so the address is free on return.
         let _ = self.runtime.block_on(listener.tcp);
-    }
-
-    /// The addresses listened on (for inspection and tests of the engine).
-    pub fn listening(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .keys()
-            .map(|ip| SocketAddr::V4(SocketAddrV4::new(*ip, PORT)))
-            .collect()
     }
 }
 

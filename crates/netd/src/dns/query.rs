@@ -275,6 +275,17 @@ mod tests {
         }
     }
 
+    /// The parsed answer to a question.
+    fn ask(
+        r: &Records,
+        name: &str,
+        kind: RecordType,
+        (server, client): (Ipv4Addr, Ipv4Addr),
+        transport: Transport,
+    ) -> Message {
+        answer_of(handle(&request(name, kind), server, client, r, transport))
+    }
+
     fn a_records(m: &Message) -> Vec<Ipv4Addr> {
         m.answers
             .iter()
@@ -288,7 +299,7 @@ mod tests {
     #[test]
     fn names_are_scoped_to_the_asking_sandbox() {
         let r = records();
-        let ask = |name: &str, server| {
+        let outcome = |name: &str, server| {
             handle(
                 &request(name, RecordType::A),
                 server,
@@ -297,71 +308,71 @@ mod tests {
                 Transport::Udp,
             )
         };
-        let m = answer_of(ask("web", SERVER_A));
+        let m = answer_of(outcome("web", SERVER_A));
         assert!(m.metadata.authoritative);
         assert_eq!(m.id, 0x4242);
         assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 3)]);
-        let m = answer_of(ask("WWW.netd.internal.", SERVER_A));
+        let m = answer_of(outcome("WWW.netd.internal.", SERVER_A));
         assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 3)]);
-        let m = answer_of(ask("222222222222", SERVER_A));
+        let m = answer_of(outcome("222222222222", SERVER_A));
         assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 3)]);
         // db is on b only: not the client's.
-        let m = answer_of(ask("db.netd.internal", SERVER_A));
+        let m = answer_of(outcome("db.netd.internal", SERVER_A));
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-        let m = answer_of(ask("db.netd.internal", SERVER_B));
+        let m = answer_of(outcome("db.netd.internal", SERVER_B));
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         // Unknown bare names go upstream.
         assert_eq!(
-            ask("db", SERVER_A),
+            outcome("db", SERVER_A),
             Outcome::Forward {
                 upstreams: Upstreams::Host,
                 client_max: 512
             }
         );
         // An unknown client asking b sees b only.
-        let m = answer_of(handle(
-            &request("db", RecordType::A),
-            SERVER_B,
-            Ipv4Addr::new(192, 0, 2, 1),
+        let m = ask(
             &r,
+            "db",
+            RecordType::A,
+            (SERVER_B, Ipv4Addr::new(192, 0, 2, 1)),
             Transport::Udp,
-        ));
+        );
         assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 2, 0, 4)]);
     }
 
     #[test]
     fn ptr_nodata_and_internal_networks() {
         let r = records();
-        let m = answer_of(handle(
-            &request("3.0.1.10.in-addr.arpa", RecordType::PTR),
-            SERVER_A,
-            CLIENT,
+        let m = ask(
             &r,
+            "3.0.1.10.in-addr.arpa",
+            RecordType::PTR,
+            (SERVER_A, CLIENT),
             Transport::Udp,
-        ));
+        );
         assert_eq!(m.answers.len(), 1);
         assert_eq!(
             m.answers[0].data,
             RData::PTR(PTR(Name::from_ascii("web.netd.internal.").expect("name")))
         );
-        let m = answer_of(handle(
-            &request("web", RecordType::AAAA),
-            SERVER_A,
-            CLIENT,
+        let m = ask(
             &r,
+            "web",
+            RecordType::AAAA,
+            (SERVER_A, CLIENT),
             Transport::Udp,
-        ));
+        );
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.answers.is_empty() && m.metadata.authoritative);
         let lonely = Ipv4Addr::new(10, 3, 0, 2);
         let server_c = Ipv4Addr::new(10, 3, 0, 1);
-        let m = answer_of(handle(
-            &request("example.com", RecordType::A),
-            server_c,
-            lonely,
+        let m = ask(
             &r,
+            "example.com",
+            RecordType::A,
+            (server_c, lonely),
             Transport::Udp,
-        ));
+        );
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     }
 
@@ -380,21 +391,9 @@ mod tests {
             state.sandboxes.insert(s.id.clone(), s);
         }
         let r = Records::from_state(&state);
-        let udp = answer_of(handle(
-            &request("db", RecordType::A),
-            SERVER_A,
-            CLIENT,
-            &r,
-            Transport::Udp,
-        ));
+        let udp = ask(&r, "db", RecordType::A, (SERVER_A, CLIENT), Transport::Udp);
         assert!(udp.metadata.truncation && udp.answers.is_empty());
-        let tcp = answer_of(handle(
-            &request("db", RecordType::A),
-            SERVER_A,
-            CLIENT,
-            &r,
-            Transport::Tcp,
-        ));
+        let tcp = ask(&r, "db", RecordType::A, (SERVER_A, CLIENT), Transport::Tcp);
         assert_eq!(tcp.answers.len(), 100);
         assert!(!tcp.metadata.truncation);
     }

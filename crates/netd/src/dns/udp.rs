@@ -42,16 +42,6 @@ pub struct UdpServer {
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Control::Add(ip, ..) => write!(f, "Add({ip})"),
-            Control::Remove(ip, _) => write!(f, "Remove({ip})"),
-            Control::Stop => write!(f, "Stop"),
-        }
-    }
-}
-
 impl UdpServer {
     pub fn start(
         records: Arc<ArcSwap<Records>>,

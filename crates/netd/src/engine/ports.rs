@@ -430,20 +430,10 @@ fn ephemeral_range() -> (u16, u16) {
     }
 }
 
-/// Deletes conntrack entries of UDP flows to the mapped host ports, so flows that were
-/// going elsewhere (or nowhere) before the change do not stay blackholed.
+/// Deletes conntrack entries of UDP flows to the mapped host ports (see
+/// `linkd::conntrack::flush_udp_to_port`).
 fn flush_udp_conntrack(mappings: &[PortMapping]) {
     for m in mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
-        let _ = std::process::Command::new("conntrack")
-            .args([
-                "-D",
-                "-p",
-                "udp",
-                "--orig-port-dst",
-                &m.host_port.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        linkd::conntrack::flush_udp_to_port(m.host_port);
     }
 }
