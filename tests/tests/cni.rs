@@ -214,8 +214,14 @@ fn ip_in(netns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The nat table as `iptables-save` prints it, without its comment lines (they carry the
+/// time, so two snapshots a second apart would differ).
 fn nat_rules(host: &TestHost) -> String {
     host.sh_ok("iptables-save", &["-t", "nat"])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
