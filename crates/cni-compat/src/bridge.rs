@@ -11,7 +11,8 @@ use serde::Deserialize;
 use crate::delegate;
 use crate::masq;
 use crate::spec::{
-    CniEnv, CniError, CniResult, Code, Command, Interface, NetConf, Plugin, Result, RouteEntry,
+    CniEnv, CniError, CniResult, Code, Command, DnsConf, Interface, NetConf, Plugin, Result,
+    RouteEntry,
 };
 
 const DEFAULT_BRIDGE: &str = "cni0";
@@ -42,12 +43,32 @@ struct BridgeConf {
     macspoofchk: bool,
     #[serde(default)]
     ipam: Option<IpamRef>,
+    /// The result's `dns` when given (else the IPAM plugin's).
+    #[serde(default)]
+    dns: DnsConf,
+    #[serde(default)]
+    runtime_config: MacArg,
+    #[serde(default)]
+    args: BridgeArgs,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 struct IpamRef {
     #[serde(rename = "type", default)]
     kind: String,
+}
+
+/// `runtimeConfig.mac` and `args.cni.mac`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct MacArg {
+    #[serde(default)]
+    mac: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct BridgeArgs {
+    #[serde(default)]
+    cni: MacArg,
 }
 
 fn default_bridge() -> String {
@@ -101,18 +122,18 @@ impl BridgeConf {
 pub fn validate(conf: &NetConf) -> Result<()> {
     let bc = BridgeConf::parse(conf)?;
     if matches!(bc.ipam_type()?, "netd-ipam" | "host-local") {
-        crate::ipam::config::parse(&conf.raw)?;
+        crate::ipam::config::parse(conf)?;
     }
     Ok(())
 }
 
 /// The MAC asked for: `runtimeConfig.mac` over `args.cni.mac` over `CNI_ARGS` `MAC=`.
-fn requested_mac(env: &CniEnv, conf: &NetConf) -> Result<Option<Mac>> {
+fn requested_mac(env: &CniEnv, bc: &BridgeConf) -> Result<Option<Mac>> {
     let known = env.known_args(&["MAC"])?;
-    let text = conf
-        .runtime_config("mac")
-        .or_else(|| conf.args_cni("mac"))
-        .and_then(|v| v.as_str().map(str::to_string))
+    let text = [&bc.runtime_config.mac, &bc.args.cni.mac]
+        .into_iter()
+        .find(|m| !m.is_empty())
+        .cloned()
         .or_else(|| known.get("MAC").cloned());
     text.map(|t| {
         linkd::parse_mac(&t)
@@ -265,11 +286,7 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
                     )));
                 }
                 Some(_) => {}
-                None => routes.push(RouteEntry {
-                    dst: default,
-                    gw: Some(IpAddr::V4(gw)),
-                    extra: Default::default(),
-                }),
+                None => routes.push(RouteEntry::new(default, Some(IpAddr::V4(gw)))),
             }
         }
     }
@@ -331,7 +348,11 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
         ],
         ips,
         routes,
-        dns: ipam.dns,
+        dns: if bc.dns.is_set() {
+            bc.dns.to_dns()
+        } else {
+            ipam.dns
+        },
     })
 }
 
@@ -343,7 +364,7 @@ impl Plugin for Bridge {
     fn add(&self, env: &CniEnv, conf: &NetConf) -> Result<CniResult> {
         let bc = BridgeConf::parse(conf)?;
         let ipam_type = bc.ipam_type()?.to_string();
-        let peer_mac = match requested_mac(env, conf)? {
+        let peer_mac = match requested_mac(env, &bc)? {
             Some(mac) => mac,
             None => {
                 let mut mac: Mac = random_bytes()?;
@@ -382,14 +403,14 @@ impl Plugin for Bridge {
             peer_mac,
             peer_netns: netns.fd(),
         })?;
-        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
+        let config = &conf.bytes;
         let outcome = (|| {
             let host_veth = host.require_link(&host_name)?;
             if bc.hairpin_mode {
                 host.set_hairpin(host_veth.index, true)?;
             }
             host.set_up(host_veth.index, &host_name)?;
-            let ipam = delegate::run(env, &ipam_type, Command::Add, &config)?.ok_or_else(|| {
+            let ipam = delegate::run(env, &ipam_type, Command::Add, config)?.ok_or_else(|| {
                 CniError::new(Code::Delegate, format!("{ipam_type} returned no result"))
             })?;
             let attachment = Attachment {
@@ -404,7 +425,7 @@ impl Plugin for Bridge {
                 Ok(result) => Ok(result),
                 Err(e) => {
                     // Give the addresses back, as the spec asks.
-                    let _ = delegate::run(env, &ipam_type, Command::Del, &config);
+                    let _ = delegate::run(env, &ipam_type, Command::Del, config);
                     if bc.ip_masq {
                         let _ = masq::remove(&conf.name, &env.container_id);
                     }
@@ -420,7 +441,7 @@ impl Plugin for Bridge {
 
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         let bc = BridgeConf::parse(conf)?;
-        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
+        let config = &conf.bytes;
         // Rules first, so that their RCU grace period runs along with the one the veth's
         // deletion waits for; their socket is closed last, when that period is over.
         let rules = if bc.ip_masq {
@@ -431,7 +452,7 @@ impl Plugin for Bridge {
         // The IPAM plugin releases the addresses while the kernel deletes the veth (which
         // takes an RCU grace period, ~10-20 ms).
         let ipam = match bc.ipam_type() {
-            Ok(ipam_type) => Some(delegate::start(env, ipam_type, Command::Del, &config)?),
+            Ok(ipam_type) => Some(delegate::start(env, ipam_type, Command::Del, config)?),
             Err(_) => None,
         };
         let deleted = if env.netns.is_empty() {
@@ -460,8 +481,8 @@ impl Plugin for Bridge {
             .prev_result
             .as_ref()
             .ok_or_else(|| CniError::config("prevResult: required by CHECK"))?;
-        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
-        delegate::run(env, bc.ipam_type()?, Command::Check, &config)?;
+        let config = &conf.bytes;
+        delegate::run(env, bc.ipam_type()?, Command::Check, config)?;
         let failed = |what: String| CniError::new(Code::CheckFailed, what);
         let mut host = Netlink::open()?;
         match host.link_by_name(&bc.bridge)? {
@@ -515,14 +536,14 @@ impl Plugin for Bridge {
 
     fn status(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         let bc = BridgeConf::parse(conf)?;
-        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
-        delegate::run(env, bc.ipam_type()?, Command::Status, &config).map(|_| ())
+        let config = &conf.bytes;
+        delegate::run(env, bc.ipam_type()?, Command::Status, config).map(|_| ())
     }
 
     fn gc(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         let bc = BridgeConf::parse(conf)?;
-        let config = serde_json::to_vec(&conf.raw).unwrap_or_default();
-        delegate::run(env, bc.ipam_type()?, Command::Gc, &config)?;
+        let config = &conf.bytes;
+        delegate::run(env, bc.ipam_type()?, Command::Gc, config)?;
         if bc.ip_masq {
             let valid = crate::ipam::valid_attachments(conf)?;
             let saved = linkd::Iptables::default().save("nat")?;

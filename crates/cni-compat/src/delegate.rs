@@ -7,6 +7,7 @@ use std::process::{Command as Process, Stdio};
 
 use serde::Deserialize;
 
+use crate::spec::gojson::Node;
 use crate::spec::{CniEnv, CniError, CniResult, Code, Command, Result};
 
 /// Finds a plugin binary in `CNI_PATH`.
@@ -94,7 +95,10 @@ impl Running {
                 #[serde(default)]
                 details: String,
             }
-            return Err(match serde_json::from_slice::<WireError>(&output.stdout) {
+            let wire = Node::parse(&output.stdout)
+                .ok()
+                .and_then(|n| n.decode::<WireError>().ok());
+            return Err(match wire.ok_or(()) {
                 Ok(e) => CniError {
                     code: e.code,
                     msg: format!("{plugin_type}: {}", e.msg),
@@ -114,12 +118,6 @@ impl Running {
         if command != Command::Add {
             return Ok(None);
         }
-        let value: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-            CniError::new(
-                Code::Decode,
-                format!("{plugin_type} returned a result that is not JSON: {e}"),
-            )
-        })?;
-        CniResult::from_value(&value).map(Some)
+        CniResult::parse(&output.stdout, &plugin_type).map(Some)
     }
 }

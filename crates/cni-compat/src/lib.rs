@@ -14,6 +14,7 @@ pub mod spec;
 /// ADD, with no side effect: the target of the configuration fuzzers.
 pub fn validate_config(stdin: &[u8]) -> spec::Result<()> {
     let conf = spec::NetConf::parse(stdin)?;
+    conf.require_valid_name()?;
     let env = spec::CniEnv::from_vars(|k| match k {
         "CNI_COMMAND" => Some("ADD".into()),
         "CNI_CONTAINERID" => Some("fuzz".into()),
@@ -23,7 +24,7 @@ pub fn validate_config(stdin: &[u8]) -> spec::Result<()> {
         _ => None,
     })?;
     match conf.plugin_type.as_str() {
-        "netd-ipam" | "host-local" => ipam::config::parse(&conf.raw).map(|_| ()),
+        "netd-ipam" | "host-local" => ipam::config::parse(&conf).map(|_| ()),
         "netd-portmap" | "portmap" => portmap::validate(&env, &conf),
         _ => bridge::validate(&conf),
     }

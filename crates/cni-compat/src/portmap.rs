@@ -32,6 +32,16 @@ struct PortmapConf {
     external_set_mark_chain: Option<String>,
     #[serde(default)]
     conditions_v4: Option<Vec<String>>,
+    #[serde(default)]
+    runtime_config: PortmapRuntime,
+}
+
+/// The `portMappings` capability.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortmapRuntime {
+    #[serde(default)]
+    port_mappings: Vec<PortMapping>,
 }
 
 fn default_true() -> bool {
@@ -67,14 +77,12 @@ pub struct Plan {
     pub setmark_chain: String,
     pub mark: u32,
     pub conditions: Vec<String>,
+    /// The host-side interfaces of the previous result (they get `route_localnet`).
+    pub host_interfaces: Vec<String>,
 }
 
-fn parse_mappings(conf: &NetConf) -> Result<Vec<PortMapping>> {
-    let Some(value) = conf.runtime_config("portMappings") else {
-        return Ok(Vec::new());
-    };
-    let mappings: Vec<PortMapping> = Vec::deserialize(value)
-        .map_err(|e| CniError::config(format!("runtimeConfig.portMappings: {e}")))?;
+/// Checks the runtime's port mappings (ports, protocol, host address).
+fn check_mappings(mappings: &[PortMapping]) -> Result<()> {
     for (i, m) in mappings.iter().enumerate() {
         let field = |f: &str| format!("runtimeConfig.portMappings[{i}].{f}");
         for (name, port) in [
@@ -106,13 +114,31 @@ fn parse_mappings(conf: &NetConf) -> Result<Vec<PortMapping>> {
             )));
         }
     }
-    Ok(mappings)
+    Ok(())
+}
+
+/// Checks `conditionsV4`: each entry is one iptables argument (as the reference plugin
+/// passes them), so none may hold what would end a token, a rule or the transaction.
+fn check_conditions(conditions: &[String]) -> Result<()> {
+    for (i, c) in conditions.iter().enumerate() {
+        let bad = c.is_empty()
+            || c.chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control() || matches!(ch, '"' | '\'' | '\\'));
+        if bad {
+            return Err(CniError::config(format!(
+                "conditionsV4[{i}]: {c:?} is not one iptables argument (no spaces, quotes, backslashes or control characters)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Plan {
     fn from_conf(env: &CniEnv, conf: &NetConf, need_result: bool) -> Result<Option<Plan>> {
         let pc: PortmapConf = conf.plugin()?;
-        let mappings = parse_mappings(conf)?;
+        let mappings = pc.runtime_config.port_mappings.clone();
+        check_mappings(&mappings)?;
+        check_conditions(pc.conditions_v4.as_deref().unwrap_or_default())?;
         let bit = pc.mark_masq_bit.unwrap_or(DEFAULT_MARK_BIT);
         if bit > 31 {
             return Err(CniError::config(format!(
@@ -125,11 +151,27 @@ impl Plan {
             ));
         }
         if let Some(chain) = &pc.external_set_mark_chain {
-            if chain.is_empty() || chain.len() > 28 || chain.contains(char::is_whitespace) {
+            let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+            if chain.is_empty() || chain.len() > 28 || !chain.chars().all(name_char) {
                 return Err(CniError::config(format!(
                     "externalSetMarkChain: {chain:?} is not a chain name"
                 )));
             }
+        }
+        let mut host_interfaces = Vec::new();
+        for (i, interface) in conf
+            .prev_result
+            .iter()
+            .flat_map(|r| r.interfaces.iter())
+            .enumerate()
+            .filter(|(_, interface)| interface.sandbox.is_empty())
+        {
+            bridge_driver::names::validate_ifname(
+                &format!("prevResult.interfaces[{i}].name"),
+                &interface.name,
+            )
+            .map_err(|e| CniError::config(e.to_string()))?;
+            host_interfaces.push(interface.name.clone());
         }
         let address = conf.prev_result.as_ref().and_then(|prev| {
             let sandboxed: Vec<usize> = prev
@@ -169,6 +211,7 @@ impl Plan {
                 .unwrap_or_else(|| CHAIN_SETMARK.to_string()),
             mark: 1 << bit,
             conditions: pc.conditions_v4.unwrap_or_default(),
+            host_interfaces,
         }))
     }
 }
@@ -268,13 +311,8 @@ impl Plugin for Portmap {
             |nft| Ok(add_text(&plan, !nft.chain_exists("nat", CHAIN_DNAT)?)),
         )?;
         // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
-        for interface in conf
-            .prev_result
-            .iter()
-            .flat_map(|r| r.interfaces.iter())
-            .filter(|i| i.sandbox.is_empty())
-        {
-            let key = format!("net/ipv4/conf/{}/route_localnet", interface.name);
+        for interface in &plan.host_interfaces {
+            let key = format!("net/ipv4/conf/{interface}/route_localnet");
             let _ = linkd::sysctl::set(&key, "1");
         }
         // Stale UDP flows towards these ports would keep bypassing the new DNAT.
@@ -291,8 +329,8 @@ impl Plugin for Portmap {
     }
 
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
-        // Whatever the config says now, the attachment's rules carry its comment.
-        parse_mappings(conf)?;
+        // Whatever the mappings say now, the attachment's rules carry its comment.
+        conf.plugin::<PortmapConf>()?;
         remove(&conf.name, &env.container_id)
     }
 
@@ -368,6 +406,7 @@ mod tests {
             setmark_chain: CHAIN_SETMARK.into(),
             mark: 0x2000,
             conditions: vec![],
+            host_interfaces: vec![],
         };
         let text = add_text(&plan, false);
         let c = "-m comment --comment \"netd-cni name: net id: c1\"";

@@ -7,20 +7,23 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::spec::{CniError, Dns, Result, RouteEntry};
+use crate::spec::gojson::{DecodeError, Node};
+use crate::spec::{go_ip, CniError, Dns, NetConf, Result, RouteEntry};
 
 /// Where host-local keeps its files unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
+/// host-local's `Range` (and containerd's `ipRanges` entries, which carry empty strings for
+/// the addresses they leave out).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RangeConf {
     subnet: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "go_ip")]
     range_start: Option<IpAddr>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "go_ip")]
     range_end: Option<IpAddr>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "go_ip")]
     gateway: Option<IpAddr>,
 }
 
@@ -31,23 +34,52 @@ struct IpamConf {
     ranges: Vec<Vec<RangeConf>>,
     #[serde(default)]
     subnet: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "go_ip")]
     range_start: Option<IpAddr>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "go_ip")]
     range_end: Option<IpAddr>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "go_ip")]
     gateway: Option<IpAddr>,
     #[serde(default)]
     routes: Vec<RouteEntry>,
     #[serde(default)]
-    data_dir: Option<PathBuf>,
+    data_dir: String,
     #[serde(default)]
-    resolv_conf: Option<PathBuf>,
+    resolv_conf: String,
 }
 
+/// The runtime's part: the `ipRanges` and `ips` capabilities.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeConf {
+    #[serde(default)]
+    ip_ranges: Vec<Vec<RangeConf>>,
+    #[serde(default)]
+    ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ArgsConf {
+    #[serde(default)]
+    cni: Option<IpamArgs>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct IpamArgs {
+    #[serde(default)]
+    ips: Vec<String>,
+}
+
+/// What host-local reads of the whole configuration (its Go `Net`).
 #[derive(Debug, Deserialize)]
-struct Outer {
+#[serde(rename_all = "camelCase")]
+struct Net {
+    #[serde(default)]
     ipam: Option<IpamConf>,
+    #[serde(default)]
+    runtime_config: RuntimeConf,
+    #[serde(default)]
+    args: Option<ArgsConf>,
 }
 
 /// One range: the addresses `start..=end` of `subnet` handed out (the gateway never).
@@ -82,6 +114,8 @@ pub struct HostLocalConf {
     pub routes: Vec<RouteEntry>,
     pub data_dir: PathBuf,
     pub dns: Dns,
+    /// Addresses asked for in the configuration (`args.cni.ips`, then `runtimeConfig.ips`).
+    pub requested: Vec<IpAddr>,
 }
 
 pub fn as_u128(ip: IpAddr) -> u128 {
@@ -99,8 +133,13 @@ pub fn from_u128(v4: bool, n: u128) -> IpAddr {
     }
 }
 
-fn canonical_range(set: usize, index: usize, conf: &RangeConf) -> Result<Range> {
-    let field = |name: &str| format!("ipam.ranges[{set}][{index}].{name}");
+/// `set` names the range set in error messages (`ipam.ranges[1]`, `runtimeConfig.ipRanges[0]`,
+/// `ipam` for the legacy keys).
+fn canonical_range(set: &str, index: usize, conf: &RangeConf) -> Result<Range> {
+    let field = |name: &str| match set {
+        "ipam" => format!("ipam.{name}"),
+        _ => format!("{set}[{index}].{name}"),
+    };
     let subnet: IpNet = conf.subnet.parse().map_err(|_| {
         CniError::config(format!(
             "{}: {:?} is not a CIDR such as 10.1.0.0/24",
@@ -157,36 +196,52 @@ fn canonical_range(set: usize, index: usize, conf: &RangeConf) -> Result<Range> 
     })
 }
 
-/// Reads and checks the `ipam` section of a configuration.
-pub fn parse(raw: &serde_json::Map<String, serde_json::Value>) -> Result<HostLocalConf> {
-    let outer: Outer = serde_json::from_value(serde_json::Value::Object(raw.clone()))
-        .map_err(|e| CniError::config(format!("ipam: {e}")))?;
-    let conf = outer
-        .ipam
-        .ok_or_else(|| CniError::config("ipam: missing"))?;
-    let mut sets = conf.ranges.clone();
-    if let Some(subnet) = &conf.subnet {
-        sets.insert(
-            0,
+/// Reads and checks what host-local reads of a configuration: the `ipam` section, the
+/// runtime's `ipRanges` and `ips`, and `args.cni.ips`.
+pub fn parse(conf: &NetConf) -> Result<HostLocalConf> {
+    from_node(conf.document())
+}
+
+/// [`parse`] of a document.
+pub fn from_node(doc: &Node) -> Result<HostLocalConf> {
+    let net: Net = doc
+        .decode()
+        .map_err(|e: DecodeError| CniError::config(e.to_string()))?;
+    let conf = net.ipam.ok_or_else(|| CniError::config("ipam: missing"))?;
+    // As host-local: the runtime's ranges first, then the legacy single range, then ranges.
+    let mut sets: Vec<(String, &Vec<RangeConf>)> = Vec::new();
+    for (i, set) in net.runtime_config.ip_ranges.iter().enumerate() {
+        sets.push((format!("runtimeConfig.ipRanges[{i}]"), set));
+    }
+    let legacy = conf
+        .subnet
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .map(|subnet| {
             vec![RangeConf {
                 subnet: subnet.clone(),
                 range_start: conf.range_start,
                 range_end: conf.range_end,
                 gateway: conf.gateway,
-            }],
-        );
+            }]
+        });
+    if let Some(legacy) = &legacy {
+        sets.push(("ipam".to_string(), legacy));
     }
-    if sets.is_empty() || sets.iter().any(Vec::is_empty) {
+    for (i, set) in conf.ranges.iter().enumerate() {
+        sets.push((format!("ipam.ranges[{i}]"), set));
+    }
+    if sets.is_empty() || sets.iter().any(|(_, set)| set.is_empty()) {
         return Err(CniError::config(
             "ipam.ranges: at least one range set with at least one range is needed",
         ));
     }
     let mut range_sets = Vec::with_capacity(sets.len());
-    for (s, set) in sets.iter().enumerate() {
+    for (label, set) in &sets {
         let ranges = set
             .iter()
             .enumerate()
-            .map(|(i, r)| canonical_range(s, i, r))
+            .map(|(i, r)| canonical_range(label, i, r))
             .collect::<Result<Vec<_>>>()?;
         let v4 = matches!(ranges[0].subnet, IpNet::V4(_));
         if ranges
@@ -194,37 +249,63 @@ pub fn parse(raw: &serde_json::Map<String, serde_json::Value>) -> Result<HostLoc
             .any(|r| matches!(r.subnet, IpNet::V4(_)) != v4)
         {
             return Err(CniError::config(format!(
-                "ipam.ranges[{s}]: mixes IPv4 and IPv6 ranges"
+                "{label}: mixes IPv4 and IPv6 ranges"
             )));
         }
         range_sets.push(ranges);
     }
-    let all: Vec<(usize, &Range)> = range_sets
+    let all: Vec<(&str, &Range)> = range_sets
         .iter()
-        .enumerate()
-        .flat_map(|(s, set)| set.iter().map(move |r| (s, r)))
+        .zip(&sets)
+        .flat_map(|(set, (label, _))| set.iter().map(move |r| (label.as_str(), r)))
         .collect();
     for (i, (s1, a)) in all.iter().enumerate() {
         for (s2, b) in &all[i + 1..] {
             if a.overlaps(b) {
                 return Err(CniError::config(format!(
-                    "ipam.ranges[{s1}] and ipam.ranges[{s2}]: {} and {} overlap",
+                    "{s1} and {s2}: {} and {} overlap",
                     a.subnet, b.subnet
                 )));
             }
         }
     }
-    let dns = match &conf.resolv_conf {
-        Some(path) => read_resolv_conf(path)?,
-        None => Dns::default(),
+    let dns = match conf.resolv_conf.as_str() {
+        "" => Dns::default(),
+        path => read_resolv_conf(std::path::Path::new(path))?,
     };
+    let mut requested = Vec::new();
+    let texts = net
+        .args
+        .iter()
+        .flat_map(|a| a.cni.iter())
+        .flat_map(|c| c.ips.iter())
+        .map(|t| ("args.cni.ips", t))
+        .chain(
+            net.runtime_config
+                .ips
+                .iter()
+                .map(|t| ("runtimeConfig.ips", t)),
+        );
+    for (field, text) in texts {
+        // "10.1.0.5/24" and "10.1.0.5" are both seen in the wild.
+        let ip = text
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| CniError::config(format!("{field}: {text:?} is not an IP address")))?;
+        requested.push(ip);
+    }
     Ok(HostLocalConf {
         range_sets,
         routes: conf.routes,
-        data_dir: conf
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_dir: match conf.data_dir.as_str() {
+            "" => PathBuf::from(DEFAULT_DATA_DIR),
+            dir => PathBuf::from(dir),
+        },
         dns,
+        requested,
     })
 }
 
@@ -254,8 +335,7 @@ mod tests {
     use super::*;
 
     fn conf(json: &str) -> Result<HostLocalConf> {
-        let raw: serde_json::Value = serde_json::from_str(json).expect("json");
-        parse(raw.as_object().expect("object"))
+        from_node(&Node::parse(json.as_bytes()).expect("json"))
     }
 
     #[test]
@@ -297,7 +377,7 @@ mod tests {
             ),
             (r#"{"ipam":{"ranges":[]}}"#, "at least one"),
             (r#"{"other":1}"#, "ipam: missing"),
-            (r#"{"ipam":{"ranges":"x"}}"#, "ipam:"),
+            (r#"{"ipam":{"ranges":"x"}}"#, "ipam.ranges: invalid type"),
         ] {
             let err = conf(json).expect_err(json).msg;
             assert!(err.contains(needle), "{json}: {err}");

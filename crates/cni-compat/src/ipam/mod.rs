@@ -18,33 +18,24 @@ use store::{Holder, Store};
 #[derive(Debug, Default)]
 pub struct HostLocal;
 
-/// Addresses asked for by the runtime: `runtimeConfig.ips`, `args.cni.ips`, `CNI_ARGS` `IP=`.
-fn requested_ips(env: &CniEnv, conf: &NetConf) -> Result<Vec<IpAddr>> {
+/// Addresses asked for, in host-local's order: `CNI_ARGS` `IP=`, then `args.cni.ips`, then
+/// `runtimeConfig.ips`.
+fn requested_ips(env: &CniEnv, hl: &HostLocalConf) -> Result<Vec<IpAddr>> {
     let known = env.known_args(&["IP", "MAC"])?;
-    let mut texts: Vec<String> = Vec::new();
-    for value in [conf.runtime_config("ips"), conf.args_cni("ips")]
-        .into_iter()
-        .flatten()
-    {
-        let list: Vec<String> =
-            Vec::deserialize(value).map_err(|e| CniError::config(format!("ips: {e}")))?;
-        texts.extend(list);
-    }
-    if let Some(ip) = known.get("IP") {
-        texts.extend(ip.split(',').map(str::to_string));
-    }
     let mut out = Vec::new();
-    for text in texts {
-        // "10.1.0.5/24" and "10.1.0.5" are both seen in the wild.
+    for text in known.get("IP").into_iter().flat_map(|ip| ip.split(',')) {
         let ip = text
             .split('/')
             .next()
             .unwrap_or_default()
             .trim()
             .parse::<IpAddr>()
-            .map_err(|_| CniError::config(format!("ips: {text:?} is not an IP address")))?;
-        if !out.contains(&ip) {
-            out.push(ip);
+            .map_err(|_| CniError::config(format!("CNI_ARGS IP: {text:?} is not an IP address")))?;
+        out.push(ip);
+    }
+    for ip in &hl.requested {
+        if !out.contains(ip) {
+            out.push(*ip);
         }
     }
     Ok(out)
@@ -193,8 +184,8 @@ impl HostLocal {
 
 impl Plugin for HostLocal {
     fn add(&self, env: &CniEnv, conf: &NetConf) -> Result<CniResult> {
-        let hl = config::parse(&conf.raw)?;
-        let requested = requested_ips(env, conf)?;
+        let hl = config::parse(conf)?;
+        let requested = requested_ips(env, &hl)?;
         let store = Store::open(&hl.data_dir, &conf.name)?;
         let holder = Holder {
             container_id: env.container_id.clone(),
@@ -210,7 +201,7 @@ impl Plugin for HostLocal {
     }
 
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
-        let hl = config::parse(&conf.raw)?;
+        let hl = config::parse(conf)?;
         let store = Store::open(&hl.data_dir, &conf.name)?;
         for ip in store.held_by(&env.container_id, &env.ifname)? {
             store.release(ip)?;
@@ -222,7 +213,7 @@ impl Plugin for HostLocal {
     }
 
     fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
-        let hl = config::parse(&conf.raw)?;
+        let hl = config::parse(conf)?;
         let store = Store::open(&hl.data_dir, &conf.name)?;
         let held = store.held_by(&env.container_id, &env.ifname)?;
         for set in &hl.range_sets {
@@ -241,12 +232,12 @@ impl Plugin for HostLocal {
     }
 
     fn status(&self, _env: &CniEnv, conf: &NetConf) -> Result<()> {
-        let hl = config::parse(&conf.raw)?;
+        let hl = config::parse(conf)?;
         Store::open(&hl.data_dir, &conf.name).map(|_| ())
     }
 
     fn gc(&self, _env: &CniEnv, conf: &NetConf) -> Result<()> {
-        let hl = config::parse(&conf.raw)?;
+        let hl = config::parse(conf)?;
         let valid = valid_attachments(conf)?;
         let store = Store::open(&hl.data_dir, &conf.name)?;
         for (ip, holder) in store.reservations()? {
@@ -265,18 +256,20 @@ impl Plugin for HostLocal {
 /// GC's `cni.dev/valid-attachments`: (container id, ifname) pairs to keep.
 pub fn valid_attachments(conf: &NetConf) -> Result<Vec<(String, String)>> {
     #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
     struct Attachment {
         #[serde(rename = "containerID")]
         container_id: String,
+        #[serde(default)]
         ifname: String,
     }
-    let Some(value) = conf.raw.get("cni.dev/valid-attachments") else {
-        return Ok(Vec::new());
-    };
-    let list: Vec<Attachment> = Vec::deserialize(value)
-        .map_err(|e| CniError::config(format!("cni.dev/valid-attachments: {e}")))?;
-    Ok(list
+    #[derive(Deserialize)]
+    struct Gc {
+        #[serde(rename = "cni.dev/valid-attachments", default)]
+        valid: Vec<Attachment>,
+    }
+    let gc: Gc = conf.plugin()?;
+    Ok(gc
+        .valid
         .into_iter()
         .map(|a| (a.container_id, a.ifname))
         .collect())
@@ -285,10 +278,10 @@ pub fn valid_attachments(conf: &NetConf) -> Result<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::gojson::Node;
 
     fn set(json: &str) -> Vec<Range> {
-        let raw: serde_json::Value = serde_json::from_str(json).expect("json");
-        config::parse(raw.as_object().expect("object"))
+        config::from_node(&Node::parse(json.as_bytes()).expect("json"))
             .expect("valid")
             .range_sets
             .remove(0)
@@ -314,12 +307,11 @@ mod tests {
     #[test]
     fn allocation_release_and_exhaustion_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let raw: serde_json::Value = serde_json::from_str(&format!(
+        let json = format!(
             r#"{{"ipam":{{"ranges":[[{{"subnet":"10.1.0.0/30"}}]],"dataDir":"{}"}}}}"#,
             dir.path().display()
-        ))
-        .expect("json");
-        let hl = config::parse(raw.as_object().expect("object")).expect("valid");
+        );
+        let hl = config::from_node(&Node::parse(json.as_bytes()).expect("json")).expect("valid");
         let store = Store::open(&hl.data_dir, "net").expect("store");
         let a = Holder {
             container_id: "a".into(),

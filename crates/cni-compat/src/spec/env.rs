@@ -86,10 +86,12 @@ impl CniEnv {
             ));
         }
         let container_id = get("CNI_CONTAINERID").unwrap_or_default();
-        if !container_id.is_empty() && !valid_container_id(&container_id) {
+        if !container_id.is_empty() && !super::valid_identifier(&container_id) {
             return Err(CniError::new(
                 Code::InvalidEnvironment,
-                format!("CNI_CONTAINERID {container_id:?}: only letters, digits, _ . - allowed"),
+                format!(
+                    "CNI_CONTAINERID {container_id:?}: not a valid container id (an ASCII letter or digit, then letters, digits, _ . -)"
+                ),
             ));
         }
         let ifname = get("CNI_IFNAME").unwrap_or_default();
@@ -130,14 +132,6 @@ impl CniEnv {
         }
         Ok(out)
     }
-}
-
-/// The spec: letters, digits, then also `_ . -`.
-fn valid_container_id(id: &str) -> bool {
-    id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// `K=V;K2=V2`.

@@ -3,85 +3,127 @@
 
 mod env;
 mod error;
+pub mod gojson;
 mod result;
 mod version;
 
 use std::io::Read;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+
+use gojson::Node;
 
 pub use env::{parse_args, CniEnv, Command};
 pub use error::{CniError, Code, Result};
-pub use result::{CniResult, Dns, Interface, IpConfig, RouteEntry};
+pub use result::{go_ip, CniResult, Dns, DnsConf, Interface, IpConfig, RouteEntry};
 pub use version::{Version, SUPPORTED};
 
-/// The keys every plugin configuration has, whatever the plugin; the rest stays in `raw`
-/// (passed through untouched, and to delegates).
+/// The keys every plugin configuration has, whatever the plugin. Each plugin decodes its
+/// own keys from the same document with [`NetConf::plugin`], as the reference plugins each
+/// decode the configuration into their own Go struct.
 #[derive(Debug, Clone)]
 pub struct NetConf {
     pub version: Version,
     pub name: String,
     pub plugin_type: String,
     pub prev_result: Option<CniResult>,
-    /// The whole configuration as given.
-    pub raw: Map<String, Value>,
+    /// The configuration exactly as the runtime sent it: what delegates get.
+    pub bytes: Vec<u8>,
+    doc: Node,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Envelope {
+    #[serde(default)]
     cni_version: String,
     #[serde(default)]
     name: String,
     #[serde(rename = "type", default)]
     plugin_type: String,
     #[serde(default)]
-    prev_result: Option<Value>,
+    prev_result: Option<Node>,
 }
 
 impl NetConf {
     pub fn parse(bytes: &[u8]) -> Result<NetConf> {
-        let raw: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::new(
+        let doc = Node::parse(bytes)
+            .map_err(|e| CniError::new(Code::Decode, format!("configuration is not JSON: {e}")))?;
+        if !matches!(doc, Node::Object(_)) {
+            return Err(CniError::new(
                 Code::Decode,
-                format!("configuration is not a JSON object: {e}"),
-            )
-        })?;
-        let envelope: Envelope = serde_json::from_value(Value::Object(raw.clone()))
+                "configuration is not a JSON object",
+            ));
+        }
+        let envelope: Envelope = doc
+            .decode()
             .map_err(|e| CniError::new(Code::Decode, format!("configuration: {e}")))?;
+        if envelope.cni_version.is_empty() {
+            return Err(CniError::new(
+                Code::Decode,
+                "configuration: missing field `cniVersion`",
+            ));
+        }
         let version = Version::parse(&envelope.cni_version)?;
-        let prev_result = match &envelope.prev_result {
-            Some(Value::Null) | None => None,
-            Some(value) => Some(CniResult::from_value(value)?),
-        };
+        let prev_result = envelope
+            .prev_result
+            .as_ref()
+            .map(CniResult::from_node)
+            .transpose()?;
         Ok(NetConf {
             version,
             name: envelope.name,
             plugin_type: envelope.plugin_type,
             prev_result,
-            raw,
+            bytes: bytes.to_vec(),
+            doc,
         })
     }
 
-    /// A plugin's own keys, read from the whole configuration.
-    pub fn plugin<T: for<'de> Deserialize<'de>>(&self) -> Result<T> {
-        serde_json::from_value(Value::Object(self.raw.clone()))
+    /// A plugin's own keys, decoded from the whole configuration with Go's rules (see
+    /// [`gojson`]).
+    pub fn plugin<T: DeserializeOwned>(&self) -> Result<T> {
+        self.doc
+            .decode()
             .map_err(|e| CniError::config(format!("{} configuration: {e}", self.plugin_type)))
     }
 
-    /// `runtimeConfig.<key>`, if the runtime passed it.
-    pub fn runtime_config(&self, key: &str) -> Option<&Value> {
-        self.raw.get("runtimeConfig").and_then(|r| r.get(key))
+    /// The configuration as parsed, for decoders that need more than [`NetConf::plugin`].
+    pub fn document(&self) -> &Node {
+        &self.doc
     }
 
-    /// `args.cni.<key>` (CONVENTIONS.md).
-    pub fn args_cni(&self, key: &str) -> Option<&Value> {
-        self.raw
-            .get("args")
-            .and_then(|a| a.get("cni"))
-            .and_then(|c| c.get(key))
+    /// Checks `name` as the spec requires, for the verbs that act on a network.
+    pub fn require_valid_name(&self) -> Result<()> {
+        validate_name(&self.name)
     }
+}
+
+/// The spec's rule for network names: an alphanumeric, then alphanumerics, `_`, `.`, `-`.
+/// The name ends up in file paths and rule comments, so nothing else may pass.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(CniError::config(
+            "name: missing (the network name is required)",
+        ));
+    }
+    if !valid_identifier(name) {
+        return Err(CniError::config(format!(
+            "name: {name:?} is not a valid network name (an ASCII letter or digit, then letters, digits, _ . -)"
+        )));
+    }
+    Ok(())
+}
+
+/// Alphanumeric first, then alphanumerics, `_`, `.`, `-` (names and container ids).
+pub(crate) fn valid_identifier(text: &str) -> bool {
+    text.bytes()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// What a verb produced: a result to print, or nothing.
@@ -152,6 +194,9 @@ pub fn dispatch(
         );
         return (version, Err(e));
     }
+    if let Err(e) = conf.require_valid_name() {
+        return (version, Err(e));
+    }
     let outcome = match env.command {
         Command::Add => plugin
             .add(&env, &conf)
@@ -166,8 +211,10 @@ pub fn dispatch(
 }
 
 fn requested_version(stdin: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(stdin).ok()?;
-    Some(value.get("cniVersion")?.as_str()?.to_string())
+    match Node::parse(stdin).ok()?.get("cniVersion")? {
+        Node::String(version) => Some(version.clone()),
+        _ => None,
+    }
 }
 
 fn version_answer(stdin: &[u8]) -> String {

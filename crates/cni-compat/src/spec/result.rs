@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::error::{CniError, Code, Result};
+use super::gojson::Node;
 use super::version::Version;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,15 @@ pub struct Interface {
     /// The namespace path, for interfaces inside the container.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
+    /// 1.1.0's, passed along as given.
+    #[serde(
+        default,
+        rename = "socketPath",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub socket_path: String,
+    #[serde(default, rename = "pciID", skip_serializing_if = "String::is_empty")]
+    pub pci_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +37,11 @@ pub struct IpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     pub address: IpNet,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "go_ip",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway: Option<IpAddr>,
     /// Index into `interfaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,13 +51,93 @@ pub struct IpConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteEntry {
     pub dst: IpNet,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "go_ip",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gw: Option<IpAddr>,
-    /// 1.1.0's optional route attributes, kept as given.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// 1.1.0's optional route attributes, passed along as given.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mtu: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub advmss: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<i64>,
 }
 
+impl RouteEntry {
+    /// A route to `dst`, via `gw` if given.
+    pub fn new(dst: IpNet, gw: Option<IpAddr>) -> Self {
+        RouteEntry {
+            dst,
+            gw,
+            mtu: 0,
+            advmss: 0,
+            priority: 0,
+            table: None,
+            scope: None,
+        }
+    }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// An address field as Go's `net.IP` reads it: `""` means none (containerd sends
+/// `"Gateway":""` in its ipRanges).
+pub fn go_ip<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<IpAddr>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    match text.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => t
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not an IP address"))),
+    }
+}
+
+/// The `dns` of a network configuration, as the bridge reads it: a list that is given at
+/// all (even empty) counts as set, as in Go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DnsConf {
+    #[serde(default)]
+    pub nameservers: Option<Vec<String>>,
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub search: Option<Vec<String>>,
+    #[serde(default)]
+    pub options: Option<Vec<String>>,
+}
+
+impl DnsConf {
+    /// What the reference bridge calls `dnsConfSet`.
+    pub fn is_set(&self) -> bool {
+        self.nameservers.is_some()
+            || self.search.is_some()
+            || self.options.is_some()
+            || !self.domain.is_empty()
+    }
+
+    pub fn to_dns(&self) -> Dns {
+        Dns {
+            nameservers: self.nameservers.clone().unwrap_or_default(),
+            domain: self.domain.clone(),
+            search: self.search.clone().unwrap_or_default(),
+            options: self.options.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A result's `dns`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -74,17 +168,35 @@ pub struct CniResult {
     pub ips: Vec<IpConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteEntry>,
-    #[serde(default, skip_serializing_if = "Dns::is_empty")]
+    /// Always printed (`{}` when empty), as the reference plugins print it.
+    #[serde(default)]
     pub dns: Dns,
 }
 
 impl CniResult {
-    /// Reads a result of any supported version (a `prevResult`, or a delegate's output).
-    pub fn from_value(value: &serde_json::Value) -> Result<CniResult> {
-        let mut result: CniResult = serde_json::from_value(value.clone()).map_err(|e| {
+    /// Reads a result of any supported version (a `prevResult`), with Go's rules.
+    pub fn from_node(node: &Node) -> Result<CniResult> {
+        let mut result: CniResult = node
+            .decode()
+            .map_err(|e| CniError::new(Code::Decode, format!("prevResult: {}", e)))?;
+        for ip in &mut result.ips {
+            ip.version = None;
+        }
+        Ok(result)
+    }
+
+    /// Reads a result printed by a plugin (a delegate's output).
+    pub fn parse(bytes: &[u8], what: &str) -> Result<CniResult> {
+        let node = Node::parse(bytes).map_err(|e| {
             CniError::new(
                 Code::Decode,
-                format!("cannot read the previous result: {e}"),
+                format!("{what} returned a result that is not JSON: {e}"),
+            )
+        })?;
+        let mut result: CniResult = node.decode().map_err(|e| {
+            CniError::new(
+                Code::Decode,
+                format!("{what} returned an unreadable result: {e}"),
             )
         })?;
         for ip in &mut result.ips {
@@ -136,8 +248,7 @@ mod tests {
         assert!(old.starts_with("{\"cniVersion\":\"0.3.1\""), "{old}");
         let new = result.to_json(Version::V1_0_0);
         assert!(!new.contains("\"version\""), "{new}");
-        let back =
-            CniResult::from_value(&serde_json::from_str(&old).expect("json")).expect("reads");
+        let back = CniResult::parse(old.as_bytes(), "test").expect("reads");
         assert_eq!(back.ips, result.ips);
     }
 }
