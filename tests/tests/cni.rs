@@ -235,18 +235,46 @@ fn files_in(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Reservations in a network's IPAM directory: the files besides the lock, the round-robin
-/// markers and netd-ipam's index.
+/// Reservations in a network's IPAM directory: the files besides the lock and the
+/// round-robin markers (nothing else may be there).
 fn reserved(data: &Path, network: &str) -> Vec<String> {
-    files_in(&data.join(network))
+    let files = files_in(&data.join(network));
+    for name in &files {
+        assert!(
+            name == "lock"
+                || name.starts_with("last_reserved_ip.")
+                || name.parse::<std::net::IpAddr>().is_ok(),
+            "{name} is not one of host-local's files: {files:?}"
+        );
+    }
+    files
         .into_iter()
-        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip") && n != "netd-index")
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
         .collect()
 }
 
+/// Where netd-ipam keeps the index of a network directory: the entry under the plugins'
+/// run directory whose stamp names it.
+fn index_dir(host: &TestHost, data: &Path, network: &str) -> Option<PathBuf> {
+    let wanted = data.join(network).display().to_string();
+    std::fs::read_dir(host.dir.path().join("netd-cni").join("ipam"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("stamp"))
+                .is_ok_and(|s| s.lines().nth(1) == Some(wanted.as_str()))
+        })
+}
+
 /// netd-ipam's index entries of a network.
-fn indexed(data: &Path, network: &str) -> Vec<String> {
-    files_in(&data.join(network).join("netd-index"))
+fn indexed(host: &TestHost, data: &Path, network: &str) -> Vec<String> {
+    index_dir(host, data, network)
+        .map(|dir| files_in(&dir))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n != "stamp")
+        .collect()
 }
 
 /// A TCP server in a container namespace answering "hello"; bounded in time, and killed
@@ -304,19 +332,38 @@ fn every_verb_in_every_spec_version() {
     let host = TestHost::bare();
     let data = host.dir.path().join("ipam");
     let rt = Runtime::new(&host);
+    let resolv = host.dir.path().join("cni-resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 192.0.2.53\nsearch example.test\noptions ndots:2\n",
+    )
+    .unwrap();
+    let network_dns = json!({"nameservers": ["10.96.0.10"], "domain": "cluster.local",
+                             "search": ["svc.cluster.local"]});
     for (i, version) in VERSIONS.iter().enumerate() {
         let (name, id) = (format!("net{i}"), format!("ctr{i}"));
-        let list = ours(
+        let mut list = ours(
             version,
             &name,
             &format!("cnibr{i}"),
             &format!("10.60.{i}.0/24"),
             &data,
         );
+        // The IPAM plugin's dns (from resolvConf), which a network's own dns overrides.
+        list["plugins"][0]["ipam"]["resolvConf"] = json!(resolv);
+        if i % 2 == 1 {
+            list["plugins"][0]["dns"] = network_dns.clone();
+        }
         let netns = host.add_container_netns();
         let runtime = mapping(8000 + i as u16, 80);
         let result = rt.add(&list, &id, &netns, &runtime).expect("ADD");
         assert_eq!(result["cniVersion"], *version);
+        let expected_dns = if i % 2 == 1 {
+            network_dns.clone()
+        } else {
+            json!({"nameservers": ["192.0.2.53"], "search": ["example.test"], "options": ["ndots:2"]})
+        };
+        assert_eq!(result["dns"], expected_dns, "{version}: {result}");
         let ip = &result["ips"][0];
         assert_eq!(ip["address"], format!("10.60.{i}.2/24"), "{result}");
         assert_eq!(ip["gateway"], format!("10.60.{i}.1"));
@@ -362,7 +409,7 @@ fn every_verb_in_every_spec_version() {
             .expect("DEL");
         assert!(!ip_in(&netns, &["link"]).contains("eth0"));
         assert!(reserved(&data, &name).is_empty());
-        assert!(indexed(&data, &name).is_empty());
+        assert!(indexed(&host, &data, &name).is_empty());
         assert!(!nat_rules(&host).contains(&marker));
         // Again, and as containerd's second DEL: no namespace, no prevResult.
         rt.each("DEL", &list, &id, &netns, &runtime, Some(&result))
@@ -546,7 +593,7 @@ fn fifty_parallel_adds_then_fifty_parallel_dels() {
     addresses.dedup();
     assert_eq!(addresses.len(), 50, "no duplicate addresses");
     assert_eq!(reserved(&data, "many").len(), 50);
-    assert_eq!(indexed(&data, "many").len(), 50);
+    assert_eq!(indexed(&host, &data, "many").len(), 50);
     assert_eq!(nat_rules(&host).matches("netd-cni name: many").count(), 200);
 
     std::thread::scope(|s| {
@@ -566,7 +613,7 @@ fn fifty_parallel_adds_then_fifty_parallel_dels() {
         }
     });
     assert!(reserved(&data, "many").is_empty());
-    assert!(indexed(&data, "many").is_empty());
+    assert!(indexed(&host, &data, "many").is_empty());
     assert!(!nat_rules(&host).contains("netd-cni name: many"));
     assert!(host.links().iter().all(|l| !l.starts_with("veth")));
 }
@@ -720,4 +767,389 @@ fn gc_removes_what_no_attachment_holds() {
     let rules = nat_rules(&host);
     assert!(rules.contains("netd-cni name: gcnet id: keep"));
     assert!(!rules.contains("netd-cni name: gcnet id: gone"), "{rules}");
+}
+
+/// Every file under `dir` (recursively), relative path -> content, for byte-for-byte
+/// comparisons.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// The shapes real runtimes send: containerd (go-cni) capitalises the keys of its
+/// capability arguments, podman asks for an address and a MAC through capabilities,
+/// cnitool passes CNI_ARGS. Each attachment answers on its published port from outside.
+#[test]
+fn runtime_shapes_end_to_end() {
+    let mut host = TestHost::bare();
+    host.add_internet();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    let mut list = ours("1.0.0", "shapes", "cnis", "10.68.0.0/24", &data);
+    list["plugins"][0]["capabilities"] = json!({"ips": true, "mac": true});
+    // containerd's CRI configuration gives the range at run time (the node's pod CIDR).
+    let mut from_cri = list.clone();
+    from_cri["plugins"][0]["capabilities"] = json!({"ipRanges": true});
+    from_cri["plugins"][0]["ipam"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ranges");
+
+    // containerd 1.6 through go-cni: PortMapping and IPRanges structs without JSON tags.
+    let containerd = json!({
+        "portMappings": [{"HostPort": 18090, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}],
+        "ipRanges": [[{"Subnet": "10.68.0.0/24", "RangeStart": "10.68.0.50", "RangeEnd": "",
+                       "Gateway": ""}]]
+    });
+    // podman (CNI backend): lowercase mappings with a host address, a static address as
+    // a CIDR and a MAC.
+    let podman = json!({
+        "portMappings": [{"hostPort": 18091, "containerPort": 80, "protocol": "tcp",
+                          "hostIP": HOST_UPLINK_IP}],
+        "ips": ["10.68.0.77/24"],
+        "mac": "02:00:00:00:00:77"
+    });
+    let ns1 = host.add_container_netns();
+    let r1 = rt
+        .add(&from_cri, "containerd1", &ns1, &containerd)
+        .expect("containerd ADD");
+    assert_eq!(r1["ips"][0]["address"], "10.68.0.50/24", "{r1}");
+    let ns2 = host.add_container_netns();
+    let r2 = rt.add(&list, "podman1", &ns2, &podman).expect("podman ADD");
+    assert_eq!(r2["ips"][0]["address"], "10.68.0.77/24", "{r2}");
+    assert!(ip_in(&ns2, &["link", "show", "eth0"]).contains("02:00:00:00:00:77"));
+
+    // cnitool: capability arguments from CAP_ARGS, a static address from CNI_ARGS.
+    let ns3 = host.add_container_netns();
+    let cap_args =
+        json!({"portMappings": [{"hostPort": 18092, "containerPort": 80, "protocol": "tcp"}]});
+    let mut prev: Option<Value> = None;
+    for plugin in list["plugins"].as_array().unwrap() {
+        let conf = Runtime::plugin_conf(&list, plugin, &cap_args, prev.as_ref());
+        let env = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "cnitool-77f2b2d9a7c1"),
+            ("CNI_NETNS", ns3.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", rt.cni_path.as_str()),
+            ("CNI_ARGS", "IgnoreUnknown=1;IP=10.68.0.88"),
+        ];
+        let answer = rt.exec_raw(
+            plugin["type"].as_str().unwrap(),
+            &env,
+            conf.to_string().as_bytes(),
+        );
+        assert!(answer.ok, "cnitool ADD: {}", answer.json);
+        prev = Some(answer.json);
+    }
+    let r3 = prev.unwrap();
+    assert_eq!(r3["ips"][0]["address"], "10.68.0.88/24", "{r3}");
+
+    let servers = [
+        serve_hello(&ns1, 80),
+        serve_hello(&ns2, 80),
+        serve_hello(&ns3, 80),
+    ];
+    for port in [18090, 18091, 18092] {
+        let args = client(&format!("{HOST_UPLINK_IP}:{port}"));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(
+            tcp_answer(|| host.internet_cmd("socat", &argv)),
+            "hello",
+            "port {port} from outside"
+        );
+    }
+    drop(servers);
+    rt.each(
+        "DEL",
+        &from_cri,
+        "containerd1",
+        &ns1,
+        &containerd,
+        Some(&r1),
+    )
+    .expect("DEL");
+    // containerd's second DEL: no namespace, no prevResult.
+    rt.each("DEL", &from_cri, "containerd1", "", &containerd, None)
+        .expect("second DEL");
+    rt.each("DEL", &list, "podman1", &ns2, &podman, Some(&r2))
+        .expect("DEL");
+    rt.each(
+        "DEL",
+        &list,
+        "cnitool-77f2b2d9a7c1",
+        &ns3,
+        &cap_args,
+        Some(&r3),
+    )
+    .expect("DEL");
+    assert!(reserved(&data, "shapes").is_empty());
+    assert!(!nat_rules(&host).contains("netd-cni name:"));
+}
+
+/// netd-ipam leaves in the data directory exactly what host-local leaves for the same
+/// operations, and its index (kept elsewhere) is rebuilt when it is lost or disagrees.
+#[test]
+fn ipam_files_as_host_local_and_the_index_rebuilt() {
+    let host = TestHost::bare();
+    let rt = Runtime::new(&host);
+    let netns = host.add_container_netns();
+    let ours_dir = host.dir.path().join("ipam-ours");
+    let theirs_dir = host.dir.path().join("ipam-theirs");
+    let conf = |plugin: &str, data: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "files", "type": plugin,
+               "ipam": {"type": plugin, "ranges": [[{"subnet": "10.69.0.0/29"}], [{"subnet": "fd69::/120"}]],
+                        "dataDir": data}})
+    };
+    let steps = [
+        ("ADD", "a"),
+        ("ADD", "b"),
+        ("ADD", "c"),
+        ("DEL", "b"),
+        ("ADD", "d"),
+        ("DEL", "a"),
+        ("ADD", "b"),
+        ("ADD", "e"),
+        ("DEL", "zzz"),
+    ];
+    for (plugin, data) in [("netd-ipam", &ours_dir), ("host-local", &theirs_dir)] {
+        for (verb, id) in steps {
+            let answer = rt.exec(plugin, verb, id, &netns, &conf(plugin, data));
+            assert!(answer.ok, "{plugin} {verb} {id}: {}", answer.json);
+        }
+    }
+    assert_eq!(
+        files_in(&ours_dir),
+        files_in(&theirs_dir),
+        "data directory listing"
+    );
+    assert_eq!(tree(&ours_dir), tree(&theirs_dir), "file contents");
+    assert_eq!(
+        reserved(&ours_dir, "files").len(),
+        8,
+        "b c d e, one IPv4 and one IPv6 address each"
+    );
+
+    // The index is lost: the next operation rebuilds it, and knows who holds what.
+    let ours = conf("netd-ipam", &ours_dir);
+    let index = index_dir(&host, &ours_dir, "files").expect("index");
+    assert_eq!(
+        indexed(&host, &ours_dir, "files"),
+        ["b@eth0", "c@eth0", "d@eth0", "e@eth0"]
+    );
+    std::fs::remove_dir_all(&index).unwrap();
+    let again = rt.exec("netd-ipam", "ADD", "c", &netns, &ours);
+    assert!(!again.ok, "a second address for c: {}", again.json);
+    assert_eq!(again.json["code"], 7);
+    assert!(
+        again.json["msg"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate allocation"),
+        "{}",
+        again.json
+    );
+    assert_eq!(
+        indexed(&host, &ours_dir, "files"),
+        ["b@eth0", "c@eth0", "d@eth0", "e@eth0"]
+    );
+
+    // host-local works on the same directory: the index disagrees, and is rebuilt.
+    let theirs_here = conf("host-local", &ours_dir);
+    assert!(rt.exec("host-local", "ADD", "f", &netns, &theirs_here).ok);
+    assert!(rt.exec("host-local", "DEL", "c", &netns, &theirs_here).ok);
+    let before = reserved(&ours_dir, "files").len();
+    let del = rt.exec("netd-ipam", "DEL", "f", &netns, &ours);
+    assert!(del.ok, "{}", del.json);
+    assert_eq!(
+        reserved(&ours_dir, "files").len(),
+        before - 2,
+        "f's two addresses"
+    );
+    assert_eq!(
+        indexed(&host, &ours_dir, "files"),
+        ["b@eth0", "d@eth0", "e@eth0"]
+    );
+    // An operator removes a reservation by hand.
+    let e_file = std::fs::read_dir(ours_dir.join("files"))
+        .unwrap()
+        .flatten()
+        .find(|f| std::fs::read_to_string(f.path()).unwrap_or_default() == "e\r\neth0")
+        .unwrap();
+    std::fs::remove_file(e_file.path()).unwrap();
+    let add = rt.exec("netd-ipam", "ADD", "g", &netns, &ours);
+    assert!(add.ok, "{}", add.json);
+    let del = rt.exec("netd-ipam", "DEL", "e", &netns, &ours);
+    assert!(del.ok, "{}", del.json);
+    for id in ["b", "d", "g"] {
+        assert!(rt.exec("netd-ipam", "DEL", id, &netns, &ours).ok);
+    }
+    assert!(reserved(&ours_dir, "files").is_empty());
+    assert!(indexed(&host, &ours_dir, "files").is_empty());
+}
+
+/// Input that would break rule text, paths or types is refused before anything is made,
+/// with the spec's error JSON naming what is wrong.
+#[test]
+fn unsafe_names_ids_conditions_and_types_are_refused() {
+    let host = TestHost::bare();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    let ns = host.add_container_netns();
+    let good = ours("1.0.0", "safe", "cnix", "10.70.0.0/24", &data);
+    let first = rt
+        .add(&good, "first", &ns, &mapping(8200, 80))
+        .expect("ADD");
+    let run_dir = host.dir.path().join("netd-cni");
+    let snapshot = || {
+        (
+            host.links(),
+            nat_rules(&host),
+            tree(&data),
+            tree(&run_dir.join("ipam")),
+        )
+    };
+    let before = snapshot();
+    let other = host.add_container_netns();
+    let env = |id: &str| {
+        vec![
+            ("CNI_COMMAND".to_string(), "ADD".to_string()),
+            ("CNI_CONTAINERID".to_string(), id.to_string()),
+            ("CNI_NETNS".to_string(), other.clone()),
+            ("CNI_IFNAME".to_string(), "eth0".to_string()),
+            ("CNI_PATH".to_string(), rt.cni_path.clone()),
+        ]
+    };
+    let exec = |plugin: &str, id: &str, conf: &Value| {
+        let pairs = env(id);
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        rt.exec_raw(plugin, &pairs, conf.to_string().as_bytes())
+    };
+    let confs = |edit: &dyn Fn(&mut Value)| -> Vec<(&'static str, Value)> {
+        let bridge = Runtime::plugin_conf(&good, &good["plugins"][0], &json!({}), None);
+        let ipam = {
+            let mut c = bridge.clone();
+            c["type"] = json!("netd-ipam");
+            c
+        };
+        let portmap =
+            Runtime::plugin_conf(&good, &good["plugins"][1], &mapping(8201, 80), Some(&first));
+        let mut out = vec![
+            ("netd-bridge", bridge),
+            ("netd-ipam", ipam),
+            ("netd-portmap", portmap),
+        ];
+        for (_, c) in &mut out {
+            edit(c);
+        }
+        out
+    };
+    let check = |case: &str, answer: Answer, code: u64, needle: &str| {
+        assert!(!answer.ok, "{case} succeeded: {}", answer.json);
+        assert_eq!(answer.json["code"], code, "{case}: {}", answer.json);
+        let msg = answer.json["msg"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(needle),
+            "{case}: {msg:?} should mention {needle:?}"
+        );
+        assert_eq!(snapshot(), before, "{case} left something behind");
+    };
+    for bad in ["acn\"bad", "bad\nname", "bad name"] {
+        for (plugin, conf) in confs(&|c| c["name"] = json!(bad)) {
+            check(
+                &format!("{plugin} name {bad:?}"),
+                exec(plugin, "second", &conf),
+                7,
+                "name",
+            );
+        }
+    }
+    for (plugin, conf) in confs(&|_| {}) {
+        check(
+            &format!("{plugin} id with a slash"),
+            exec(plugin, "../second", &conf),
+            4,
+            "CNI_CONTAINERID",
+        );
+    }
+    let portmap = |edit: &dyn Fn(&mut Value)| {
+        let mut conf = confs(&|_| {})
+            .into_iter()
+            .find(|(p, _)| *p == "netd-portmap")
+            .unwrap()
+            .1;
+        edit(&mut conf);
+        conf
+    };
+    for injected in [
+        json!(["-s", "10.0.0.0/8\nCOMMIT\n*filter\n-A INPUT -j DROP"]),
+        json!(["-m", "comment --comment \"x\""]),
+    ] {
+        let conf = portmap(&|c| c["conditionsV4"] = injected.clone());
+        check(
+            "injected conditionsV4",
+            exec("netd-portmap", "second", &conf),
+            7,
+            "conditionsV4",
+        );
+    }
+    let conf = portmap(&|c| {
+        c["runtimeConfig"] = json!({"portMappings": [{"HostPort": "x", "ContainerPort": 80}]})
+    });
+    check(
+        "capitalised key with a wrong type",
+        exec("netd-portmap", "second", &conf),
+        7,
+        "runtimeConfig.portMappings[0].HostPort",
+    );
+    let conf = portmap(&|c| c["prevResult"]["interfaces"][0]["name"] = json!("../../../../tmp/x"));
+    check(
+        "an interface name that is a path",
+        exec("netd-portmap", "second", &conf),
+        7,
+        "prevResult.interfaces[0].name",
+    );
+
+    // A kernel failure says what was being done and why, and is rolled back (the attempt
+    // moved host-local's round-robin marker on, as host-local's own attempt would).
+    let rolled_back = || {
+        (
+            host.links(),
+            nat_rules(&host),
+            reserved(&data, "safe"),
+            indexed(&host, &data, "safe"),
+        )
+    };
+    let before = rolled_back();
+    let mut unreachable = Runtime::plugin_conf(&good, &good["plugins"][0], &json!({}), None);
+    unreachable["ipam"]["routes"] = json!([{"dst": "192.0.2.0/24", "gw": "203.0.113.1"}]);
+    let answer = exec("netd-bridge", "second", &unreachable);
+    assert_eq!(answer.json["code"], 100, "{}", answer.json);
+    let msg = answer.json["msg"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("configuring eth0 in")
+            && msg.contains("add route 192.0.2.0/24 via 203.0.113.1")
+            && msg.contains("Network is unreachable"),
+        "{msg}"
+    );
+    assert_eq!(answer.json["details"], "ENETUNREACH");
+    assert_eq!(rolled_back(), before);
+
+    rt.each("DEL", &good, "first", &ns, &mapping(8200, 80), Some(&first))
+        .expect("DEL");
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use crate::delegate;
 use crate::masq;
 use crate::spec::{
-    CniEnv, CniError, CniResult, Code, Command, DnsConf, Interface, NetConf, Plugin, Result,
-    RouteEntry,
+    CniEnv, CniError, CniResult, Code, Command, Context, DnsConf, Interface, NetConf, Plugin,
+    Result, RouteEntry,
 };
 
 const DEFAULT_BRIDGE: &str = "cni0";
@@ -254,8 +254,9 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
         bridge,
         host_veth,
     } = *a;
-    let mut inner = netns.netlink()?;
-    let container = inner.require_link(&env.ifname)?;
+    let inside = || format!("configuring {} in {}", env.ifname, env.netns);
+    let mut inner = netns.netlink().context(inside)?;
+    let container = inner.require_link(&env.ifname).context(inside)?;
     let mut ips = ipam.ips.clone();
     let mut routes = ipam.routes.clone();
     let mut first_gateway: Option<Ipv4Addr> = None;
@@ -272,9 +273,11 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
         }
         first_gateway.get_or_insert(gateway);
         ip.interface = Some(2);
-        inner.add_address(container.index, address, &env.ifname)?;
+        inner
+            .add_address(container.index, address, &env.ifname)
+            .context(inside)?;
     }
-    inner.set_up(container.index, &env.ifname)?;
+    inner.set_up(container.index, &env.ifname).context(inside)?;
     if bc.is_default_gateway {
         let default: IpNet = IpNet::V4(Ipv4Net::default());
         if let Some(gw) = first_gateway {
@@ -297,20 +300,24 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
             Some(IpAddr::V6(gw)) => return Err(ipv6_unsupported(gw)),
             None => first_gateway,
         };
-        inner.replace_route(&Route {
-            destination,
-            gateway,
-            oif: Some(container.index),
-        })?;
+        inner
+            .replace_route(&Route {
+                destination,
+                gateway,
+                oif: Some(container.index),
+            })
+            .context(inside)?;
     }
     if bc.is_gateway {
         for ip in &ips {
             if let (IpNet::V4(address), Some(IpAddr::V4(gw))) = (ip.address, ip.gateway) {
                 let on_bridge = Ipv4Net::new(gw, address.prefix_len()).unwrap_or(address);
-                ensure_gateway(host, bridge.index, on_bridge, bc.force_address, &bc.bridge)?;
+                ensure_gateway(host, bridge.index, on_bridge, bc.force_address, &bc.bridge)
+                    .context(|| format!("adding gateway {on_bridge} to bridge {}", bc.bridge))?;
             }
         }
-        linkd::sysctl::set("net/ipv4/ip_forward", "1")?;
+        linkd::sysctl::set("net/ipv4/ip_forward", "1")
+            .context(|| "enabling IPv4 forwarding".to_string())?;
     }
     if bc.ip_masq {
         for ip in &ips {
@@ -320,7 +327,8 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
                 &env.container_id,
                 address.addr(),
                 address.trunc(),
-            )?;
+            )
+            .context(|| format!("adding the masquerading rule of {address}"))?;
         }
     }
     let mac = |m: Option<Mac>| m.map(|m| linkd::format_mac(&m)).unwrap_or_default();
@@ -363,6 +371,9 @@ pub struct Bridge;
 impl Plugin for Bridge {
     fn add(&self, env: &CniEnv, conf: &NetConf) -> Result<CniResult> {
         let bc = BridgeConf::parse(conf)?;
+        if bc.ip_masq {
+            crate::rules::check_comment(&conf.name, &env.container_id)?;
+        }
         let ipam_type = bc.ipam_type()?.to_string();
         let peer_mac = match requested_mac(env, &bc)? {
             Some(mac) => mac,
@@ -386,7 +397,8 @@ impl Plugin for Bridge {
             ));
         }
         let mut host = Netlink::open()?;
-        let bridge = ensure_bridge(&mut host, &bc)?;
+        let bridge =
+            ensure_bridge(&mut host, &bc).context(|| format!("setting up bridge {}", bc.bridge))?;
         let suffix: [u8; 4] = random_bytes()?;
         let host_name = format!(
             "veth{}",
@@ -402,14 +414,19 @@ impl Plugin for Bridge {
             peer_name: &env.ifname,
             peer_mac,
             peer_netns: netns.fd(),
-        })?;
+        })
+        .context(|| format!("creating the veth pair for {} in {}", env.ifname, env.netns))?;
         let config = &conf.bytes;
-        let outcome = (|| {
+        let host_veth = (|| {
             let host_veth = host.require_link(&host_name)?;
             if bc.hairpin_mode {
                 host.set_hairpin(host_veth.index, true)?;
             }
             host.set_up(host_veth.index, &host_name)?;
+            Ok::<_, CniError>(host_veth)
+        })()
+        .context(|| format!("setting up {host_name} on bridge {}", bc.bridge));
+        let outcome = host_veth.and_then(|host_veth| {
             let ipam = delegate::run(env, &ipam_type, Command::Add, config)?.ok_or_else(|| {
                 CniError::new(Code::Delegate, format!("{ipam_type} returned no result"))
             })?;
@@ -432,7 +449,7 @@ impl Plugin for Bridge {
                     Err(e)
                 }
             }
-        })();
+        });
         if outcome.is_err() {
             let _ = host.delete_link_by_name(&host_name);
         }

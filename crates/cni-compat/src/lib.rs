@@ -10,6 +10,15 @@ pub mod portmap;
 pub mod rules;
 pub mod spec;
 
+/// Where the plugins keep what is not host-local's or the kernel's: the rule lock and
+/// remembered rule handles, and netd-ipam's index (`$NETD_CNI_RUN_DIR`, else
+/// `/run/netd-cni`). Losing it costs a scan, never correctness.
+pub fn run_dir() -> std::path::PathBuf {
+    std::env::var_os("NETD_CNI_RUN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/run/netd-cni"))
+}
+
 /// Parses and checks a plugin configuration as the plugin named by its `type` would on
 /// ADD, with no side effect: the target of the configuration fuzzers.
 pub fn validate_config(stdin: &[u8]) -> spec::Result<()> {

@@ -14,7 +14,7 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 
 use crate::rules;
-use crate::spec::{CniEnv, CniError, CniResult, Code, NetConf, Plugin, Result};
+use crate::spec::{CniEnv, CniError, CniResult, Code, Context, NetConf, Plugin, Result};
 
 pub const CHAIN_DNAT: &str = "NETD-CNI-HOSTPORT-DNAT";
 pub const CHAIN_SETMARK: &str = "NETD-CNI-HOSTPORT-SETMARK";
@@ -139,6 +139,7 @@ impl Plan {
         let mappings = pc.runtime_config.port_mappings.clone();
         check_mappings(&mappings)?;
         check_conditions(pc.conditions_v4.as_deref().unwrap_or_default())?;
+        crate::rules::check_comment(&conf.name, &env.container_id)?;
         let bit = pc.mark_masq_bit.unwrap_or(DEFAULT_MARK_BIT);
         if bit > 31 {
             return Err(CniError::config(format!(
@@ -309,7 +310,8 @@ impl Plugin for Portmap {
             &plan.container_id,
             expected,
             |nft| Ok(add_text(&plan, !nft.chain_exists("nat", CHAIN_DNAT)?)),
-        )?;
+        )
+        .context(|| "adding the port mapping rules".to_string())?;
         // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
         for interface in &plan.host_interfaces {
             let key = format!("net/ipv4/conf/{interface}/route_localnet");

@@ -16,16 +16,24 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::spec::{CniError, Result};
 
-/// Where the plugins keep their lock and remembered handles.
-fn run_dir() -> PathBuf {
-    std::env::var_os("NETD_CNI_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/netd-cni"))
-}
-
-/// The comment that ties a rule to an attachment.
+/// The comment that ties a rule to an attachment. Both parts are checked identifiers
+/// (letters, digits, `_ . -`), so the text needs no escaping inside its quotes.
 pub fn comment(network: &str, container_id: &str) -> String {
     format!("netd-cni name: {network} id: {container_id}")
+}
+
+/// The kernel keeps at most this many bytes of a rule comment.
+const COMMENT_MAX: usize = 255;
+
+/// Refuses, before anything is changed, an attachment whose comment iptables would refuse.
+pub fn check_comment(network: &str, container_id: &str) -> Result<()> {
+    let len = comment(network, container_id).len();
+    if len > COMMENT_MAX {
+        return Err(CniError::config(format!(
+            "name and CNI_CONTAINERID are too long together for a rule comment ({len} > {COMMENT_MAX} bytes)"
+        )));
+    }
+    Ok(())
 }
 
 /// The comment as the kernel stores it (NUL-terminated), so one id never matches a longer
@@ -42,7 +50,7 @@ pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 /// Serialises the check-then-create of shared chains between concurrent plugins.
 fn lock() -> Result<Lock> {
-    let dir = run_dir();
+    let dir = crate::run_dir();
     fs::create_dir_all(&dir)
         .map_err(|e| CniError::io(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join("lock");
@@ -62,7 +70,7 @@ fn lock() -> Result<Lock> {
 fn handles_path(chain: &str, network: &str, container_id: &str) -> Option<PathBuf> {
     let inode = linkd::Netns::current().ok()?.inode().ok()?;
     Some(
-        run_dir()
+        crate::run_dir()
             .join("handles")
             .join(inode.to_string())
             .join(format!(

@@ -154,7 +154,11 @@ fn set_hairpin(index: u32, name: Option<&str>, on: bool) -> Request {
     ]));
     // Bridge-port attributes are only applied through RTM_NEWLINK (without NLM_F_CREATE):
     // RTM_SETLINK ignores IFLA_INFO_SLAVE_DATA.
-    Request::new("set hairpin", RouteNetlinkMessage::NewLink(msg), 0)
+    let what = match name {
+        Some(name) => format!("set hairpin mode of {name}"),
+        None => format!("set hairpin mode of link {index}"),
+    };
+    Request::new(what, RouteNetlinkMessage::NewLink(msg), 0)
 }
 
 /// The request that brings a link, found by name, up.

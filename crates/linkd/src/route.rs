@@ -48,10 +48,18 @@ fn message(route: &Route) -> RouteMessage {
     msg
 }
 
+/// How a route is named in error messages: `10.0.0.0/8 via 10.1.0.1`.
+fn describe(route: &Route) -> String {
+    match route.gateway {
+        Some(gw) => format!("{} via {gw}", route.destination),
+        None => route.destination.to_string(),
+    }
+}
+
 /// The request that installs (or replaces) a route.
 pub fn replace_route_request(route: &Route) -> Request {
     Request::new(
-        format!("add route {}", route.destination),
+        format!("add route {}", describe(route)),
         RouteNetlinkMessage::NewRoute(message(route)),
         NLM_F_CREATE | NLM_F_REPLACE,
     )
@@ -65,7 +73,7 @@ impl Netlink {
     /// Deletes a route; one that is already gone is not an error.
     pub fn delete_route(&mut self, route: &Route) -> Result<()> {
         match self.execute(
-            &format!("delete route {}", route.destination),
+            &format!("delete route {}", describe(route)),
             RouteNetlinkMessage::DelRoute(message(route)),
             0,
         ) {

@@ -102,10 +102,8 @@ impl HostLocal {
         holder: &Holder,
         requested: &[IpAddr],
     ) -> Result<Vec<IpConfig>> {
-        // Attachments netd-ipam made are in its index; a runtime never ADDs one twice
-        // without a DEL, so reading every reservation for one host-local made is not worth
-        // its cost.
-        let held = store.indexed(holder).unwrap_or_default();
+        // host-local refuses a second address for an attachment in the same range set.
+        let held = store.held_by(&holder.container_id, &holder.ifname)?;
         let mut used_requests = BTreeSet::new();
         let mut out: Vec<IpConfig> = Vec::new();
         let mut taken: Vec<IpAddr> = Vec::new();
@@ -171,11 +169,13 @@ impl HostLocal {
         })();
         let result = result.and_then(|()| store.record(holder, &taken));
         match result {
-            Ok(()) => Ok(out),
+            Ok(()) => store.stamp().map(|()| out),
             Err(e) => {
                 for ip in taken {
                     let _ = store.release(ip);
                 }
+                // Consistent again: no need for the next operation to rebuild the index.
+                let _ = store.stamp();
                 Err(e)
             }
         }
@@ -209,7 +209,8 @@ impl Plugin for HostLocal {
         store.forget(&Holder {
             container_id: env.container_id.clone(),
             ifname: env.ifname.clone(),
-        })
+        })?;
+        store.stamp()
     }
 
     fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
@@ -249,7 +250,7 @@ impl Plugin for HostLocal {
                 store.forget(&holder)?;
             }
         }
-        Ok(())
+        store.stamp()
     }
 }
 
@@ -312,7 +313,8 @@ mod tests {
             dir.path().display()
         );
         let hl = config::from_node(&Node::parse(json.as_bytes()).expect("json")).expect("valid");
-        let store = Store::open(&hl.data_dir, "net").expect("store");
+        let run = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in(&hl.data_dir, "net", run.path()).expect("store");
         let a = Holder {
             container_id: "a".into(),
             ifname: "eth0".into(),

@@ -81,9 +81,30 @@ impl CniError {
 }
 
 impl From<linkd::LinkdError> for CniError {
+    /// The kernel's operation and errno text in `msg`, the errno's name in `details`.
     fn from(e: linkd::LinkdError) -> Self {
-        CniError::new(Code::Kernel, e.to_string())
+        let details = e
+            .errno()
+            .map(|n| format!("{:?}", nix::errno::Errno::from_raw(n)))
+            .unwrap_or_default();
+        CniError::new(Code::Kernel, e.to_string()).with_details(details)
     }
 }
 
 pub type Result<T> = std::result::Result<T, CniError>;
+
+/// Says what a plugin was doing when a step failed: `configuring eth0 in /run/netns/x:
+/// add route 192.0.2.0/24 via 203.0.113.1: Network is unreachable (os error 101)`.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: Into<CniError>> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| {
+            let mut e: CniError = e.into();
+            e.msg = format!("{}: {}", what(), e.msg);
+            e
+        })
+    }
+}

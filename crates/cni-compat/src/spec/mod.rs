@@ -15,7 +15,7 @@ use serde::Deserialize;
 use gojson::Node;
 
 pub use env::{parse_args, CniEnv, Command};
-pub use error::{CniError, Code, Result};
+pub use error::{CniError, Code, Context, Result};
 pub use result::{go_ip, CniResult, Dns, DnsConf, Interface, IpConfig, RouteEntry};
 pub use version::{Version, SUPPORTED};
 
