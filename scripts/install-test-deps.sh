@@ -4,8 +4,10 @@ set -euo pipefail
 # dnsutils: dig; dnsmasq-base: the upstream resolver of the DNS tests; python3: their
 # hand-made bad requests.
 # containernetworking-plugins: the reference CNI plugins the CNI tests mix with ours.
+# containerd, runc, busybox-static (the pause image), python3-grpcio and python3-protobuf
+# (the CRI client): the test that runs our plugins under containerd's CRI.
 packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3
-  containernetworking-plugins)
+  containernetworking-plugins containerd runc busybox-static python3-grpcio python3-protobuf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -427,15 +427,7 @@ impl TestHost {
 
     /// Mount points of sandbox namespaces under the run directory that are live.
     pub fn netns_mounts(&self) -> Vec<String> {
-        let run = self.run_dir().join("netns");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = run.to_string_lossy().to_string();
-        mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .map(str::to_string)
-            .collect()
+        mounts_under(&self.run_dir().join("netns"))
     }
 
     /// Pause processes this host's sandboxes have, from the pid files netd wrote.
@@ -505,6 +497,22 @@ impl TestHost {
     }
 }
 
+/// Live mount points under `dir` (namespace bind mounts, a runtime's snapshots and shm),
+/// deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.to_string_lossy().to_string();
+    let mut out: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    out.dedup();
+    out
+}
+
 fn is_process_of(pid: i32, needle: &[u8]) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| c.windows(needle.len()).any(|w| w == needle))
@@ -513,7 +521,7 @@ fn is_process_of(pid: i32, needle: &[u8]) -> bool {
 
 /// Kills every process whose network namespace is one of `namespaces` (by inode): what a
 /// test started inside its test host, wherever it was reparented to.
-fn kill_processes_in(namespaces: &[PathBuf]) {
+pub fn kill_processes_in(namespaces: &[PathBuf]) {
     use std::os::unix::fs::MetadataExt;
     let inodes: Vec<(u64, u64)> = namespaces
         .iter()
@@ -555,7 +563,9 @@ impl Drop for TestHost {
                 .iter()
                 .map(|c| PathBuf::from(format!("/run/netns/{c}"))),
         );
-        namespaces.extend(self.netns_mounts().into_iter().map(PathBuf::from));
+        // Namespaces mounted anywhere under the host's directory (its netd's sandboxes, a
+        // container runtime's pods).
+        namespaces.extend(mounts_under(self.dir.path()).into_iter().map(PathBuf::from));
         kill_processes_in(&namespaces);
         // Pause processes and detached commands of this host's sandboxes, by pid file.
         if let Ok(entries) = std::fs::read_dir(self.run_dir().join("sandboxes")) {
@@ -588,8 +598,8 @@ impl Drop for TestHost {
                 }
             }
         }
-        for mount in self.netns_mounts() {
-            let _ = nix_umount(&mount);
+        for mount in mounts_under(self.dir.path()) {
+            let _ = umount_lazy(&mount);
         }
         if let Some(inet) = self.internet.take() {
             let _ = run(Command::new("ip").args(["netns", "del", &inet]));
@@ -601,7 +611,8 @@ impl Drop for TestHost {
     }
 }
 
-fn nix_umount(path: &str) -> std::io::Result<()> {
+/// Detaches a mount (what `umount -l` does).
+pub fn umount_lazy(path: &str) -> std::io::Result<()> {
     let c = std::ffi::CString::new(path)?;
     // SAFETY: umount2 on a NUL-terminated path we own.
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
