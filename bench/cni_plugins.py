@@ -7,14 +7,20 @@ Each (chain, N) runs in a fresh bench host (throwaway namespace) with N containe
 namespaces made beforehand (untimed), as a runtime does; ADD is timed for each container in
 turn, then DEL for each.
 
+It also prints what decoding the chain's inputs costs one ADD (in-process, Go-compatible
+decoding of netd-bridge's, netd-ipam's and netd-portmap's configurations, prevResult and
+the IPAM result; `cargo run --example decode_cost`), for libcni's lowercase keys and for
+containerd's capitalised ones.
+
 Usage (root): bench/cni_plugins.py [--sizes 10,100,500]
 """
 import argparse
 import os
+import subprocess
 import sys
 
 import cni
-from benchlib import BIN, build, print_table, summary
+from benchlib import BIN, ROOT, build, print_table, summary
 
 CHAINS = {
     "netd": (("netd-bridge", "netd-ipam", "netd-portmap"), f"{BIN}:{cni.CNI_PATH}"),
@@ -47,6 +53,10 @@ def main():
     print("CNI chain latency per container with one port mapping, ms "
           "(growth = last tenth / first tenth)")
     print_table(rows, ours="netd", peers=["reference"])
+    decode = subprocess.run(
+        ["cargo", "run", "--release", "-q", "-p", "cni-compat", "--example", "decode_cost"],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    print(decode.rstrip())
     print("netd: netd-bridge (+ netd-ipam, exec'd through CNI_PATH) then netd-portmap")
     print("reference: bridge (+ host-local) then portmap, containernetworking-plugins "
           "(Debian)")
