@@ -26,13 +26,12 @@ fn tool(name: &str) -> PathBuf {
 }
 
 /// containerd running in a test host; stopped (with the shims it started) when dropped.
-struct Containerd<'a> {
-    host: &'a TestHost,
+struct Containerd {
     dir: PathBuf,
     child: Option<Child>,
 }
 
-impl<'a> Containerd<'a> {
+impl Containerd {
     fn socket(&self) -> PathBuf {
         self.dir.join("state").join("containerd.sock")
     }
@@ -61,10 +60,9 @@ impl<'a> Containerd<'a> {
         dir
     }
 
-    fn start(host: &'a TestHost, conflist: &Value) -> Self {
+    fn start(host: &TestHost, conflist: &Value) -> Self {
         let dir = host.dir.path().join("containerd");
         let mut ctd = Containerd {
-            host,
             dir: dir.clone(),
             child: None,
         };
@@ -200,7 +198,7 @@ state = "{state}"
     }
 }
 
-impl Drop for Containerd<'_> {
+impl Drop for Containerd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill on our own child's pid.
@@ -216,7 +214,6 @@ impl Drop for Containerd<'_> {
             // SAFETY: kill on a shim verified to serve this test's containerd.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        let _ = self.host;
     }
 }
 

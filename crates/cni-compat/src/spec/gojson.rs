@@ -149,17 +149,14 @@ fn fold_eq(a: &str, b: &str) -> bool {
     fold(a) == fold(b)
 }
 
-/// The field a key fills: itself when some field has exactly that name, else the first
-/// field it matches case-insensitively, else itself (an unknown key, ignored).
-fn field_for<'a>(key: &'a str, fields: &'static [&'static str]) -> &'a str {
-    if fields.contains(&key) {
-        return key;
-    }
+/// The field a key fills: the one with exactly that name, else the first it matches
+/// case-insensitively; `None` for an unknown key (which a struct ignores).
+fn field_for(key: &str, fields: &'static [&'static str]) -> Option<&'static str> {
     fields
         .iter()
         .copied()
-        .find(|f| fold_eq(f, key))
-        .unwrap_or(key)
+        .find(|f| *f == key)
+        .or_else(|| fields.iter().copied().find(|f| fold_eq(f, key)))
 }
 
 impl<'de> Deserialize<'de> for Node {
@@ -217,20 +214,23 @@ impl<'de> Deserialize<'de> for Node {
 }
 
 /// The entries of an object as a struct sees them: keys resolved to field names, nulls
-/// dropped, the last of several keys for one field kept.
+/// and unknown keys dropped, the last of several keys for one field kept (so there are
+/// never more entries than fields).
 struct StructEntries<'de> {
-    entries: Vec<(&'de str, &'de str, &'de Node)>,
+    entries: Vec<(&'static str, &'de str, &'de Node)>,
     next: usize,
 }
 
 impl<'de> StructEntries<'de> {
     fn new(entries: &'de [(String, Node)], fields: &'static [&'static str]) -> Self {
-        let mut out: Vec<(&'de str, &'de str, &'de Node)> = Vec::with_capacity(entries.len());
+        let mut out: Vec<(&'static str, &'de str, &'de Node)> = Vec::with_capacity(fields.len());
         for (key, value) in entries {
             if *value == Node::Null {
                 continue;
             }
-            let field = field_for(key, fields);
+            let Some(field) = field_for(key, fields) else {
+                continue;
+            };
             match out.iter_mut().find(|(f, _, _)| *f == field) {
                 Some(slot) => *slot = (field, key, value),
                 None => out.push((field, key, value)),
