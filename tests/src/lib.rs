@@ -621,3 +621,47 @@ pub fn umount_lazy(path: &str) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// A TCP server in a namespace answering "hello"; bounded in time, and killed (and reaped)
+/// when dropped.
+#[derive(Debug)]
+pub struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a [`Server`] on `port` in the namespace at `netns`.
+pub fn serve_hello(netns: &str, port: u16) -> Server {
+    let child = TestHost::in_netns(
+        netns,
+        "timeout",
+        &[
+            "60",
+            "socat",
+            &format!("TCP-LISTEN:{port},fork,reuseaddr"),
+            "SYSTEM:echo hello",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start server");
+    Server(child)
+}
+
+/// What a TCP client run by `make` reads, retried briefly while the server starts.
+pub fn tcp_answer(mut make: impl FnMut() -> Command) -> String {
+    for _ in 0..30 {
+        let out = run(&mut make());
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !text.is_empty() {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    String::new()
+}

@@ -7,10 +7,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
-use netd_tests::{bin_dir, run, TestHost, HOST_UPLINK_IP, INTERNET_IP};
+use netd_tests::{bin_dir, run, serve_hello, tcp_answer, TestHost, HOST_UPLINK_IP, INTERNET_IP};
 use serde_json::{json, Value};
 
 const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -275,48 +274,6 @@ fn indexed(host: &TestHost, data: &Path, network: &str) -> Vec<String> {
         .into_iter()
         .filter(|n| n != "stamp")
         .collect()
-}
-
-/// A TCP server in a container namespace answering "hello"; bounded in time, and killed
-/// (and reaped) when dropped.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve_hello(netns: &str, port: u16) -> Server {
-    let child = TestHost::in_netns(
-        netns,
-        "timeout",
-        &[
-            "60",
-            "socat",
-            &format!("TCP-LISTEN:{port},fork,reuseaddr"),
-            "SYSTEM:echo hello",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("start server");
-    Server(child)
-}
-
-/// What a TCP client run by `cmd` reads, retried briefly while the server starts.
-fn tcp_answer(mut make: impl FnMut() -> Command) -> String {
-    for _ in 0..30 {
-        let out = run(&mut make());
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !text.is_empty() {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    String::new()
 }
 
 fn client(target: &str) -> Vec<String> {

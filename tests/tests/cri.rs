@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netd_tests::{bin_dir, run, TestHost, HOST_UPLINK_IP};
+use netd_tests::{bin_dir, run, serve_hello, tcp_answer, TestHost, HOST_UPLINK_IP};
 use serde_json::{json, Value};
 
 const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.6";
@@ -272,39 +272,10 @@ fn a_pod_with_a_host_port_under_containerd() {
     let netns = pod_netns(&status);
 
     // The published port answers from outside, through netd-portmap's DNAT.
-    let server = TestHost::in_netns(
-        &netns,
-        "timeout",
-        &[
-            "60",
-            "socat",
-            "TCP-LISTEN:80,fork,reuseaddr",
-            "SYSTEM:echo hello",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("server");
-    let mut answer = String::new();
-    for _ in 0..30 {
-        let out = run(&mut host.internet_cmd(
-            "socat",
-            &[
-                "-T2",
-                "-",
-                &format!("TCP:{HOST_UPLINK_IP}:18090,connect-timeout=1"),
-            ],
-        ));
-        answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !answer.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut server = server;
-    let _ = server.kill();
-    let _ = server.wait();
+    let server = serve_hello(&netns, 80);
+    let target = format!("TCP:{HOST_UPLINK_IP}:18090,connect-timeout=1");
+    let answer = tcp_answer(|| host.internet_cmd("socat", &["-T2", "-", &target]));
+    drop(server);
     assert_eq!(answer, "hello", "the pod's host port from outside");
 
     ctd.cri_ok(&["stopp", &id]);

@@ -287,15 +287,7 @@ pub fn from_node(doc: &Node) -> Result<HostLocalConf> {
                 .map(|t| ("runtimeConfig.ips", t)),
         );
     for (field, text) in texts {
-        // "10.1.0.5/24" and "10.1.0.5" are both seen in the wild.
-        let ip = text
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .parse::<IpAddr>()
-            .map_err(|_| CniError::config(format!("{field}: {text:?} is not an IP address")))?;
-        requested.push(ip);
+        requested.push(requested_ip(field, text)?);
     }
     Ok(HostLocalConf {
         range_sets,
@@ -307,6 +299,16 @@ pub fn from_node(doc: &Node) -> Result<HostLocalConf> {
         dns,
         requested,
     })
+}
+
+/// An address asked for: `10.1.0.5` or, as podman sends it, `10.1.0.5/24`.
+pub fn requested_ip(field: &str, text: &str) -> Result<IpAddr> {
+    text.split('/')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .parse::<IpAddr>()
+        .map_err(|_| CniError::config(format!("{field}: {text:?} is not an IP address")))
 }
 
 fn read_resolv_conf(path: &std::path::Path) -> Result<Dns> {

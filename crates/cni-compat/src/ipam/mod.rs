@@ -24,14 +24,7 @@ fn requested_ips(env: &CniEnv, hl: &HostLocalConf) -> Result<Vec<IpAddr>> {
     let known = env.known_args(&["IP", "MAC"])?;
     let mut out = Vec::new();
     for text in known.get("IP").into_iter().flat_map(|ip| ip.split(',')) {
-        let ip = text
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .parse::<IpAddr>()
-            .map_err(|_| CniError::config(format!("CNI_ARGS IP: {text:?} is not an IP address")))?;
-        out.push(ip);
+        out.push(config::requested_ip("CNI_ARGS IP", text)?);
     }
     for ip in &hl.requested {
         if !out.contains(ip) {
