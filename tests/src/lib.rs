@@ -77,6 +77,19 @@ pub struct TestHost {
     internet: Option<String>,
     /// Container namespaces made for CNI plugins (`/run/netns/<name>`).
     containers: std::sync::Mutex<Vec<String>>,
+    /// A directory put first in the PATH of every command run in the host (the iptables
+    /// backend's tools, see [`iptables_backend`]).
+    tools: Option<PathBuf>,
+}
+
+/// The iptables backend the tests run against: `NETD_TEST_IPTABLES=legacy` gives every
+/// test host `iptables`, `iptables-save` and `iptables-restore` that are the legacy
+/// (x_tables) tools, first in its PATH; the host's own alternatives stay as they are.
+pub fn iptables_backend() -> &'static str {
+    match std::env::var("NETD_TEST_IPTABLES").as_deref() {
+        Ok("legacy") => "legacy",
+        _ => "nft",
+    }
 }
 
 impl TestHost {
@@ -113,8 +126,22 @@ impl TestHost {
             netd_args: Vec::new(),
             internet: None,
             containers: std::sync::Mutex::new(Vec::new()),
+            tools: None,
             name,
         };
+        let mut host = host;
+        if iptables_backend() == "legacy" {
+            let tools = host.dir.path().join("iptables-legacy");
+            std::fs::create_dir_all(&tools).expect("tools dir");
+            for (name, target) in [
+                ("iptables", "/usr/sbin/iptables-legacy"),
+                ("iptables-save", "/usr/sbin/iptables-legacy-save"),
+                ("iptables-restore", "/usr/sbin/iptables-legacy-restore"),
+            ] {
+                std::os::unix::fs::symlink(target, tools.join(name)).expect("symlink");
+            }
+            host.tools = Some(tools);
+        }
         must(&mut host.cmd("ip", &["link", "set", "lo", "up"]));
         // The host's real resolvers are never used: forwarded names go to the "internet"
         // namespace (where a test may run a DNS server) or nowhere.
@@ -154,6 +181,12 @@ impl TestHost {
         cmd.arg(format!("--net={}", self.netns_path()))
             .arg(program)
             .args(args);
+        if let Some(tools) = &self.tools {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![tools.clone()];
+            dirs.extend(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(dirs).expect("PATH"));
+        }
         cmd
     }
 

@@ -415,3 +415,21 @@ fn bad_port_requests_change_nothing() {
     let _ = other.kill();
     let _ = other.wait();
 }
+
+/// The rules are where the backend under test keeps them (`NETD_TEST_IPTABLES`), and
+/// removing a sandbox removes them there.
+#[test]
+fn rules_live_on_the_backend_under_test() {
+    let mut host = TestHost::new();
+    host.add_internet();
+    host.netctl_ok(&["network", "create", "--subnet", "10.7.9.0/24", "n"]);
+    tcp_server(&host, "web", "n", &["8089:80"], 80);
+    let backend = netd_tests::iptables_backend();
+    let other = if backend == "legacy" { "nft" } else { "legacy" };
+    let save =
+        |which: &str| host.sh_ok(&format!("/usr/sbin/iptables-{which}-save"), &["-t", "nat"]);
+    assert!(save(backend).contains("--dport 8089"), "{}", save(backend));
+    assert!(!save(other).contains("NETD-"), "{}", save(other));
+    host.netctl_ok(&["rm", "-f", "web"]);
+    assert!(!save(backend).contains("--dport 8089"), "{}", save(backend));
+}

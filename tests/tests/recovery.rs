@@ -121,6 +121,38 @@ fn reconcile_repairs_an_external_firewall_flush() {
 }
 
 #[test]
+fn the_periodic_check_runs_while_clients_keep_netd_busy() {
+    let mut host = TestHost::with_args(&["--firewall-check-interval", "1"]);
+    host.add_internet();
+    host.netctl_ok(&["network", "create", "--subnet", "10.2.1.0/24", "n"]);
+    host.netctl_ok(&["run", "-d", "--name", "a", "--network", "n"]);
+    let rules = host.iptables();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let requests = std::sync::atomic::AtomicU32::new(0);
+    let restored = std::thread::scope(|s| {
+        // A client that never lets the engine wait a whole interval for its next job.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                host.netctl_ok(&["network", "ls"]);
+                requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        host.sh_ok("iptables", &["-t", "nat", "-F"]);
+        let restored = TestHost::eventually(Duration::from_secs(8), || host.iptables() == rules);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        restored
+    });
+    let requests = requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(requests > 20, "the client made only {requests} requests");
+    assert!(
+        restored,
+        "the check did not run under load ({requests} requests)"
+    );
+    assert!(host.can_ping("a", INTERNET_IP));
+}
+
+#[test]
 fn reconcile_restarts_a_dead_pause_and_rebuilds_a_deleted_bridge() {
     let host = TestHost::new();
     host.netctl_ok(&[

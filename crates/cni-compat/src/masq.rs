@@ -2,7 +2,7 @@
 //! `NETD-CNI-<hash of the network name>` (`-d <subnet> -j ACCEPT`, then MASQUERADE except
 //! multicast), and one rule per attachment in `NETD-CNI-POSTROUTING`, tagged with the
 //! network and container so DEL and GC find it. Each ADD is one `iptables-restore`
-//! transaction that appends (no table fetch); each DEL deletes by handle over nf_tables.
+//! transaction that appends (no table fetch); DEL goes through `rules::delete`.
 
 use std::net::Ipv4Addr;
 
@@ -58,9 +58,9 @@ pub fn add_text(
 
 /// Adds an attachment's masquerading.
 pub fn add(network: &str, container_id: &str, ip: Ipv4Addr, subnet: Ipv4Net) -> Result<()> {
-    rules::append(CHAIN_POSTROUTING, network, container_id, 1, |nft| {
-        let shared = nft.chain_exists("nat", CHAIN_POSTROUTING)?;
-        let own = nft.chain_exists("nat", &network_chain(network))?;
+    rules::append(CHAIN_POSTROUTING, network, container_id, 1, |rules| {
+        let shared = rules.chain_exists("nat", CHAIN_POSTROUTING)?;
+        let own = rules.chain_exists("nat", &network_chain(network))?;
         Ok(add_text(
             network,
             container_id,
@@ -74,7 +74,7 @@ pub fn add(network: &str, container_id: &str, ip: Ipv4Addr, subnet: Ipv4Net) -> 
 
 /// Removes an attachment's rules (none is fine). Returns the socket it used: closing it
 /// waits for the deleted rules' RCU grace period, so callers close it last.
-pub fn remove(network: &str, container_id: &str) -> Result<linkd::nftables::Nftables> {
+pub fn remove(network: &str, container_id: &str) -> Result<linkd::TaggedRules> {
     rules::delete(CHAIN_POSTROUTING, network, container_id)
 }
 

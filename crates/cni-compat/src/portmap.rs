@@ -309,7 +309,7 @@ impl Plugin for Portmap {
             &plan.network,
             &plan.container_id,
             expected,
-            |nft| Ok(add_text(&plan, !nft.chain_exists("nat", CHAIN_DNAT)?)),
+            |rules| Ok(add_text(&plan, !rules.chain_exists("nat", CHAIN_DNAT)?)),
         )
         .context(|| "adding the port mapping rules".to_string())?;
         // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
@@ -373,7 +373,7 @@ impl Plugin for Portmap {
 }
 
 /// Deletes an attachment's rules, letting go of the socket without waiting for their RCU
-/// grace period (see `Nftables::close_detached`).
+/// grace period (see `TaggedRules::close_detached`).
 fn remove(network: &str, container_id: &str) -> Result<()> {
     rules::delete(CHAIN_DNAT, network, container_id)?.close_detached();
     Ok(())

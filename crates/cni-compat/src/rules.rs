@@ -1,17 +1,18 @@
 //! Firewall rules of attachments, shared by ipMasq and portmap: appended with one
 //! `iptables-restore` per ADD, tagged with a comment naming the network and container,
-//! and deleted by handle with one nf_tables transaction per DEL.
+//! and deleted with [`linkd::TaggedRules`] (by handle in one nf_tables transaction, or
+//! from `iptables-save` where iptables is the legacy backend).
 //!
-//! ADD learns the new rules' handles from nf_tables' announcements and remembers them
-//! under `/run/netd-cni/handles/<netns inode>/` (`$NETD_CNI_RUN_DIR` instead of
-//! `/run/netd-cni` if set), so DEL needs no dump of a chain that
-//! holds every attachment's rules; each remembered handle is checked to still carry the
-//! attachment's comment before it is deleted, and a dump is the fallback.
+//! On nf_tables, ADD learns the new rules' handles from the kernel's announcements and
+//! remembers them under `/run/netd-cni/handles/<netns inode>/` (see [`crate::run_dir`]),
+//! so DEL needs no dump of a chain that holds every attachment's rules; each remembered
+//! handle is checked to still carry the attachment's comment before it is deleted, and a
+//! dump is the fallback.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::PathBuf;
 
-use linkd::nftables::Nftables;
+use linkd::{Iptables, Tag, TaggedRules};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::spec::{CniError, Result};
@@ -34,14 +35,6 @@ pub fn check_comment(network: &str, container_id: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The comment as the kernel stores it (NUL-terminated), so one id never matches a longer
-/// one.
-pub fn marker(network: &str, container_id: &str) -> Vec<u8> {
-    let mut bytes = comment(network, container_id).into_bytes();
-    bytes.push(0);
-    bytes
 }
 
 /// Held while rules are checked and changed.
@@ -80,7 +73,7 @@ fn handles_path(chain: &str, network: &str, container_id: &str) -> Option<PathBu
     )
 }
 
-/// Appends an attachment's rules: under the lock, `render` gets a socket to ask which
+/// Appends an attachment's rules: under the lock, `render` gets the rules to ask which
 /// shared chains exist (declaring an existing chain would flush it) and returns the restore
 /// text, which must only append. The handles of the `expected` rules it adds to `chain` are
 /// remembered for DEL.
@@ -89,64 +82,58 @@ pub fn append(
     network: &str,
     container_id: &str,
     expected: usize,
-    render: impl FnOnce(&mut Nftables) -> Result<String>,
+    render: impl FnOnce(&mut TaggedRules) -> Result<String>,
 ) -> Result<()> {
     let _lock = lock()?;
-    let text = render(&mut Nftables::open()?)?;
-    let mut listener = Nftables::listen().ok();
-    linkd::Iptables::default().restore(&text)?;
-    let marker = marker(network, container_id);
-    let announced = listener
-        .as_mut()
-        .and_then(|l| l.announced_rules("nat", chain, &marker));
-    if let (Some(handles), Some(path)) = (announced, handles_path(chain, network, container_id)) {
-        if handles.len() == expected {
-            // Best effort: without it, DEL dumps the chain.
-            let text: String = handles.iter().map(|h| format!("{h}\n")).collect();
-            let _ = path
-                .parent()
-                .map(fs::create_dir_all)
-                .and_then(|r| r.ok())
-                .map(|()| fs::write(&path, text));
-        }
+    let mut rules = TaggedRules::new(Iptables::default());
+    let text = render(&mut rules)?;
+    let comment = comment(network, container_id);
+    let tag = Tag {
+        table: "nat",
+        chain,
+        comment: &comment,
+    };
+    let handles = rules.append(&text, &tag, expected)?;
+    if let (Some(handles), Some(path)) = (handles, handles_path(chain, network, container_id)) {
+        // Best effort: without it, DEL finds the rules by their comment.
+        let text: String = handles.iter().map(|h| format!("{h}\n")).collect();
+        let _ = path
+            .parent()
+            .map(fs::create_dir_all)
+            .and_then(|r| r.ok())
+            .map(|()| fs::write(&path, text));
     }
     Ok(())
 }
 
-/// Deletes an attachment's rules in `chain` (none is fine). Returns the socket: closing it
-/// waits for the deleted rules' RCU grace period, so the caller decides when.
-pub fn delete(chain: &str, network: &str, container_id: &str) -> Result<Nftables> {
-    let mut nft = Nftables::open()?;
-    let marker = marker(network, container_id);
+/// Deletes an attachment's rules in `chain` (none is fine). Returns the rules' socket:
+/// closing it waits for the deleted rules' RCU grace period, so the caller decides when.
+pub fn delete(chain: &str, network: &str, container_id: &str) -> Result<TaggedRules> {
+    let mut rules = TaggedRules::new(Iptables::default());
     let remembered: Option<Vec<u64>> = handles_path(chain, network, container_id).and_then(|p| {
         let text = fs::read_to_string(&p).ok();
         let _ = fs::remove_file(&p);
         text.map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
     });
-    let mut handles = Vec::new();
-    if let Some(list) = remembered {
-        for handle in &list {
-            if nft.rule_has("nat", chain, *handle, &marker)? {
-                handles.push(*handle);
-            }
-        }
-        if handles.len() != list.len() {
-            handles.clear();
-        }
-    }
-    if handles.is_empty() {
-        handles = nft.rules_containing("nat", chain, &marker)?;
-    }
-    nft.delete_rules("nat", chain, &handles)?;
-    Ok(nft)
+    let comment = comment(network, container_id);
+    let tag = Tag {
+        table: "nat",
+        chain,
+        comment: &comment,
+    };
+    rules.delete(&tag, remembered.as_deref())?;
+    Ok(rules)
 }
 
-/// Whether an attachment has rules in `chain`.
+/// How many rules an attachment has in `chain`.
 pub fn present(chain: &str, network: &str, container_id: &str) -> Result<usize> {
-    let mut nft = Nftables::open()?;
-    Ok(nft
-        .rules_containing("nat", chain, &marker(network, container_id))?
-        .len())
+    let comment = comment(network, container_id);
+    let tag = Tag {
+        table: "nat",
+        chain,
+        comment: &comment,
+    };
+    Ok(TaggedRules::new(Iptables::default()).count(&tag)?)
 }
 
 /// The container ids of a network's attachments that have rules in `chain`, read from

@@ -6,6 +6,14 @@ use std::process::{Command, Stdio};
 
 use crate::error::{LinkdError, Result};
 
+/// The kernel API the iptables tools write to: nf_tables (`iptables-nft`, rules with
+/// handles) or x_tables (`iptables-legacy`, still the default on older hosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Nft,
+    Legacy,
+}
+
 /// The iptables tools to run; overridable so tests and other backends can point elsewhere.
 #[derive(Debug, Clone)]
 pub struct Iptables {
@@ -52,6 +60,34 @@ impl Iptables {
         )))
     }
 
+    /// The backend `iptables-restore` writes to: told from the binary it resolves to
+    /// (Debian's alternatives link `xtables-nft-multi` or `xtables-legacy-multi`), else
+    /// from what `--version` says.
+    pub fn backend(&self) -> Backend {
+        let resolved = find_in_path(&self.restore).and_then(|p| std::fs::canonicalize(p).ok());
+        if let Some(name) = resolved.as_ref().and_then(|p| p.file_name()) {
+            let name = name.to_string_lossy();
+            if name.contains("legacy") {
+                return Backend::Legacy;
+            }
+            if name.contains("nft") {
+                return Backend::Nft;
+            }
+        }
+        let version = Command::new(&self.restore)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if version.contains("legacy") {
+            Backend::Legacy
+        } else {
+            Backend::Nft
+        }
+    }
+
     /// The current rules of one table, as `iptables-save -t TABLE` prints them.
     pub fn save(&self, table: &str) -> Result<String> {
         let out = Command::new(&self.save)
@@ -68,4 +104,14 @@ impl Iptables {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// Where `program` is found: itself if it names a path, else the first match in `PATH`.
+fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        return Some(program.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }

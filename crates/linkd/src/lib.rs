@@ -10,13 +10,15 @@ pub mod netlink;
 pub mod netns;
 pub mod nftables;
 pub mod sysctl;
+pub mod tagged;
 
 pub use address::Address;
 pub use error::{LinkdError, Result};
-pub use firewall::Iptables;
+pub use firewall::{Backend, Iptables};
 pub use link::{format_mac, parse_mac, BridgeSpec, Link, Mac, VethSpec};
 pub use netlink::{Netlink, Request};
 pub use netns::{Netns, NetnsGuard};
 pub use route::Route;
+pub use tagged::{Tag, TaggedRules};
 
 pub mod route;

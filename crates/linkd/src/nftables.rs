@@ -369,30 +369,6 @@ impl Nftables {
         }
     }
 
-    /// Finds `count` rules carrying `marker` among the handles just above `after`: a rule
-    /// appended to a table gets the next handle of that table, so rules netd has just added
-    /// are found with a few single-rule lookups instead of a dump of the chain. Gives up
-    /// (returns what it found) after `window` handles.
-    pub fn find_new_rules(
-        &mut self,
-        table: &str,
-        chain: &str,
-        marker: &[u8],
-        after: u64,
-        count: usize,
-        window: u64,
-    ) -> Result<Vec<u64>> {
-        let mut found = Vec::new();
-        let mut handle = after;
-        while found.len() < count && handle < after + window {
-            handle += 1;
-            if self.rule_has(table, chain, handle, marker)? {
-                found.push(handle);
-            }
-        }
-        Ok(found)
-    }
-
     /// Deletes rules of `table`/`chain` (IPv4) by handle, all in one transaction.
     pub fn delete_rules(&mut self, table: &str, chain: &str, handles: &[u64]) -> Result<()> {
         if handles.is_empty() {

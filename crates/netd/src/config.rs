@@ -58,6 +58,8 @@ struct FileConfig {
     no_default_network: Option<bool>,
     firewall_check_interval: Option<u64>,
     resolv_conf: Option<PathBuf>,
+    /// Spelled as the flag is; the plural was this key's first spelling.
+    #[serde(rename = "default-network-opt", alias = "default-network-opts")]
     default_network_opts: Option<Vec<String>>,
 }
 
@@ -192,6 +194,26 @@ mod tests {
         assert_eq!(c.run_dir, PathBuf::from("/run/netd"));
         assert_eq!(c.socket, PathBuf::from("/run/netd/netd.sock"));
         assert!(c.default_network);
+    }
+
+    #[test]
+    fn file_keys_are_the_flags_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("netd.toml");
+        std::fs::write(
+            &path,
+            "firewall-check-interval = 7\ndefault-network-opt = [\"dns=true\"]\n",
+        )
+        .expect("write");
+        let args = Args {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::from_args(&args).expect("valid");
+        assert_eq!(
+            c.default_network_options.get("dns").map(String::as_str),
+            Some("true")
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use bridge_driver::model::{build_network, first_host, NetworkRequest};
 use bridge_driver::Network;
@@ -65,12 +66,10 @@ pub struct Engine {
     iptables: Iptables,
     runtime: HashMap<String, Runtime>,
     ports: ports::PortTable,
-    /// Kept open: see `remove_port_rules`.
-    nft: Option<linkd::nftables::Nftables>,
+    /// Sandboxes' DNAT rules, added and removed by their comment (see `ports`).
+    tagged: linkd::TaggedRules,
     /// nf_tables handles of each sandbox's DNAT rules, when known (see `ports`).
     rule_handles: HashMap<String, Vec<u64>>,
-    /// The highest nat-table handle netd has seen: rules it appends get the next ones.
-    nat_handle_hint: Option<u64>,
     dns: crate::dns::DnsService,
     /// Counts committed changes; the DNS records are rebuilt when it moves.
     changes: std::cell::Cell<u64>,
@@ -105,9 +104,8 @@ impl Engine {
             iptables: Iptables::default(),
             runtime: HashMap::new(),
             ports: ports::PortTable::default(),
-            nft: None,
+            tagged: linkd::TaggedRules::new(Iptables::default()),
             rule_handles: HashMap::new(),
-            nat_handle_hint: None,
             config,
             state,
             store,
@@ -294,6 +292,33 @@ impl Engine {
 /// A job for the engine thread.
 type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
+/// The engine thread's loop: jobs as they come, and the firewall check every `check`,
+/// scheduled by deadline so that a steady stream of jobs cannot postpone it.
+fn serve(engine: &mut Engine, jobs: &mpsc::Receiver<Job>, check: Option<Duration>) {
+    let mut due = check.map(|interval| Instant::now() + interval);
+    loop {
+        let next = match (due, check) {
+            (Some(deadline), Some(interval)) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    engine.check_firewall();
+                    due = Some(Instant::now() + interval);
+                    continue;
+                }
+                jobs.recv_timeout(deadline - now)
+            }
+            _ => jobs
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(job) => job(engine),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
 /// A handle to the engine thread, cheap to clone into request handlers.
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
@@ -311,19 +336,7 @@ impl EngineHandle {
             .spawn(move || match Engine::start(config) {
                 Ok((mut engine, repairs)) => {
                     let _ = ready_tx.send(Ok(repairs));
-                    loop {
-                        let next = match check {
-                            Some(interval) => jobs_rx.recv_timeout(interval),
-                            None => jobs_rx
-                                .recv()
-                                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                        };
-                        match next {
-                            Ok(job) => job(&mut engine),
-                            Err(mpsc::RecvTimeoutError::Timeout) => engine.check_firewall(),
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                        }
-                    }
+                    serve(&mut engine, &jobs_rx, check);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

@@ -250,124 +250,58 @@ impl Engine {
             .collect()
     }
 
-    /// Adds a sandbox's DNAT rules in one transaction (appends: no other rule is touched).
+    /// Adds a sandbox's DNAT rules in one transaction (appends: no other rule is touched),
+    /// learning their handles (on nf_tables) so that removing them needs no search.
     pub(super) fn apply_ports(&mut self, sandbox: &Sandbox) -> Result<()> {
         let rules = self.sandbox_port_rules(sandbox);
-        if rules.is_empty() {
+        let Some((network_id, _)) = self.published(sandbox).filter(|_| !rules.is_empty()) else {
             return Ok(());
-        }
+        };
         let mut text = String::from("*nat\n");
         for rule in &rules {
             text.push_str(rule);
             text.push('\n');
         }
         text.push_str("COMMIT\n");
-        self.iptables.restore(&text)?;
-        flush_udp_conntrack(&sandbox.ports);
-        self.learn_rule_handles(sandbox, rules.len());
-        Ok(())
-    }
-
-    /// The engine's nf_tables socket, opened on first use. It stays open for the engine's
-    /// life: closing one after a transaction waits for the kernel (7-18 ms here), while a
-    /// transaction takes ~50 us.
-    fn nft(&mut self) -> Option<&mut linkd::nftables::Nftables> {
-        if self.nft.is_none() {
-            self.nft = linkd::nftables::Nftables::open().ok();
-        }
-        self.nft.as_mut()
-    }
-
-    /// Learns the handles of the rules just appended for a sandbox, so removing them later
-    /// needs no dump of the chain. Best effort: unknown handles fall back to the dump.
-    fn learn_rule_handles(&mut self, sandbox: &Sandbox, count: usize) {
-        let Some((network_id, _)) = self.published(sandbox) else {
-            return;
-        };
         let chain = hostport_chain(&network_id);
-        let marker = format!("{}\0", sandbox_comment(&sandbox.id));
-        let hint = self.nat_handle_hint;
-        let Some(nft) = self.nft() else {
-            return;
+        let comment = sandbox_comment(&sandbox.id);
+        let tag = linkd::Tag {
+            table: "nat",
+            chain: &chain,
+            comment: &comment,
         };
-        let found = match hint {
-            Some(after) => nft.find_new_rules("nat", &chain, marker.as_bytes(), after, count, 64),
-            None => nft.rules_containing("nat", &chain, marker.as_bytes()),
+        match self.tagged.append(&text, &tag, rules.len())? {
+            Some(handles) => self.rule_handles.insert(sandbox.id.clone(), handles),
+            None => self.rule_handles.remove(&sandbox.id),
         };
-        match found {
-            Ok(handles) if handles.len() == count => {
-                self.nat_handle_hint = handles.iter().max().copied();
-                self.rule_handles.insert(sandbox.id.clone(), handles);
-            }
-            Ok(_) => self.nat_handle_hint = None,
-            Err(_) => {
-                self.nft = None;
-                self.nat_handle_hint = None;
-            }
-        }
+        flush_udp_conntrack(&sandbox.ports);
+        Ok(())
     }
 
     /// Forgets every learned handle: after netd rewrites its chains, the rules have new ones.
     pub(super) fn forget_rule_handles(&mut self) {
         self.rule_handles.clear();
-        self.nat_handle_hint = None;
     }
 
-    /// Removes a sandbox's DNAT rules in one transaction: through nf_tables netlink (by
-    /// handle, found by the sandbox's comment; no full-table fetch), or, where that is not
-    /// available, with `iptables-restore`.
+    /// Removes a sandbox's DNAT rules in one transaction: by handle over nf_tables (learned,
+    /// or found by the sandbox's comment; no full-table fetch), or from `iptables-save`
+    /// where iptables is the legacy backend.
     pub(super) fn remove_port_rules(&mut self, sandbox: &Sandbox) -> Result<()> {
-        let rules = self.sandbox_port_rules(sandbox);
-        if rules.is_empty() {
+        let learned = self.rule_handles.remove(&sandbox.id);
+        if self.sandbox_port_rules(sandbox).is_empty() {
             return Ok(());
         }
         let Some((network_id, _)) = self.published(sandbox) else {
             return Ok(());
         };
         let chain = hostport_chain(&network_id);
-        let marker = format!("{}\0", sandbox_comment(&sandbox.id));
-        let learned = self.rule_handles.remove(&sandbox.id);
-        let by_handle = match self.nft() {
-            Some(nft) => {
-                // Learned handles are checked (a rewritten table reuses none, but a
-                // re-created one could) before use; otherwise the chain is searched.
-                let known = match learned {
-                    Some(handles) => {
-                        let mut all_ours = true;
-                        for handle in &handles {
-                            all_ours &= nft
-                                .rule_has("nat", &chain, *handle, marker.as_bytes())
-                                .unwrap_or(false);
-                        }
-                        all_ours.then_some(handles)
-                    }
-                    None => None,
-                };
-                match known {
-                    Some(handles) => Ok(handles),
-                    None => nft.rules_containing("nat", &chain, marker.as_bytes()),
-                }
-                .and_then(|handles| nft.delete_rules("nat", &chain, &handles))
-            }
-            None => Err(linkd::LinkdError::Firewall("no nf_tables socket".into())),
+        let comment = sandbox_comment(&sandbox.id);
+        let tag = linkd::Tag {
+            table: "nat",
+            chain: &chain,
+            comment: &comment,
         };
-        if by_handle.is_err() {
-            // A socket left mid-conversation is not reused.
-            self.nft = None;
-        } else {
-            flush_udp_conntrack(&sandbox.ports);
-            return Ok(());
-        }
-        let mut text = String::from("*nat\n");
-        for rule in &rules {
-            if let Some(spec) = rule.strip_prefix("-A ") {
-                text.push_str("-D ");
-                text.push_str(spec);
-                text.push('\n');
-            }
-        }
-        text.push_str("COMMIT\n");
-        self.iptables.restore(&text)?;
+        self.tagged.delete(&tag, learned.as_deref())?;
         flush_udp_conntrack(&sandbox.ports);
         Ok(())
     }
