@@ -30,6 +30,9 @@ pub enum LinkdError {
     },
     #[error("firewall: {0}")]
     Firewall(String),
+    /// A command to start in a sandbox could not be run (see `enter`).
+    #[error("{0}")]
+    Spawn(#[source] io::Error),
 }
 
 impl LinkdError {
@@ -39,6 +42,7 @@ impl LinkdError {
             LinkdError::Kernel { source, .. }
             | LinkdError::Netns { source, .. }
             | LinkdError::Sysctl { source, .. }
+            | LinkdError::Spawn(source)
             | LinkdError::Socket(source) => source.raw_os_error(),
             _ => None,
         }

@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod conntrack;
+pub mod enter;
 pub mod error;
 pub mod firewall;
 pub mod link;
@@ -13,6 +14,7 @@ pub mod sysctl;
 pub mod tagged;
 
 pub use address::Address;
+pub use enter::SandboxEntry;
 pub use error::{LinkdError, Result};
 pub use firewall::{Backend, Iptables};
 pub use link::{format_mac, parse_mac, BridgeSpec, Link, Mac, VethSpec};

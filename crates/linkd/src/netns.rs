@@ -80,6 +80,12 @@ impl Netns {
         Ok(NetnsGuard { original })
     }
 
+    /// Moves the calling thread into this namespace for good, for a process that is to live
+    /// there (a pause process, before it forks).
+    pub fn join(&self) -> Result<()> {
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| nix_error(&self.path, e))
+    }
+
     /// Opens a netlink socket bound to this namespace (usable from any thread afterwards).
     pub fn netlink(&self) -> Result<Netlink> {
         let _guard = self.enter()?;

@@ -175,6 +175,26 @@ impl Nftables {
         Ok(nft)
     }
 
+    /// Drops the announcements queued so far (a listener kept open between operations
+    /// hears everybody's changes).
+    pub fn discard_announcements(&mut self) {
+        if self.socket.set_non_blocking(true).is_err() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(64 * 1024);
+        loop {
+            buf.clear();
+            match self.socket.recv(&mut buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: nothing left; ENOBUFS: the overflow is over too.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {}
+            }
+        }
+        let _ = self.socket.set_non_blocking(false);
+    }
+
     /// Handles of the rules added to `table`/`chain` (IPv4) since [`Self::listen`] that
     /// contain `marker`, from the announcements queued on this socket. `None` if some were
     /// lost (the socket's buffer overflowed): the caller must then dump the chain.

@@ -51,6 +51,9 @@ pub struct TaggedRules {
     iptables: Iptables,
     backend: Backend,
     nft: Option<Nftables>,
+    /// Hears the kernel's announcements of new rules. Kept open: closing a netfilter
+    /// socket right after a commit waits for the commit's RCU grace period (1-2 ms).
+    listener: Option<Nftables>,
 }
 
 impl TaggedRules {
@@ -61,6 +64,7 @@ impl TaggedRules {
             iptables,
             backend,
             nft: None,
+            listener: None,
         }
     }
 
@@ -101,12 +105,15 @@ impl TaggedRules {
         tag: &Tag<'_>,
         expected: usize,
     ) -> Result<Option<Vec<u64>>> {
-        let mut listener = match self.backend {
-            Backend::Nft => Nftables::listen().ok(),
-            Backend::Legacy => None,
-        };
+        if self.backend == Backend::Nft {
+            match self.listener.as_mut() {
+                Some(listener) => listener.discard_announcements(),
+                None => self.listener = Nftables::listen().ok(),
+            }
+        }
         self.iptables.restore(ruleset)?;
-        let announced = listener
+        let announced = self
+            .listener
             .as_mut()
             .and_then(|l| l.announced_rules(tag.table, tag.chain, &tag.marker()));
         Ok(announced.filter(|handles| handles.len() == expected))
@@ -181,6 +188,7 @@ impl TaggedRules {
     /// Lets go of the nf_tables socket without waiting for the grace period of the rules
     /// it deleted (see [`Nftables::close_detached`]; single-threaded processes only).
     pub fn close_detached(self) {
+        drop(self.listener);
         if let Some(nft) = self.nft {
             nft.close_detached();
         }

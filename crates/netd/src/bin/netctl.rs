@@ -2,8 +2,6 @@
 //! `docker exec`.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -11,6 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use hyper::Method;
+use linkd::SandboxEntry;
 use netd::api::client::Client;
 use serde_json::{json, Value};
 
@@ -230,8 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let info = client
                 .call(Method::GET, &format!("/sandboxes/{name}"), None)
                 .await?;
-            let mut cmd = sandbox_command(&info, &command)?;
-            wait_foreground(&mut cmd, &command[0])
+            wait_foreground(&info, &command)
         }
         Cmd::Connect {
             ip,
@@ -393,8 +391,7 @@ async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    let mut cmd = sandbox_command(&info, &args.command)?;
-    let code = wait_foreground(&mut cmd, &args.command[0]);
+    let code = wait_foreground(&info, &args.command);
     if args.rm {
         client
             .call(Method::DELETE, &format!("/sandboxes/{id}?force=true"), None)
@@ -604,107 +601,67 @@ fn ago(rfc3339: &str) -> String {
     }
 }
 
-/// What a process needs to enter a sandbox, prepared before fork so that the child only
-/// makes async-signal-safe system calls.
-struct Entry {
-    netns: std::fs::File,
-    binds: Vec<(CString, CString)>,
-    hostname: Vec<u8>,
-}
-
-fn entry_for(info: &Value) -> anyhow::Result<Entry> {
+/// A command to run inside the sandbox (its network namespace, and a private mount and
+/// UTS namespace where the sandbox's hosts, resolv.conf and hostname are in place), and how
+/// it enters.
+fn sandbox_command(info: &Value, argv: &[String]) -> anyhow::Result<(Command, SandboxEntry)> {
     let key = text(&info["NetworkSettings"]["SandboxKey"]);
-    let netns = std::fs::File::open(&key)
-        .with_context(|| format!("cannot open sandbox namespace {key}"))?;
-    let mut binds = Vec::new();
-    for (field, target) in [
+    let files: Vec<(PathBuf, &str)> = [
         ("HostsPath", "/etc/hosts"),
         ("ResolvConfPath", "/etc/resolv.conf"),
         ("HostnamePath", "/etc/hostname"),
-    ] {
-        let source = text(&info[field]);
-        if !source.is_empty()
-            && std::path::Path::new(&source).exists()
-            && std::path::Path::new(target).exists()
-        {
-            binds.push((CString::new(source)?, CString::new(target)?));
-        }
-    }
-    Ok(Entry {
-        netns,
-        binds,
-        hostname: text(&info["Config"]["Hostname"]).into_bytes(),
-    })
-}
-
-/// A command that runs inside the sandbox: its network namespace, plus a private mount and
-/// UTS namespace where the sandbox's hosts, resolv.conf and hostname are in place.
-fn sandbox_command(info: &Value, argv: &[String]) -> anyhow::Result<Command> {
-    let entry = entry_for(info)?;
+    ]
+    .into_iter()
+    .map(|(field, target)| (PathBuf::from(text(&info[field])), target))
+    .filter(|(source, _)| !source.as_os_str().is_empty())
+    .collect();
+    let binds: Vec<(&std::path::Path, &std::path::Path)> = files
+        .iter()
+        .map(|(source, target)| (source.as_path(), std::path::Path::new(*target)))
+        .collect();
+    let entry = SandboxEntry::new(
+        std::path::Path::new(&key),
+        &binds,
+        &text(&info["Config"]["Hostname"]),
+    )
+    .context("cannot enter the sandbox")?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
-    let fd = entry.netns.as_raw_fd();
-    let root = CString::new("/")?;
-    let none = CString::new("none")?;
-    // SAFETY: the closure runs between fork and exec and only makes system calls on data
-    // prepared beforehand (no allocation, no locks).
-    unsafe {
-        cmd.pre_exec(move || {
-            let _keep = &entry.netns;
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::mount(
-                none.as_ptr(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            for (source, target) in &entry.binds {
-                if libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if !entry.hostname.is_empty() {
-                libc::sethostname(entry.hostname.as_ptr().cast(), entry.hostname.len());
-            }
-            Ok(())
-        });
-    }
-    Ok(cmd)
+    Ok((cmd, entry))
 }
 
-fn wait_foreground(cmd: &mut Command, program: &str) -> anyhow::Result<u8> {
+/// Starts a command in a sandbox; `Err(code)` when it could not be run (127: not found,
+/// 126: not runnable, as a shell says), after saying why.
+fn spawn_in(
+    entry: SandboxEntry,
+    cmd: &mut Command,
+    program: &str,
+) -> anyhow::Result<std::result::Result<std::process::Child, u8>> {
+    match entry.spawn(cmd) {
+        Ok(child) => Ok(Ok(child)),
+        Err(linkd::LinkdError::Spawn(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("error: cannot run {program}: executable file not found");
+            Ok(Err(127))
+        }
+        Err(linkd::LinkdError::Spawn(e)) => {
+            eprintln!("error: cannot run {program}: {e}");
+            Ok(Err(126))
+        }
+        Err(e) => Err(anyhow!(e).context(format!("cannot run {program} in the sandbox"))),
+    }
+}
+
+fn wait_foreground(info: &Value, argv: &[String]) -> anyhow::Result<u8> {
+    let (mut cmd, entry) = sandbox_command(info, argv)?;
     // Like a shell, leave terminal signals to the child while it runs.
     // SAFETY: installing SIG_IGN runs no handler code.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn_in(entry, &mut cmd, &argv[0])? {
         Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("error: cannot run {program}: executable file not found");
-            return Ok(127);
-        }
-        Err(e) => {
-            eprintln!("error: cannot run {program}: {e}");
-            return Ok(126);
-        }
+        Err(code) => return Ok(code),
     };
     let status = child.wait().context("waiting for the command")?;
     Ok(match (status.code(), status.signal()) {
@@ -721,10 +678,11 @@ fn start_detached(info: &Value, argv: &[String]) -> anyhow::Result<u32> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open log file {log_path}"))?;
-    let mut cmd = sandbox_command(info, argv)?;
+    let (mut cmd, entry) = sandbox_command(info, argv)?;
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    // A session of its own: the command outlives this terminal.
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -732,9 +690,10 @@ fn start_detached(info: &Value, argv: &[String]) -> anyhow::Result<u32> {
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", argv[0]))?;
+    let child = match entry.spawn(&mut cmd) {
+        Ok(child) => child,
+        Err(e) => return Err(anyhow!(e).context(format!("cannot run {}", argv[0]))),
+    };
     let pid = child.id();
     if pid == 0 {
         bail!("cannot run {}", argv[0]);

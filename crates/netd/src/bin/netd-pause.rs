@@ -5,10 +5,8 @@
 //! dies while the pause process starts.
 
 use std::fs::File;
-use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, setsid, ForkResult};
 
@@ -18,18 +16,10 @@ fn main() -> ExitCode {
         eprintln!("usage: netd-pause NETNS SANDBOX_ID PIDFILE");
         return ExitCode::from(2);
     }
-    let netns = match File::open(&args[1]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("netd-pause: {}: {e}", args[1]);
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = setns(netns.as_fd(), CloneFlags::CLONE_NEWNET) {
-        eprintln!("netd-pause: setns {}: {e}", args[1]);
+    if let Err(e) = linkd::Netns::open(&args[1]).and_then(|netns| netns.join()) {
+        eprintln!("netd-pause: {e}");
         return ExitCode::FAILURE;
     }
-    drop(netns);
     // SAFETY: the process is single-threaded here, so fork is sound.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
