@@ -3,7 +3,9 @@
 // Tests fail by panicking with a reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use netd_tests::{TestHost, INTERNET_IP};
+use std::process::Stdio;
+
+use netd_tests::{run, tcp_answer, TestHost, HOST_UPLINK_IP, INTERNET_IP};
 
 #[test]
 fn networks_cannot_reach_each_other() {
@@ -116,6 +118,39 @@ fn masquerade_false_means_no_nat() {
     host.netctl_ok(&["run", "-d", "--name", "m", "--network", "routed"]);
     // The internet has no route back to 10.50.0.0/24, so without NAT there is no answer.
     assert!(!host.can_ping("m", INTERNET_IP));
+    // With a route back, packets arrive from the sandbox's own address, not the host's.
+    let route = run(&mut host.internet_cmd(
+        "ip",
+        &["route", "add", "10.50.0.0/24", "via", HOST_UPLINK_IP],
+    ));
+    assert!(route.status.success(), "{route:?}");
+    let server = host
+        .internet_cmd(
+            "timeout",
+            &[
+                "30",
+                "socat",
+                "TCP-LISTEN:7100,reuseaddr",
+                "SYSTEM:echo $SOCAT_PEERADDR",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server");
+    let target = format!("TCP:{INTERNET_IP}:7100,connect-timeout=1");
+    let netctl = host.bin.join("netctl");
+    let socket = host.socket();
+    let seen = tcp_answer(|| {
+        let mut cmd = host.cmd(netctl.to_str().unwrap(), &["--socket"]);
+        cmd.arg(&socket)
+            .args(["exec", "m", "--", "socat", "-T2", "-", &target]);
+        cmd
+    });
+    let mut server = server;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(seen, host.ip_of("m", "routed"), "the internet saw {seen:?}");
 }
 
 #[test]

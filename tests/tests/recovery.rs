@@ -228,13 +228,23 @@ fn kill_9_in_the_middle_of_operations_leaks_nothing() {
             sock = host.socket().display(),
         );
         let mut client = host.cmd("sh", &["-c", &script]).spawn().expect("client");
-        std::thread::sleep(Duration::from_millis(150 + round * 120));
+        // The kill must come while there is work in hand: some sandboxes already made.
+        let before = ps_ids(&host).len();
+        assert!(
+            TestHost::eventually(Duration::from_secs(10), || ps_ids(&host).len() > before),
+            "round {round}: the client made no sandbox"
+        );
+        std::thread::sleep(Duration::from_millis(round * 60));
         host.kill_netd();
         let _ = client.wait();
         host.start_netd();
 
         // Whatever netd now lists is whole, and nothing else of netd's is left.
         let ids = ps_ids(&host);
+        assert!(
+            !ids.is_empty(),
+            "round {round}: the sandboxes made before the kill are gone"
+        );
         let veths: BTreeSet<String> = host.sandbox_veths().into_iter().collect();
         let settled = TestHost::eventually(Duration::from_secs(5), || {
             host.sandbox_veths().len() == ids.len()
