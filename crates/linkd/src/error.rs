@@ -12,8 +12,11 @@ pub enum LinkdError {
         #[source]
         source: io::Error,
     },
+    /// The kernel's answer was cut short or mis-sized.
     #[error("netlink: cannot decode the kernel's answer: {0}")]
     Decode(String),
+    #[error("netlink: cannot decode the kernel's answer: {0}")]
+    DecodeMessage(#[source] netlink_packet_core::DecodeError),
     #[error("link {0} does not exist")]
     NoSuchLink(String),
     #[error("network namespace {path}: {source}")]
@@ -28,8 +31,21 @@ pub enum LinkdError {
         #[source]
         source: io::Error,
     },
-    #[error("firewall: {0}")]
-    Firewall(String),
+    /// An iptables tool could not be run, fed or waited for.
+    #[error("firewall: {what} {program}: {source}")]
+    Tool {
+        what: &'static str,
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    /// An iptables tool ran and refused the change.
+    #[error("firewall: {program} failed ({status}): {reason}")]
+    ToolFailed {
+        program: String,
+        status: std::process::ExitStatus,
+        reason: String,
+    },
     /// A command to start in a sandbox could not be run (see `enter`).
     #[error("{0}")]
     Spawn(#[source] io::Error),
@@ -43,6 +59,7 @@ impl LinkdError {
             | LinkdError::Netns { source, .. }
             | LinkdError::Sysctl { source, .. }
             | LinkdError::Spawn(source)
+            | LinkdError::Tool { source, .. }
             | LinkdError::Socket(source) => source.raw_os_error(),
             _ => None,
         }

@@ -40,24 +40,29 @@ impl Iptables {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| LinkdError::Firewall(format!("cannot run {}: {e}", self.restore)))?;
+            .map_err(|source| tool_error("cannot run", &self.restore, source))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(ruleset.as_bytes())
-                .map_err(|e| LinkdError::Firewall(format!("writing to {}: {e}", self.restore)))?;
+                .map_err(|source| tool_error("writing to", &self.restore, source))?;
         }
         let out = child
             .wait_with_output()
-            .map_err(|e| LinkdError::Firewall(format!("waiting for {}: {e}", self.restore)))?;
+            .map_err(|source| tool_error("waiting for", &self.restore, source))?;
         if out.status.success() {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let reason = stderr.lines().next().unwrap_or("no message").trim();
-        Err(LinkdError::Firewall(format!(
-            "{} failed ({}): {reason}",
-            self.restore, out.status
-        )))
+        Err(LinkdError::ToolFailed {
+            program: self.restore.clone(),
+            status: out.status,
+            reason: stderr
+                .lines()
+                .next()
+                .unwrap_or("no message")
+                .trim()
+                .to_string(),
+        })
     }
 
     /// The backend `iptables-restore` writes to: told from the binary it resolves to
@@ -94,15 +99,23 @@ impl Iptables {
             .args(["-t", table])
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| LinkdError::Firewall(format!("cannot run {}: {e}", self.save)))?;
+            .map_err(|source| tool_error("cannot run", &self.save, source))?;
         if !out.status.success() {
-            return Err(LinkdError::Firewall(format!(
-                "{} -t {table} failed: {}",
-                self.save,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(LinkdError::ToolFailed {
+                program: format!("{} -t {table}", self.save),
+                status: out.status,
+                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+fn tool_error(what: &'static str, program: &str, source: std::io::Error) -> LinkdError {
+    LinkdError::Tool {
+        what,
+        program: program.to_string(),
+        source,
     }
 }
 

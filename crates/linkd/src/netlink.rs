@@ -248,7 +248,7 @@ fn parse_one(buf: &[u8]) -> Result<(usize, u32, NetlinkPayload<RouteNetlinkMessa
         )));
     }
     let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len])
-        .map_err(|e| LinkdError::Decode(e.to_string()))?;
+        .map_err(LinkdError::DecodeMessage)?;
     let aligned = (len + 3) & !3;
     let seq = msg.header.sequence_number;
     Ok((aligned.min(buf.len()), seq, msg.payload))

@@ -17,10 +17,44 @@ pub enum NetdError {
     Ipam(#[from] IpamError),
     #[error(transparent)]
     Kernel(#[from] LinkdError),
-    #[error("state store: {0}")]
-    Store(String),
+    /// The state store refused or failed (the cause is kept).
+    #[error("state store: {what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A file, thread or process the daemon needs could not be made or used.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something that should not happen (a stopped engine thread, an inconsistent record).
     #[error("{0}")]
     Internal(String),
+}
+
+impl NetdError {
+    /// An I/O failure, saying what was being done to what.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        NetdError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A failure of the state store.
+    pub fn store(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        NetdError::Store {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl NetdError {
@@ -33,7 +67,10 @@ impl NetdError {
             NetdError::Ipam(IpamError::InUse { .. })
             | NetdError::Ipam(IpamError::Exhausted { .. }) => 409,
             NetdError::Ipam(_) => 400,
-            NetdError::Kernel(_) | NetdError::Store(_) | NetdError::Internal(_) => 500,
+            NetdError::Kernel(_)
+            | NetdError::Store { .. }
+            | NetdError::Io { .. }
+            | NetdError::Internal(_) => 500,
         }
     }
 }

@@ -99,7 +99,7 @@ pub fn rewrite(path: &Path, content: &str) -> Result<()> {
         return Ok(());
     }
     fs::write(path, content)
-        .map_err(|e| NetdError::Internal(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| NetdError::io(format!("cannot write {}", path.display()), e))
 }
 
 /// Writes a file through a temporary name, so readers never see half of it.
@@ -107,7 +107,7 @@ pub fn write_atomic(path: &Path, content: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, content)
         .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| NetdError::Internal(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| NetdError::io(format!("cannot write {}", path.display()), e))
 }
 
 #[cfg(test)]

@@ -34,10 +34,10 @@ pub fn start(binary: &Path, netns: &Path, sandbox_id: &str, pid_file: &Path) -> 
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            NetdError::Internal(format!(
-                "cannot start pause process {}: {e}",
-                binary.display()
-            ))
+            NetdError::io(
+                format!("cannot start pause process {}", binary.display()),
+                e,
+            )
         })?;
     Ok(Starting { child })
 }
@@ -52,7 +52,7 @@ impl Starting {
         let status = self
             .child
             .wait()
-            .map_err(|e| NetdError::Internal(format!("pause process: {e}")))?;
+            .map_err(|e| NetdError::io("waiting for the pause process", e))?;
         match line.trim().parse::<i32>() {
             Ok(pid) if status.success() && pid > 0 => Ok(pid),
             _ => {

@@ -156,8 +156,8 @@ impl State {
         for sandbox in self.sandboxes.values() {
             for ep in &sandbox.endpoints {
                 let pool = self.pools.get_mut(&ep.network_id).ok_or_else(|| {
-                    NetdError::Store(format!(
-                        "sandbox {} has an endpoint on unknown network {}",
+                    NetdError::Internal(format!(
+                        "state store: sandbox {} has an endpoint on unknown network {}",
                         sandbox.id, ep.network_id
                     ))
                 })?;

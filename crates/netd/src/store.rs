@@ -40,7 +40,8 @@ pub enum Change {
 
 impl Change {
     pub fn put<T: Serialize>(kind: Kind, id: &str, value: &T) -> Result<Self> {
-        let bytes = serde_json::to_vec(value).map_err(|e| NetdError::Store(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| NetdError::store(format!("encoding {id}"), e))?;
         Ok(Change::Put(kind, id.to_string(), bytes))
     }
 
@@ -49,8 +50,8 @@ impl Change {
     }
 }
 
-fn store_error(e: impl std::fmt::Display) -> NetdError {
-    NetdError::Store(e.to_string())
+fn store_error(e: impl Into<redb::Error>) -> NetdError {
+    NetdError::store("redb", e.into())
 }
 
 /// The store.
@@ -62,10 +63,10 @@ pub struct Store {
 impl Store {
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root)
-            .map_err(|e| NetdError::Store(format!("cannot create {}: {e}", root.display())))?;
+            .map_err(|e| NetdError::store(format!("cannot create {}", root.display()), e))?;
         let path = root.join("netd.redb");
         let db = Database::create(&path)
-            .map_err(|e| NetdError::Store(format!("{}: {e}", path.display())))?;
+            .map_err(|e| NetdError::store(path.display().to_string(), redb::Error::from(e)))?;
         let tx = db.begin_write().map_err(store_error)?;
         {
             tx.open_table(NETWORKS).map_err(store_error)?;
@@ -83,7 +84,7 @@ impl Store {
         for entry in table.iter().map_err(store_error)? {
             let (key, value) = entry.map_err(store_error)?;
             let record = serde_json::from_slice(value.value()).map_err(|e| {
-                NetdError::Store(format!("record {} is unreadable: {e}", key.value()))
+                NetdError::store(format!("record {} is unreadable", key.value()), e)
             })?;
             out.push(record);
         }

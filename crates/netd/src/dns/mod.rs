@@ -54,11 +54,11 @@ impl DnsService {
             .thread_name("netd-dns")
             .enable_all()
             .build()
-            .map_err(|e| NetdError::Internal(format!("cannot start the DNS runtime: {e}")))?;
+            .map_err(|e| NetdError::io("cannot start the DNS runtime", e))?;
         let records = Arc::new(ArcSwap::from_pointee(Records::default()));
         let host = Arc::new(upstream::HostResolvers::new(resolv_conf));
         let udp = udp::UdpServer::start(records.clone(), host.clone(), runtime.handle().clone())
-            .map_err(|e| NetdError::Internal(format!("cannot start the DNS server: {e}")))?;
+            .map_err(|e| NetdError::io("cannot start the DNS server", e))?;
         let watched = host.clone();
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));

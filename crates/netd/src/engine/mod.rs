@@ -92,9 +92,8 @@ impl Engine {
         }
         state.rebuild_pools()?;
         for dir in [config.paths.netns_dir(), config.paths.sandboxes_dir()] {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                NetdError::Internal(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
         }
         let mut engine = Engine {
             dns: crate::dns::DnsService::start(config.resolv_conf.clone())?,
@@ -342,7 +341,7 @@ impl EngineHandle {
                     let _ = ready_tx.send(Err(e));
                 }
             })
-            .map_err(|e| NetdError::Internal(format!("cannot start the engine thread: {e}")))?;
+            .map_err(|e| NetdError::io("cannot start the engine thread", e))?;
         let repairs = ready_rx
             .recv()
             .map_err(|_| NetdError::Internal("the engine thread died during start-up".into()))??;

@@ -76,9 +76,10 @@ fn hold(mapping: &PortMapping) -> Result<Option<OwnedFd>> {
             return Ok(None)
         }
         Err(e) => {
-            return Err(NetdError::Internal(format!(
-                "socket for port {mapping}: {e}"
-            )))
+            return Err(NetdError::io(
+                format!("socket for port {mapping}"),
+                std::io::Error::from(e),
+            ))
         }
     };
     let octets = mapping.host_ip.octets();
@@ -99,9 +100,10 @@ fn hold(mapping: &PortMapping) -> Result<Option<OwnedFd>> {
             "-p: {} is not an address of this host",
             mapping.host_ip
         ))),
-        Err(e) => Err(NetdError::Internal(format!(
-            "cannot hold port {mapping}: {e}"
-        ))),
+        Err(e) => Err(NetdError::io(
+            format!("cannot hold port {mapping}"),
+            std::io::Error::from(e),
+        )),
     }
 }
 

@@ -105,8 +105,9 @@ impl Engine {
         }
         let dir = self.paths().sandbox_dir(&sandbox.id);
         if !self.paths().sandbox_file(&sandbox.id, "hosts").exists() {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| crate::error::NetdError::Internal(e.to_string()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                crate::error::NetdError::io(format!("cannot create {}", dir.display()), e)
+            })?;
             self.write_files(sandbox)?;
             repairs.push(format!("sandbox {name}: rewrote hosts and resolv.conf"));
         } else {

@@ -254,7 +254,7 @@ impl Engine {
     pub(super) fn create_sandbox(&mut self, sandbox: &Sandbox) -> Result<i32> {
         let dir = self.paths().sandbox_dir(&sandbox.id);
         std::fs::create_dir_all(&dir)
-            .map_err(|e| NetdError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
         let netns_path = self.netns_path(sandbox);
         let starting = if sandbox.joined.is_some() {
             self.start_pause(sandbox)?
