@@ -1,4 +1,5 @@
-//! The API client `netctl` uses: one HTTP/1.1 request per connection over the socket.
+//! The API client `netctl` uses: one HTTP/1.1 request per connection over the socket, with
+//! the API's types on both sides.
 
 use std::path::{Path, PathBuf};
 
@@ -6,23 +7,37 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::types::ErrorMessage;
 
 /// What a call to netd can fail with, as `netctl` reports it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach netd at {path}: {reason} (is netd running? set --socket or NETD_SOCKET)"
+        "cannot reach netd at {path}: {source} (is netd running? set --socket or NETD_SOCKET)"
     )]
     Connect {
         path: String,
-        reason: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
-    #[error("talking to netd: {0}")]
-    Http(String),
+    #[error("talking to netd: {what}: {source}")]
+    Http {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// netd answered with an error; the message is netd's own.
     #[error("{message}")]
     Api { status: u16, message: String },
+}
+
+fn http(
+    what: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> ClientError {
+    move |source| ClientError::Http { what, source }
 }
 
 /// A client of one netd.
@@ -38,27 +53,50 @@ impl Client {
         }
     }
 
-    /// Sends one request; returns the JSON answer, or netd's error message.
-    pub async fn call(
+    /// `GET path`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<T, ()>(Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// `method path` without a body.
+    pub async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<T, ClientError> {
+        self.call::<T, ()>(method, path, None).await
+    }
+
+    /// Sends one request; returns the answer, or netd's error message.
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|reason| ClientError::Connect {
+            .map_err(|source| ClientError::Connect {
                 path: self.socket.display().to_string(),
-                reason,
+                source,
             })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| http("handshake")(e.into()))?;
         tokio::spawn(connection);
         let bytes = match body {
-            Some(v) => {
-                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Http(e.to_string()))?)
-            }
+            Some(v) => Bytes::from(
+                serde_json::to_vec(v).map_err(|e| http("encoding the request")(e.into()))?,
+            ),
             None => Bytes::new(),
         };
         let request = Request::builder()
@@ -67,32 +105,24 @@ impl Client {
             .header("host", "netd")
             .header("content-type", "application/json")
             .body(Full::new(bytes))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| http("building the request")(e.into()))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| http("sending the request")(e.into()))?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
+            .map_err(|e| http("reading the answer")(e.into()))?
             .to_bytes();
-        let value: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-        };
         if status >= 400 {
-            let message = value
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("netd answered {status}"));
+            let message = serde_json::from_slice::<ErrorMessage>(&body)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| format!("netd answered {status}"));
             return Err(ClientError::Api { status, message });
         }
-        Ok(value)
+        serde_json::from_slice(&body).map_err(|e| http("decoding the answer")(e.into()))
     }
 }

@@ -3,17 +3,4 @@
 
 pub mod client;
 pub mod server;
-
-use serde::{Deserialize, Serialize};
-
-/// Body of `POST /networks/{name}/disconnect`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DisconnectRequest {
-    pub container: String,
-}
-
-/// Body of `POST /sandboxes/{name}/processes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProcessRequest {
-    pub pid: i32,
-}
+pub mod types;

@@ -10,10 +10,12 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bridge_driver::NetworkRequest;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::{DisconnectRequest, ProcessRequest};
-use crate::engine::{ConnectRequest, EngineHandle, RunRequest};
+use super::types::{
+    ConnectRequest, DisconnectRequest, Empty, ErrorMessage, NetworkCreated, NetworkInfo,
+    NetworkRemoved, NetworksPruned, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
+};
+use crate::engine::EngineHandle;
 use crate::error::NetdError;
 
 /// An engine error as an HTTP answer.
@@ -33,17 +35,14 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!("{}", self.0);
         }
-        (status, Json(json!({"message": self.0.to_string()}))).into_response()
+        let body = ErrorMessage {
+            message: self.0.to_string(),
+        };
+        (status, Json(body)).into_response()
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
-fn to_json<T: serde::Serialize>(value: T) -> ApiResult {
-    serde_json::to_value(value)
-        .map(Json)
-        .map_err(|e| ApiError(NetdError::Internal(e.to_string())))
-}
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 pub fn router(engine: EngineHandle) -> Router {
     Router::new()
@@ -64,71 +63,79 @@ pub fn router(engine: EngineHandle) -> Router {
         .with_state(engine)
 }
 
-async fn list_networks(State(e): State<EngineHandle>) -> ApiResult {
-    to_json(e.call(|e| Ok(e.list_networks())).await?)
+async fn list_networks(State(e): State<EngineHandle>) -> ApiResult<Vec<NetworkInfo>> {
+    Ok(Json(e.call(|e| Ok(e.list_networks())).await?))
 }
 
 async fn create_network(
     State(e): State<EngineHandle>,
     Json(req): Json<NetworkRequest>,
-) -> ApiResult {
+) -> ApiResult<NetworkCreated> {
     let network = e.call(move |e| e.create_network(req)).await?;
-    to_json(json!({"Id": network.id, "Warning": ""}))
+    Ok(Json(NetworkCreated {
+        id: network.id,
+        warning: String::new(),
+    }))
 }
 
 async fn inspect_network(
     State(e): State<EngineHandle>,
     UrlPath(name): UrlPath<String>,
-) -> ApiResult {
+) -> ApiResult<NetworkInfo> {
     let mut found = e.call(move |e| e.inspect_networks(&[name])).await?;
-    to_json(found.pop())
+    found
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError(NetdError::Internal("no network in the answer".into())))
 }
 
 async fn remove_network(
     State(e): State<EngineHandle>,
     UrlPath(name): UrlPath<String>,
-) -> ApiResult {
-    to_json(json!({"Name": e.call(move |e| e.remove_network(&name)).await?}))
+) -> ApiResult<NetworkRemoved> {
+    let name = e.call(move |e| e.remove_network(&name)).await?;
+    Ok(Json(NetworkRemoved { name }))
 }
 
-async fn prune_networks(State(e): State<EngineHandle>) -> ApiResult {
-    to_json(json!({"NetworksDeleted": e.call(|e| e.prune_networks()).await?}))
+async fn prune_networks(State(e): State<EngineHandle>) -> ApiResult<NetworksPruned> {
+    let networks_deleted = e.call(|e| e.prune_networks()).await?;
+    Ok(Json(NetworksPruned { networks_deleted }))
 }
 
 async fn connect(
     State(e): State<EngineHandle>,
     UrlPath(name): UrlPath<String>,
     Json(req): Json<ConnectRequest>,
-) -> ApiResult {
+) -> ApiResult<SandboxId> {
     let sandbox = e.call(move |e| e.connect(&name, req)).await?;
-    to_json(json!({"Id": sandbox.id}))
+    Ok(Json(SandboxId { id: sandbox.id }))
 }
 
 async fn disconnect(
     State(e): State<EngineHandle>,
     UrlPath(name): UrlPath<String>,
     Json(req): Json<DisconnectRequest>,
-) -> ApiResult {
+) -> ApiResult<SandboxId> {
     let sandbox = e.call(move |e| e.disconnect(&name, &req.container)).await?;
-    to_json(json!({"Id": sandbox.id}))
+    Ok(Json(SandboxId { id: sandbox.id }))
 }
 
-async fn list_sandboxes(State(e): State<EngineHandle>) -> ApiResult {
-    to_json(e.call(|e| Ok(e.list_sandboxes())).await?)
+async fn list_sandboxes(State(e): State<EngineHandle>) -> ApiResult<Vec<SandboxInfo>> {
+    Ok(Json(e.call(|e| Ok(e.list_sandboxes())).await?))
 }
 
-async fn run(State(e): State<EngineHandle>, Json(req): Json<RunRequest>) -> ApiResult {
-    to_json(
-        e.call(move |e| e.run(req).map(|s| e.sandbox_json(&s)))
-            .await?,
-    )
+async fn run(State(e): State<EngineHandle>, Json(req): Json<RunRequest>) -> ApiResult<SandboxInfo> {
+    let info = e
+        .call(move |e| e.run(req).map(|s| e.sandbox_info(&s)))
+        .await?;
+    Ok(Json(info))
 }
 
 async fn inspect_sandbox(
     State(e): State<EngineHandle>,
     UrlPath(name): UrlPath<String>,
-) -> ApiResult {
-    to_json(e.call(move |e| e.inspect_sandbox(&name)).await?)
+) -> ApiResult<SandboxInfo> {
+    Ok(Json(e.call(move |e| e.inspect_sandbox(&name)).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,21 +148,23 @@ async fn remove_sandbox(
     State(e): State<EngineHandle>,
     UrlPath(name): UrlPath<String>,
     Query(q): Query<RemoveQuery>,
-) -> ApiResult {
-    to_json(json!({"Id": e.call(move |e| e.remove_sandbox(&name, q.force)).await?}))
+) -> ApiResult<SandboxId> {
+    let id = e.call(move |e| e.remove_sandbox(&name, q.force)).await?;
+    Ok(Json(SandboxId { id }))
 }
 
 async fn add_process(
     State(e): State<EngineHandle>,
     UrlPath(name): UrlPath<String>,
     Json(req): Json<ProcessRequest>,
-) -> ApiResult {
+) -> ApiResult<Empty> {
     e.call(move |e| e.add_process(&name, req.pid)).await?;
-    to_json(json!({}))
+    Ok(Json(Empty {}))
 }
 
-async fn reconcile(State(e): State<EngineHandle>) -> ApiResult {
-    to_json(json!({"Repairs": e.call(|e| e.reconcile()).await?}))
+async fn reconcile(State(e): State<EngineHandle>) -> ApiResult<Reconciled> {
+    let repairs = e.call(|e| e.reconcile()).await?;
+    Ok(Json(Reconciled { repairs }))
 }
 
 /// Binds the API socket (mode 0660), replacing a stale socket file left by a crash.

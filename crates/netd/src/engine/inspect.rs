@@ -1,17 +1,24 @@
-//! Read-only views in Docker's JSON shapes (`network inspect`, `inspect`, `ls`, `ps`).
+//! Read-only views in Docker's JSON shapes (`network inspect`, `inspect`, `ls`, `ps`), as
+//! the API's types.
+
+use std::collections::BTreeMap;
 
 use bridge_driver::Network;
 use linkd::format_mac;
-use serde_json::{json, Map, Value};
 
 use super::Engine;
+use crate::api::types::{
+    ConfigFrom, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    NetworkContainer, NetworkInfo, NetworkSettings, PortBinding, PortMap, SandboxConfig,
+    SandboxInfo, SandboxState,
+};
 use crate::error::Result;
 use crate::pause;
 use crate::state::Sandbox;
 
 impl Engine {
-    pub fn network_json(&self, network: &Network) -> Value {
-        let mut containers = Map::new();
+    pub fn network_info(&self, network: &Network) -> NetworkInfo {
+        let mut containers = BTreeMap::new();
         for sandbox in self.state.attached(&network.id) {
             for ep in sandbox
                 .endpoints
@@ -20,132 +27,147 @@ impl Engine {
             {
                 containers.insert(
                     sandbox.id.clone(),
-                    json!({
-                        "Name": sandbox.name,
-                        "EndpointID": ep.endpoint_id,
-                        "MacAddress": format_mac(&ep.mac),
-                        "IPv4Address": format!("{}/{}", ep.ip, network.subnet.prefix_len()),
-                        "IPv6Address": "",
-                    }),
+                    NetworkContainer {
+                        name: sandbox.name.clone(),
+                        endpoint_id: ep.endpoint_id.clone(),
+                        mac_address: format_mac(&ep.mac),
+                        ipv4_address: format!("{}/{}", ep.ip, network.subnet.prefix_len()),
+                        ipv6_address: String::new(),
+                    },
                 );
             }
         }
-        let mut config = json!({
-            "Subnet": network.subnet.to_string(),
-            "Gateway": network.gateway.to_string(),
-        });
-        if let Some(range) = network.ip_range {
-            config["IPRange"] = json!(range.to_string());
+        NetworkInfo {
+            name: network.name.clone(),
+            id: network.id.clone(),
+            created: network.created.clone(),
+            scope: "local".into(),
+            driver: network.driver.clone(),
+            enable_ipv4: true,
+            enable_ipv6: false,
+            ipam: Ipam {
+                driver: "default".into(),
+                options: BTreeMap::new(),
+                config: vec![IpamConfig {
+                    subnet: network.subnet.to_string(),
+                    gateway: network.gateway.to_string(),
+                    ip_range: network.ip_range.map(|r| r.to_string()),
+                }],
+            },
+            internal: network.internal,
+            attachable: false,
+            ingress: false,
+            config_from: ConfigFrom {
+                network: String::new(),
+            },
+            config_only: false,
+            containers,
+            options: network.options.clone(),
+            labels: network.labels.clone(),
         }
-        json!({
-            "Name": network.name,
-            "Id": network.id,
-            "Created": network.created,
-            "Scope": "local",
-            "Driver": network.driver,
-            "EnableIPv4": true,
-            "EnableIPv6": false,
-            "IPAM": {"Driver": "default", "Options": {}, "Config": [config]},
-            "Internal": network.internal,
-            "Attachable": false,
-            "Ingress": false,
-            "ConfigFrom": {"Network": ""},
-            "ConfigOnly": false,
-            "Containers": containers,
-            "Options": network.options,
-            "Labels": network.labels,
-        })
     }
 
-    pub fn inspect_networks(&self, references: &[String]) -> Result<Vec<Value>> {
+    pub fn inspect_networks(&self, references: &[String]) -> Result<Vec<NetworkInfo>> {
         references
             .iter()
-            .map(|r| Ok(self.network_json(self.state.network(r)?)))
+            .map(|r| Ok(self.network_info(self.state.network(r)?)))
             .collect()
     }
 
-    pub fn list_networks(&self) -> Vec<Value> {
+    pub fn list_networks(&self) -> Vec<NetworkInfo> {
         self.ordered_networks()
             .into_iter()
-            .map(|n| self.network_json(n))
+            .map(|n| self.network_info(n))
             .collect()
     }
 
-    pub fn sandbox_json(&self, sandbox: &Sandbox) -> Value {
+    pub fn sandbox_info(&self, sandbox: &Sandbox) -> SandboxInfo {
         let pid = self
             .runtime
             .get(&sandbox.id)
             .and_then(|r| r.pause_pid)
             .unwrap_or(0);
         let running = pid > 0 && pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid);
-        let mut networks = Map::new();
+        let mut networks = BTreeMap::new();
         for ep in &sandbox.endpoints {
             let Some(network) = self.state.networks.get(&ep.network_id) else {
                 continue;
             };
             networks.insert(
                 network.name.clone(),
-                json!({
-                    "IPAMConfig": if ep.static_ip { json!({"IPv4Address": ep.ip.to_string()}) } else { Value::Null },
-                    "Aliases": ep.aliases,
-                    "NetworkID": network.id,
-                    "EndpointID": ep.endpoint_id,
-                    "Gateway": network.gateway.to_string(),
-                    "IPAddress": ep.ip.to_string(),
-                    "IPPrefixLen": network.subnet.prefix_len(),
-                    "MacAddress": format_mac(&ep.mac),
-                    "InterfaceName": format!("eth{}", ep.interface),
-                }),
+                EndpointSettings {
+                    ipam_config: ep.static_ip.then(|| EndpointIpamConfig {
+                        ipv4_address: ep.ip.to_string(),
+                    }),
+                    aliases: ep.aliases.clone(),
+                    network_id: network.id.clone(),
+                    endpoint_id: ep.endpoint_id.clone(),
+                    gateway: network.gateway.to_string(),
+                    ip_address: ep.ip.to_string(),
+                    ip_prefix_len: network.subnet.prefix_len(),
+                    mac_address: format_mac(&ep.mac),
+                    interface_name: format!("eth{}", ep.interface),
+                },
             );
         }
-        let mut ports = Map::new();
+        let mut ports = PortMap::new();
         for m in &sandbox.ports {
-            let key = format!("{}/{}", m.container_port, m.protocol);
-            let binding =
-                json!({"HostIp": m.host_ip.to_string(), "HostPort": m.host_port.to_string()});
-            match ports.get_mut(&key).and_then(Value::as_array_mut) {
-                Some(list) => list.push(binding),
-                None => {
-                    ports.insert(key, json!([binding]));
-                }
-            }
+            ports
+                .entry(format!("{}/{}", m.container_port, m.protocol))
+                .or_default()
+                .push(PortBinding {
+                    host_ip: m.host_ip.to_string(),
+                    host_port: m.host_port.to_string(),
+                });
         }
         let paths = self.paths();
         let files_of = sandbox.netns_owner();
-        json!({
-            "Id": sandbox.id,
-            "Created": sandbox.created,
-            "Name": format!("/{}", sandbox.name),
-            "State": {
-                "Status": if running { "running" } else { "dead" },
-                "Running": running,
-                "Pid": if running { pid } else { 0 },
+        let file = |name: &str| paths.sandbox_file(files_of, name).display().to_string();
+        SandboxInfo {
+            id: sandbox.id.clone(),
+            created: sandbox.created.clone(),
+            name: format!("/{}", sandbox.name),
+            state: SandboxState {
+                status: if running { "running" } else { "dead" }.into(),
+                running,
+                pid: if running { pid } else { 0 },
             },
-            "HostnamePath": paths.sandbox_file(files_of, "hostname"),
-            "HostsPath": paths.sandbox_file(files_of, "hosts"),
-            "ResolvConfPath": paths.sandbox_file(files_of, "resolv.conf"),
-            "LogPath": paths.sandbox_file(&sandbox.id, "log"),
-            "Config": {"Hostname": self.state.sandboxes.get(files_of).map(|s| s.short_id()).unwrap_or(sandbox.short_id())},
-            "HostConfig": {"NetworkMode": sandbox.network_mode, "PortBindings": ports.clone()},
-            "NetworkSettings": {
-                "SandboxID": sandbox.netns_owner(),
-                "SandboxKey": self.netns_path(sandbox),
-                "Ports": ports,
-                "Networks": networks,
+            hostname_path: file("hostname"),
+            hosts_path: file("hosts"),
+            resolv_conf_path: file("resolv.conf"),
+            log_path: paths.sandbox_file(&sandbox.id, "log").display().to_string(),
+            config: SandboxConfig {
+                hostname: self
+                    .state
+                    .sandboxes
+                    .get(files_of)
+                    .map(|s| s.short_id())
+                    .unwrap_or(sandbox.short_id())
+                    .to_string(),
             },
-        })
+            host_config: HostConfig {
+                network_mode: sandbox.network_mode.clone(),
+                port_bindings: ports.clone(),
+            },
+            network_settings: NetworkSettings {
+                sandbox_id: sandbox.netns_owner().to_string(),
+                sandbox_key: self.netns_path(sandbox).display().to_string(),
+                ports,
+                networks,
+            },
+        }
     }
 
-    pub fn inspect_sandbox(&self, reference: &str) -> Result<Value> {
-        Ok(self.sandbox_json(self.state.sandbox(reference)?))
+    pub fn inspect_sandbox(&self, reference: &str) -> Result<SandboxInfo> {
+        Ok(self.sandbox_info(self.state.sandbox(reference)?))
     }
 
-    pub fn list_sandboxes(&self) -> Vec<Value> {
+    pub fn list_sandboxes(&self) -> Vec<SandboxInfo> {
         let mut sandboxes: Vec<&Sandbox> = self.state.sandboxes.values().collect();
         sandboxes.sort_by(|a, b| b.created.cmp(&a.created));
         sandboxes
             .into_iter()
-            .map(|s| self.sandbox_json(s))
+            .map(|s| self.sandbox_info(s))
             .collect()
     }
 }

@@ -1,0 +1,218 @@
+//! The API's answers, in Docker's JSON shapes (`docker network inspect`, `docker inspect`),
+//! shared by the server, the engine's views and `netctl`, so that a renamed field fails to
+//! compile rather than print an empty column.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::engine::{ConnectRequest, RunRequest};
+pub use bridge_driver::NetworkRequest;
+
+/// Body of `POST /networks/{name}/disconnect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DisconnectRequest {
+    pub container: String,
+}
+
+/// Body of `POST /sandboxes/{name}/processes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessRequest {
+    pub pid: i32,
+}
+
+/// `GET /networks`, `GET /networks/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkInfo {
+    pub name: String,
+    pub id: String,
+    pub created: String,
+    pub scope: String,
+    pub driver: String,
+    #[serde(rename = "EnableIPv4")]
+    pub enable_ipv4: bool,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    pub internal: bool,
+    pub attachable: bool,
+    pub ingress: bool,
+    pub config_from: ConfigFrom,
+    pub config_only: bool,
+    /// Sandbox id -> its endpoint on this network.
+    pub containers: BTreeMap<String, NetworkContainer>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    pub subnet: String,
+    pub gateway: String,
+    #[serde(rename = "IPRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigFrom {
+    pub network: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkContainer {
+    pub name: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub mac_address: String,
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// `GET /sandboxes`, `GET /sandboxes/{name}`, `POST /sandboxes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxInfo {
+    pub id: String,
+    pub created: String,
+    /// `/name`, as Docker writes it.
+    pub name: String,
+    pub state: SandboxState,
+    pub hostname_path: String,
+    pub hosts_path: String,
+    pub resolv_conf_path: String,
+    pub log_path: String,
+    pub config: SandboxConfig,
+    pub host_config: HostConfig,
+    pub network_settings: NetworkSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxState {
+    /// `running` or `dead`.
+    pub status: String,
+    pub running: bool,
+    pub pid: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxConfig {
+    pub hostname: String,
+}
+
+/// `"80/tcp"` -> where it is published.
+pub type PortMap = BTreeMap<String, Vec<PortBinding>>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfig {
+    pub network_mode: String,
+    pub port_bindings: PortMap,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSettings {
+    #[serde(rename = "SandboxID")]
+    pub sandbox_id: String,
+    /// The namespace's path.
+    pub sandbox_key: String,
+    pub ports: PortMap,
+    /// Network name -> the sandbox's endpoint on it.
+    pub networks: BTreeMap<String, EndpointSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettings {
+    /// Set when the address was asked for (`--ip`).
+    #[serde(rename = "IPAMConfig")]
+    pub ipam_config: Option<EndpointIpamConfig>,
+    pub aliases: Vec<String>,
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub gateway: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    pub mac_address: String,
+    pub interface_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointIpamConfig {
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+}
+
+/// `POST /networks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreated {
+    pub id: String,
+    pub warning: String,
+}
+
+/// `DELETE /networks/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkRemoved {
+    pub name: String,
+}
+
+/// `POST /networks/prune`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworksPruned {
+    pub networks_deleted: Vec<String>,
+}
+
+/// `POST /networks/{name}/connect|disconnect`, `DELETE /sandboxes/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxId {
+    pub id: String,
+}
+
+/// `POST /system/reconcile`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Reconciled {
+    pub repairs: Vec<String>,
+}
+
+/// Every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    pub message: String,
+}
+
+/// An answer with nothing in it (`POST /sandboxes/{name}/processes`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Empty {}

@@ -1,0 +1,174 @@
+//! The command line's shape: commands, flags and their help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netctl",
+    version,
+    about = "Command line of the netd container network daemon"
+)]
+pub struct Cli {
+    /// netd's API socket.
+    #[arg(
+        long,
+        global = true,
+        env = "NETD_SOCKET",
+        default_value = "/run/netd/netd.sock"
+    )]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Create a sandbox (a network namespace held by a pause process), optionally running
+    /// a command in it.
+    Run(RunArgs),
+    /// List a sandbox's published ports, or the host address of one (PORT[/PROTO]).
+    Port { name: String, port: Option<String> },
+    /// Run a command inside a sandbox.
+    Exec {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Connect a sandbox to a network (next free ethN).
+    Connect {
+        /// The sandbox's address on the network (default: the next free one).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Another name the sandbox answers to on this network (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        name: String,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect { network: String, name: String },
+    /// List sandboxes ({{.ID}}, {{.Names}}, {{.Status}}, {{.Networks}}, {{.IPAddress}},
+    /// {{.Ports}}, {{.CreatedAt}} for --format).
+    Ps(ListArgs),
+    /// Show sandboxes in detail (JSON).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove sandboxes.
+    Rm {
+        /// Stop processes running in the sandbox (and sandboxes sharing it) first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// System operations.
+    #[command(subcommand)]
+    System(SystemCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create {
+        /// The network driver.
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        /// The network's subnet, CIDR (default: the next free one of Docker's pools).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// The gateway's address (default: the subnet's first).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Hand out addresses only from this part of the subnet, CIDR.
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// No NAT and no route out: sandboxes reach only each other.
+        #[arg(long)]
+        internal: bool,
+        /// Driver option KEY=VALUE (bridge-name, mtu, icc, masquerade).
+        #[arg(short, long = "opt")]
+        opts: Vec<String>,
+        /// A label KEY=VALUE (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        name: String,
+    },
+    /// List networks ({{.ID}}, {{.Name}}, {{.Driver}}, {{.Scope}} for --format).
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show networks in detail (JSON).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove all networks no sandbox uses.
+    Prune {
+        /// Accepted for Docker compatibility; prune never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// How a listing prints: a table, ids only, or each row through a template.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only print ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print each row with a template such as '{{.ID}} {{.Name}}'.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCmd {
+    /// Repair the kernel state from netd's records now, and print what was repaired.
+    Reconcile,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The sandbox's name (default: none; the id names it).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// NET, none, or container:NAME.
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// The sandbox's address on its network (default: the next free one).
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Another name the sandbox answers to on its network (repeatable).
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish every --expose'd port on a random host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// A port the sandbox offers, PORT[-END][/PROTO] (published by -P).
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Run CMD in the background (output to the sandbox's log file) and print the id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the sandbox when CMD exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// The command to run in the sandbox (none: just create it).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}

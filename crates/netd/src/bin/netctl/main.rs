@@ -1,0 +1,258 @@
+//! netctl: the command line of netd, shaped like `docker network`, `docker run` and
+//! `docker exec`.
+
+mod args;
+mod output;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+use clap::Parser;
+use hyper::Method;
+use netd::api::client::Client;
+use netd::api::types::{
+    ConnectRequest, DisconnectRequest, Empty, NetworkCreated, NetworkInfo, NetworkRequest,
+    NetworksPruned, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
+};
+
+use args::{Cli, Cmd, ListArgs, NetworkCmd, RunArgs, SystemCmd};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+fn key_values(field: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(anyhow!("{field}: {item:?} is not KEY=VALUE")),
+        })
+        .collect()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Cmd::Network(cmd) => network(&client, cmd).await,
+        Cmd::Run(args) => run_sandbox(&client, args).await,
+        Cmd::Port { name, port } => {
+            let info: SandboxInfo = client.get(&format!("/sandboxes/{name}")).await?;
+            let lines = output::port_lines(&info.network_settings.ports, port.as_deref());
+            if lines.is_empty() {
+                if let Some(port) = port {
+                    bail!("no public port {port} published for {name}");
+                }
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(0)
+        }
+        Cmd::Exec { name, command } => {
+            let info: SandboxInfo = client.get(&format!("/sandboxes/{name}")).await?;
+            sandbox::wait_foreground(&info, &command)
+        }
+        Cmd::Connect {
+            ip,
+            aliases,
+            network,
+            name,
+        } => {
+            let body = ConnectRequest {
+                container: name,
+                ip,
+                aliases,
+            };
+            let _: SandboxId = client
+                .post(&format!("/networks/{network}/connect"), &body)
+                .await?;
+            Ok(0)
+        }
+        Cmd::Disconnect { network, name } => {
+            let body = DisconnectRequest { container: name };
+            let _: SandboxId = client
+                .post(&format!("/networks/{network}/disconnect"), &body)
+                .await?;
+            Ok(0)
+        }
+        Cmd::Ps(ListArgs { quiet, format }) => {
+            let list: Vec<SandboxInfo> = client.get("/sandboxes").await?;
+            output::print_sandboxes(&list, quiet, format.as_deref());
+            Ok(0)
+        }
+        Cmd::Inspect { names } => inspect_all::<SandboxInfo>(&client, "sandboxes", &names).await,
+        Cmd::Rm { force, names } => {
+            remove_all(&client, &names, |name| {
+                format!("/sandboxes/{name}?force={force}")
+            })
+            .await
+        }
+        Cmd::System(SystemCmd::Reconcile) => {
+            let answer: Reconciled = client.send(Method::POST, "/system/reconcile").await?;
+            if answer.repairs.is_empty() {
+                println!("nothing to repair");
+            }
+            for repair in answer.repairs {
+                println!("{repair}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
+    match cmd {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            internal,
+            opts,
+            labels,
+            name,
+        } => {
+            let body = NetworkRequest {
+                name,
+                driver: Some(driver),
+                subnet,
+                gateway,
+                ip_range,
+                internal,
+                options: key_values("--opt", &opts)?,
+                labels: key_values("--label", &labels)?,
+            };
+            let answer: NetworkCreated = client.post("/networks", &body).await?;
+            println!("{}", answer.id);
+            Ok(0)
+        }
+        NetworkCmd::Ls(ListArgs { quiet, format }) => {
+            let list: Vec<NetworkInfo> = client.get("/networks").await?;
+            output::print_networks(&list, quiet, format.as_deref());
+            Ok(0)
+        }
+        NetworkCmd::Inspect { names } => {
+            inspect_all::<NetworkInfo>(client, "networks", &names).await
+        }
+        NetworkCmd::Rm { names } => {
+            remove_all(client, &names, |name| format!("/networks/{name}")).await
+        }
+        NetworkCmd::Prune { force: _ } => {
+            let answer: NetworksPruned = client.send(Method::POST, "/networks/prune").await?;
+            if !answer.networks_deleted.is_empty() {
+                println!("Deleted Networks:");
+                for name in answer.networks_deleted {
+                    println!("{name}");
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
+    let body = RunRequest {
+        name: args.name,
+        network: args.network,
+        ip: args.ip,
+        aliases: args.aliases,
+        publish: args.publish,
+        publish_all: args.publish_all,
+        expose: args.expose,
+    };
+    let info: SandboxInfo = client.post("/sandboxes", &body).await?;
+    let id = info.id.clone();
+    let force_remove = format!("/sandboxes/{id}?force=true");
+    if args.command.is_empty() {
+        println!("{id}");
+        return Ok(0);
+    }
+    if args.detach {
+        return match sandbox::start_detached(&info, &args.command) {
+            Ok(pid) => {
+                let pid =
+                    i32::try_from(pid).map_err(|_| anyhow!("process id {pid} is out of range"))?;
+                let _: Empty = client
+                    .post(
+                        &format!("/sandboxes/{id}/processes"),
+                        &ProcessRequest { pid },
+                    )
+                    .await?;
+                println!("{id}");
+                Ok(0)
+            }
+            Err(e) => {
+                let _ = client
+                    .send::<SandboxId>(Method::DELETE, &force_remove)
+                    .await;
+                Err(e)
+            }
+        };
+    }
+    let code = sandbox::wait_foreground(&info, &args.command);
+    if args.rm {
+        let _: SandboxId = client.send(Method::DELETE, &force_remove).await?;
+    }
+    code
+}
+
+/// `inspect` of several objects: a JSON array, as Docker prints it.
+async fn inspect_all<T: serde::de::DeserializeOwned + serde::Serialize>(
+    client: &Client,
+    kind: &str,
+    names: &[String],
+) -> anyhow::Result<u8> {
+    let mut out: Vec<T> = Vec::new();
+    for name in names {
+        out.push(client.get(&format!("/{kind}/{name}")).await?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+/// `rm` of several objects: each name printed when removed, each failure reported, and a
+/// non-zero exit if any failed.
+async fn remove_all(
+    client: &Client,
+    names: &[String],
+    path: impl Fn(&str) -> String,
+) -> anyhow::Result<u8> {
+    let mut failed = false;
+    for name in names {
+        match client
+            .send::<serde_json::Value>(Method::DELETE, &path(name))
+            .await
+        {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
