@@ -264,14 +264,46 @@ impl SavedTable {
     }
 }
 
+/// One change to the jumps from a built-in chain into netd's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryFix {
+    /// A missing jump, inserted at `position` (1-based).
+    Insert {
+        chain: &'static str,
+        position: u32,
+        rule: String,
+    },
+    /// A jump that is there but out of place (it is inserted again where it belongs).
+    Delete { chain: &'static str, rule: String },
+}
+
+impl EntryFix {
+    /// The `iptables-restore` line.
+    pub fn line(&self) -> String {
+        match self {
+            EntryFix::Insert {
+                chain,
+                position,
+                rule,
+            } => format!("-I {chain} {position} {rule}"),
+            EntryFix::Delete { chain, rule } => format!("-D {chain} {rule}"),
+        }
+    }
+
+    /// Whether this restores a missing jump (what a repair report names).
+    pub fn restores(&self) -> bool {
+        matches!(self, EntryFix::Insert { .. })
+    }
+}
+
 /// Fixes for the jumps from built-in chains into netd's, and the admin chain, computed
 /// from what is there now. Empty when everything is in place.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryFixes {
     /// Chains to declare because they are missing (declaring flushes, so only when missing).
     pub filter_declare: Vec<String>,
-    pub filter: Vec<String>,
-    pub nat: Vec<String>,
+    pub filter: Vec<EntryFix>,
+    pub nat: Vec<EntryFix>,
 }
 
 impl EntryFixes {
@@ -286,37 +318,59 @@ pub fn entry_fixes(filter: &SavedTable, nat: &SavedTable) -> EntryFixes {
     if !filter.chains.contains_key(CHAIN_USER) {
         fixes.filter_declare.push(CHAIN_USER.to_string());
     }
-    let user_jump = format!("-A FORWARD -j {CHAIN_USER}");
-    let forward_jump = format!("-A FORWARD -j {CHAIN_FORWARD}");
+    let insert = |chain: &'static str, position: u32, rule: String| EntryFix::Insert {
+        chain,
+        position,
+        rule,
+    };
+    let present = |saved: &SavedTable, chain: &str, rule: &str| {
+        saved.rules(chain).contains(&format!("-A {chain} {rule}"))
+    };
+    let user_jump = format!("-j {CHAIN_USER}");
     let forward = filter.rules("FORWARD");
-    if forward.first() != Some(&user_jump) {
-        for _ in forward.iter().filter(|r| **r == user_jump) {
-            fixes.filter.push(format!("-D FORWARD -j {CHAIN_USER}"));
+    if forward.first() != Some(&format!("-A FORWARD {user_jump}")) {
+        for _ in forward
+            .iter()
+            .filter(|r| **r == format!("-A FORWARD {user_jump}"))
+        {
+            fixes.filter.push(EntryFix::Delete {
+                chain: "FORWARD",
+                rule: user_jump.clone(),
+            });
         }
-        fixes.filter.push(format!("-I FORWARD 1 -j {CHAIN_USER}"));
+        fixes.filter.push(insert("FORWARD", 1, user_jump));
     }
-    if !forward.contains(&forward_jump) {
-        fixes
-            .filter
-            .push(format!("-I FORWARD 2 -j {CHAIN_FORWARD}"));
+    let forward_jump = format!("-j {CHAIN_FORWARD}");
+    if !present(filter, "FORWARD", &forward_jump) {
+        fixes.filter.push(insert("FORWARD", 2, forward_jump));
     }
-    let input_jump = format!("-A INPUT -j {CHAIN_INPUT}");
-    if !filter.rules("INPUT").contains(&input_jump) {
-        fixes.filter.push(format!("-I INPUT 1 -j {CHAIN_INPUT}"));
+    let input_jump = format!("-j {CHAIN_INPUT}");
+    if !present(filter, "INPUT", &input_jump) {
+        fixes.filter.push(insert("INPUT", 1, input_jump));
     }
-    let post_jump = format!("-A POSTROUTING -j {CHAIN_POSTROUTING}");
-    if !nat.rules("POSTROUTING").contains(&post_jump) {
-        fixes
-            .nat
-            .push(format!("-I POSTROUTING 1 -j {CHAIN_POSTROUTING}"));
+    let post_jump = format!("-j {CHAIN_POSTROUTING}");
+    if !present(nat, "POSTROUTING", &post_jump) {
+        fixes.nat.push(insert("POSTROUTING", 1, post_jump));
     }
     for hook in ["PREROUTING", "OUTPUT"] {
         let jump = format!("-m addrtype --dst-type LOCAL -j {CHAIN_HOSTPORT_DNAT}");
-        if !nat.rules(hook).contains(&format!("-A {hook} {jump}")) {
-            fixes.nat.push(format!("-I {hook} 1 {jump}"));
+        if !present(nat, hook, &jump) {
+            fixes.nat.push(insert(hook, 1, jump));
         }
     }
     fixes
+}
+
+/// The `iptables-restore --noflush` text that appends `rules` (`-A ...` lines) to `table`
+/// and touches nothing else.
+pub fn append_text(table: &str, rules: &[String]) -> String {
+    let mut out = format!("*{table}\n");
+    for rule in rules {
+        out.push_str(rule);
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+    out
 }
 
 /// The `iptables-restore --noflush` text that sets netd's chains to `ruleset`, deletes the
@@ -369,7 +423,7 @@ fn render_table(
     chains: &[Chain],
     stale: &[String],
     declare: &[String],
-    fixes: &[String],
+    fixes: &[EntryFix],
 ) {
     out.push_str(&format!("*{table}\n"));
     for name in declare
@@ -389,7 +443,7 @@ fn render_table(
         out.push_str(&format!("-X {name}\n"));
     }
     for fix in fixes {
-        out.push_str(fix);
+        out.push_str(&fix.line());
         out.push('\n');
     }
     out.push_str("COMMIT\n");
@@ -417,6 +471,10 @@ pub fn drifted_chains<'a>(
 mod tests {
     use super::*;
 
+    fn lines(fixes: &[EntryFix]) -> Vec<String> {
+        fixes.iter().map(EntryFix::line).collect()
+    }
+
     fn net(id: &str, bridge: &str, subnet: &str) -> NetworkFirewall {
         NetworkFirewall {
             id: id.into(),
@@ -437,7 +495,7 @@ mod tests {
         let fixes = entry_fixes(&empty, &SavedTable::default());
         assert_eq!(fixes.filter_declare, vec!["NETD-USER"]);
         assert_eq!(
-            fixes.filter,
+            lines(&fixes.filter),
             vec![
                 "-I FORWARD 1 -j NETD-USER",
                 "-I FORWARD 2 -j NETD-FORWARD",
@@ -445,7 +503,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            fixes.nat,
+            lines(&fixes.nat),
             vec![
                 "-I POSTROUTING 1 -j NETD-POSTROUTING",
                 "-I PREROUTING 1 -m addrtype --dst-type LOCAL -j NETD-HOSTPORT-DNAT",
@@ -478,7 +536,7 @@ mod tests {
             "an existing admin chain is never flushed"
         );
         assert_eq!(
-            fixes.filter,
+            lines(&fixes.filter),
             vec!["-D FORWARD -j NETD-USER", "-I FORWARD 1 -j NETD-USER"]
         );
     }

@@ -181,8 +181,8 @@ pub fn reconcile_firewall(
         repairs.push(format!("removed stale firewall chain {chain}"));
     }
     for fix in fixes.filter.iter().chain(fixes.nat.iter()) {
-        if !fix.starts_with("-D") {
-            repairs.push(format!("restored firewall jump: {fix}"));
+        if fix.restores() {
+            repairs.push(format!("restored firewall jump: {}", fix.line()));
         }
     }
     Ok(repairs)

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 
-use bridge_driver::firewall::{hostport_chain, port_rules, sandbox_comment, PublishedPort};
+use bridge_driver::firewall::{
+    append_text, hostport_chain, port_rules, sandbox_comment, PublishedPort,
+};
 use bridge_driver::ports::{parse_expose, PortMapping, PortRequest, Protocol};
 use bridge_driver::ModelError;
 use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn};
@@ -259,12 +261,7 @@ impl Engine {
         let Some((network_id, _)) = self.published(sandbox).filter(|_| !rules.is_empty()) else {
             return Ok(());
         };
-        let mut text = String::from("*nat\n");
-        for rule in &rules {
-            text.push_str(rule);
-            text.push('\n');
-        }
-        text.push_str("COMMIT\n");
+        let text = append_text("nat", &rules);
         let chain = hostport_chain(&network_id);
         let comment = sandbox_comment(&sandbox.id);
         let tag = linkd::Tag {
