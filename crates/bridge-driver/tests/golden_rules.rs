@@ -109,3 +109,79 @@ fn published_ports() {
         &restore_text(&ruleset, &StaleChains::default(), &Default::default()),
     );
 }
+
+/// The CNI plugins' masquerading, for the first attachment on a host (shared and network
+/// chains declared) and for a later one (appends only).
+#[test]
+fn cni_masquerade() {
+    use bridge_driver::cni_rules::{masquerade_rules, Masquerade, Missing};
+    let m = Masquerade {
+        network: "cbr0".into(),
+        container_id: "4f3c2b1a09e8d7c6".into(),
+        ip: "10.88.0.7".parse().unwrap(),
+        subnet: "10.88.0.0/16".parse().unwrap(),
+    };
+    for (name, missing) in [
+        (
+            "first",
+            Missing {
+                shared: true,
+                network: true,
+            },
+        ),
+        ("later", Missing::default()),
+    ] {
+        let text = masquerade_rules(&m, missing).render().expect("renders");
+        check(&format!("cni/masquerade,{name}.rules"), &text);
+    }
+}
+
+/// The CNI portmap rules for every combination of snat, the marking chain (markMasqBit's
+/// default, another bit, externalSetMarkChain) and conditionsV4, with a TCP mapping on any
+/// host address and a UDP one on a given address; hairpin and localhost clients are marked
+/// when snat is on.
+#[test]
+fn cni_port_mappings() {
+    use bridge_driver::cni_rules::{port_mapping_rules, HostPort, PortMappings, CHAIN_SETMARK};
+    use bridge_driver::ports::Protocol;
+    for snat in [true, false] {
+        for (marking, chain, bit) in [
+            ("markMasqBit=13", CHAIN_SETMARK, 13),
+            ("markMasqBit=5", CHAIN_SETMARK, 5),
+            ("externalSetMarkChain", "KUBE-MARK-MASQ", 13),
+        ] {
+            for conditions in [vec![], vec!["-s".to_string(), "10.0.0.0/8".to_string()]] {
+                let p = PortMappings {
+                    network: "cbr0".into(),
+                    container_id: "4f3c2b1a09e8d7c6".into(),
+                    container_ip: "10.88.0.7".parse().unwrap(),
+                    subnet: "10.88.0.0/16".parse().unwrap(),
+                    ports: vec![
+                        HostPort {
+                            host_port: 8080,
+                            container_port: 80,
+                            protocol: Protocol::Tcp,
+                            host_ip: None,
+                        },
+                        HostPort {
+                            host_port: 5353,
+                            container_port: 53,
+                            protocol: Protocol::Udp,
+                            host_ip: Some("192.0.2.1".parse().unwrap()),
+                        },
+                    ],
+                    snat,
+                    setmark_chain: chain.into(),
+                    mark: 1 << bit,
+                    conditions: conditions.clone(),
+                };
+                let text = port_mapping_rules(&p, true).render().expect("renders");
+                let name = format!(
+                    "cni/portmap,snat={snat},{marking},conditionsV4={}.rules",
+                    !conditions.is_empty()
+                );
+                check(&name, &text);
+            }
+        }
+    }
+}

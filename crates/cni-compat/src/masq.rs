@@ -6,69 +6,31 @@
 
 use std::net::Ipv4Addr;
 
+use bridge_driver::cni_rules::{self, Masquerade, Missing};
 use ipnet::Ipv4Net;
 
 use crate::rules;
-use crate::spec::Result;
+use crate::spec::{CniError, Result};
 
-pub const CHAIN_POSTROUTING: &str = "NETD-CNI-POSTROUTING";
-const NETWORK_CHAIN_PREFIX: &str = "NETD-CNI-";
+pub use cni_rules::{network_chain, CHAIN_POSTROUTING};
 
-/// The nat chain of a network.
-pub fn network_chain(network: &str) -> String {
-    format!(
-        "{NETWORK_CHAIN_PREFIX}{}",
-        bridge_driver::names::short_hash(network)
-    )
-}
-
-/// The restore text for one attachment; `declare_shared` when the shared chain and its
-/// jump from POSTROUTING do not exist yet, `declare_network` when the network's chain does
-/// not. Declaring an existing chain would flush it, and a transaction that removes rules
-/// makes the process wait an RCU grace period (~10 ms) when it closes its socket; appends
-/// do not.
-pub fn add_text(
-    network: &str,
-    container_id: &str,
-    ip: Ipv4Addr,
-    subnet: Ipv4Net,
-    declare_shared: bool,
-    declare_network: bool,
-) -> String {
-    let chain = network_chain(network);
-    let mut out = String::from("*nat\n");
-    if declare_shared {
-        out.push_str(&format!(":{CHAIN_POSTROUTING} - [0:0]\n"));
-    }
-    if declare_network {
-        out.push_str(&format!(":{chain} - [0:0]\n"));
-        out.push_str(&format!("-A {chain} -d {subnet} -j ACCEPT\n"));
-        out.push_str(&format!("-A {chain} ! -d 224.0.0.0/4 -j MASQUERADE\n"));
-    }
-    if declare_shared {
-        out.push_str(&format!("-I POSTROUTING 1 -j {CHAIN_POSTROUTING}\n"));
-    }
-    out.push_str(&format!(
-        "-A {CHAIN_POSTROUTING} -s {ip}/32 -m comment --comment \"{}\" -j {chain}\n",
-        rules::comment(network, container_id)
-    ));
-    out.push_str("COMMIT\n");
-    out
-}
-
-/// Adds an attachment's masquerading.
+/// Adds an attachment's masquerading: one `iptables-restore` that appends (the shared and
+/// the network's chains declared only when missing, since declaring flushes).
 pub fn add(network: &str, container_id: &str, ip: Ipv4Addr, subnet: Ipv4Net) -> Result<()> {
+    let masquerade = Masquerade {
+        network: network.to_string(),
+        container_id: container_id.to_string(),
+        ip,
+        subnet,
+    };
     rules::append(CHAIN_POSTROUTING, network, container_id, 1, |rules| {
-        let shared = rules.chain_exists("nat", CHAIN_POSTROUTING)?;
-        let own = rules.chain_exists("nat", &network_chain(network))?;
-        Ok(add_text(
-            network,
-            container_id,
-            ip,
-            subnet.trunc(),
-            !shared,
-            !own,
-        ))
+        let missing = Missing {
+            shared: !rules.chain_exists("nat", CHAIN_POSTROUTING)?,
+            network: !rules.chain_exists("nat", &network_chain(network))?,
+        };
+        cni_rules::masquerade_rules(&masquerade, missing)
+            .render()
+            .map_err(|e| CniError::config(e.to_string()))
     })
 }
 
@@ -81,37 +43,4 @@ pub fn remove(network: &str, container_id: &str) -> Result<linkd::TaggedRules> {
 /// Whether an attachment's rule is in place.
 pub fn present(network: &str, container_id: &str) -> Result<bool> {
     Ok(rules::present(CHAIN_POSTROUTING, network, container_id)? > 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restore_text_appends_and_declares_only_when_needed() {
-        let text = add_text(
-            "mynet",
-            "abc",
-            "10.1.0.2".parse().expect("ip"),
-            "10.1.0.0/24".parse().expect("net"),
-            false,
-            false,
-        );
-        let chain = network_chain("mynet");
-        assert!(!text.contains(":NETD-CNI-"), "{text}");
-        assert!(text.contains(&format!(
-            "-A NETD-CNI-POSTROUTING -s 10.1.0.2/32 -m comment --comment \"netd-cni name: mynet id: abc\" -j {chain}\n"
-        )));
-        let first = add_text(
-            "mynet",
-            "abc",
-            "10.1.0.2".parse().expect("ip"),
-            "10.1.0.0/24".parse().expect("net"),
-            true,
-            true,
-        );
-        assert!(first.contains(":NETD-CNI-POSTROUTING - [0:0]\n"));
-        assert!(first.contains("-I POSTROUTING 1 -j NETD-CNI-POSTROUTING\n"));
-        assert!(first.contains(&format!("-A {chain} ! -d 224.0.0.0/4 -j MASQUERADE\n")));
-    }
 }

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use crate::rules;
 use crate::spec::{CniEnv, CniError, CniResult, Code, Context, NetConf, Plugin, Result};
 
-pub const CHAIN_DNAT: &str = "NETD-CNI-HOSTPORT-DNAT";
-pub const CHAIN_SETMARK: &str = "NETD-CNI-HOSTPORT-SETMARK";
-pub const CHAIN_MASQ: &str = "NETD-CNI-HOSTPORT-MASQ";
+use bridge_driver::cni_rules::{self, HostPort, PortMappings};
+pub use bridge_driver::cni_rules::{CHAIN_DNAT, CHAIN_SETMARK};
+use bridge_driver::ports::Protocol;
 const DEFAULT_MARK_BIT: u32 = 13;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,63 +223,45 @@ pub fn validate(env: &CniEnv, conf: &NetConf) -> Result<()> {
     Plan::from_conf(env, conf, false).map(|_| ())
 }
 
+impl Plan {
+    /// The attachment's port mappings as bridge-driver renders them (ports and protocols
+    /// were checked by `check_mappings`).
+    pub fn port_mappings(&self) -> Result<PortMappings> {
+        let mut ports = Vec::new();
+        for m in &self.mappings {
+            let port = |n: u32| {
+                u16::try_from(n)
+                    .map_err(|_| CniError::config(format!("port {n} is outside 1..65535")))
+            };
+            ports.push(HostPort {
+                host_port: port(m.host_port)?,
+                container_port: port(m.container_port)?,
+                protocol: m
+                    .protocol
+                    .parse::<Protocol>()
+                    .map_err(|e| CniError::config(e.to_string()))?,
+                host_ip: HostPort::host_ip_of(&m.host_ip),
+            });
+        }
+        Ok(PortMappings {
+            network: self.network.clone(),
+            container_id: self.container_id.clone(),
+            container_ip: self.container_ip,
+            subnet: self.subnet,
+            ports,
+            snat: self.snat,
+            setmark_chain: self.setmark_chain.clone(),
+            mark: self.mark,
+            conditions: self.conditions.clone(),
+        })
+    }
+}
+
 /// The restore text of an ADD; `declare` when netd-portmap's chains are not there yet.
-pub fn add_text(plan: &Plan, declare: bool) -> String {
-    let mut out = String::from("*nat\n");
-    if declare {
-        out.push_str(&format!(":{CHAIN_DNAT} - [0:0]\n"));
-        out.push_str(&format!(":{CHAIN_SETMARK} - [0:0]\n"));
-        out.push_str(&format!(":{CHAIN_MASQ} - [0:0]\n"));
-        for hook in ["PREROUTING", "OUTPUT"] {
-            out.push_str(&format!(
-                "-I {hook} 1 -m addrtype --dst-type LOCAL -j {CHAIN_DNAT}\n"
-            ));
-        }
-        out.push_str(&format!("-I POSTROUTING 1 -j {CHAIN_MASQ}\n"));
-        out.push_str(&format!(
-            "-A {CHAIN_SETMARK} -j MARK --set-xmark {mark:#x}/{mark:#x}\n",
-            mark = plan.mark
-        ));
-        out.push_str(&format!(
-            "-A {CHAIN_MASQ} -m mark --mark {mark:#x}/{mark:#x} -j MASQUERADE\n",
-            mark = plan.mark
-        ));
-    }
-    let comment = rules::comment(&plan.network, &plan.container_id);
-    let conditions = if plan.conditions.is_empty() {
-        String::new()
-    } else {
-        format!("{} ", plan.conditions.join(" "))
-    };
-    for m in &plan.mappings {
-        let proto = m.protocol.to_ascii_lowercase();
-        let dst = match m.host_ip.parse::<IpAddr>() {
-            Ok(IpAddr::V4(ip)) if !ip.is_unspecified() => format!("-d {ip}/32 "),
-            _ => String::new(),
-        };
-        let matches = format!(
-            "{conditions}{dst}-p {proto} -m {proto} --dport {} -m comment --comment \"{comment}\"",
-            m.host_port
-        );
-        if plan.snat {
-            // Hairpin (a container of the network to a mapped port) and localhost clients
-            // must be masqueraded to get their answers.
-            out.push_str(&format!(
-                "-A {CHAIN_DNAT} -s {} {matches} -j {}\n",
-                plan.subnet, plan.setmark_chain
-            ));
-            out.push_str(&format!(
-                "-A {CHAIN_DNAT} -s 127.0.0.1/32 {matches} -j {}\n",
-                plan.setmark_chain
-            ));
-        }
-        out.push_str(&format!(
-            "-A {CHAIN_DNAT} {matches} -j DNAT --to-destination {}:{}\n",
-            plan.container_ip, m.container_port
-        ));
-    }
-    out.push_str("COMMIT\n");
-    out
+pub fn add_text(plan: &Plan, declare: bool) -> Result<String> {
+    cni_rules::port_mapping_rules(&plan.port_mappings()?, declare)
+        .render()
+        .map_err(|e| CniError::config(e.to_string()))
 }
 
 /// The plugin.
@@ -309,7 +291,7 @@ impl Plugin for Portmap {
             &plan.network,
             &plan.container_id,
             expected,
-            |rules| Ok(add_text(&plan, !rules.chain_exists("nat", CHAIN_DNAT)?)),
+            |rules| add_text(&plan, !rules.chain_exists("nat", CHAIN_DNAT)?),
         )
         .context(|| "adding the port mapping rules".to_string())?;
         // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
@@ -410,7 +392,7 @@ mod tests {
             conditions: vec![],
             host_interfaces: vec![],
         };
-        let text = add_text(&plan, false);
+        let text = add_text(&plan, false).expect("renders");
         let c = "-m comment --comment \"netd-cni name: net id: c1\"";
         assert_eq!(
             text,
@@ -425,7 +407,7 @@ mod tests {
                  COMMIT\n"
             )
         );
-        let first = add_text(&plan, true);
+        let first = add_text(&plan, true).expect("renders");
         assert!(first.contains("-A NETD-CNI-HOSTPORT-SETMARK -j MARK --set-xmark 0x2000/0x2000\n"));
         assert!(first.contains("-I POSTROUTING 1 -j NETD-CNI-HOSTPORT-MASQ\n"));
     }

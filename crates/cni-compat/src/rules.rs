@@ -17,11 +17,8 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::spec::{CniError, Result};
 
-/// The comment that ties a rule to an attachment. Both parts are checked identifiers
-/// (letters, digits, `_ . -`), so the text needs no escaping inside its quotes.
-pub fn comment(network: &str, container_id: &str) -> String {
-    format!("netd-cni name: {network} id: {container_id}")
-}
+/// The comment that ties a rule to an attachment.
+pub use bridge_driver::cni_rules::comment;
 
 /// The kernel keeps at most this many bytes of a rule comment.
 const COMMENT_MAX: usize = 255;
