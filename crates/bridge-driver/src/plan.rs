@@ -81,3 +81,173 @@ pub fn endpoint_plan(
         default_gateway: (wants_default_route && !net.internal).then_some(net.gateway),
     }
 }
+
+/// A route inside a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePlan {
+    pub destination: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What the CNI bridge plugin's IPAM plugin handed out (IPv4 only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniIpam {
+    /// Each address with the gateway IPAM named for it, if any.
+    pub addresses: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
+    pub routes: Vec<RoutePlan>,
+}
+
+/// What the CNI bridge plugin makes of an IPAM result (the reference bridge's
+/// `calcGateways` and route set-up): the container's addresses with their gateways, its
+/// routes, and the gateway addresses the bridge carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniAttachmentPlan {
+    /// Address, and the gateway the result reports for it: IPAM's, else (with
+    /// `isGateway`) the subnet's first address, as the reference bridge reports it.
+    pub addresses: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
+    /// In the order they are installed; a route without a gateway of its own goes via the
+    /// first address's gateway.
+    pub routes: Vec<RoutePlan>,
+    /// Gateway addresses on the bridge (`isGateway`), with the address's prefix length.
+    pub bridge_addresses: Vec<Ipv4Net>,
+    /// The host must forward (`isGateway`).
+    pub forwarding: bool,
+    /// The default route the plugin added (`isDefaultGateway`), which its result reports
+    /// besides IPAM's routes.
+    pub added_default_route: Option<RoutePlan>,
+}
+
+/// Plans a CNI attachment from the IPAM result. A subnet's first address is the gateway
+/// where IPAM names none, as in the reference plugin; `is_default_gateway` adds the default
+/// route via the first gateway and implies `is_gateway`.
+pub fn cni_attachment_plan(
+    ipam: &CniIpam,
+    is_gateway: bool,
+    is_default_gateway: bool,
+) -> Result<CniAttachmentPlan, crate::ModelError> {
+    let is_gateway = is_gateway || is_default_gateway;
+    let mut addresses = Vec::new();
+    let mut gateways = Vec::new();
+    for (address, named) in &ipam.addresses {
+        let gateway = named.unwrap_or_else(|| Ipv4Addr::from(u32::from(address.network()) + 1));
+        gateways.push(Ipv4Net::new(gateway, address.prefix_len()).unwrap_or(*address));
+        addresses.push((*address, named.or(is_gateway.then_some(gateway))));
+    }
+    let first_gateway = gateways.first().map(Ipv4Net::addr);
+    let mut routes = ipam.routes.clone();
+    let default = Ipv4Net::default();
+    let mut added_default_route = None;
+    if let (true, Some(gw)) = (is_default_gateway, first_gateway) {
+        match routes.iter().find(|r| r.destination == default) {
+            Some(RoutePlan {
+                gateway: Some(other),
+                ..
+            }) if *other != gw => {
+                return Err(crate::ModelError::invalid(
+                    "isDefaultGateway",
+                    format!("the IPAM plugin already routes {default} via {other}"),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let route = RoutePlan {
+                    destination: default,
+                    gateway: Some(gw),
+                };
+                added_default_route = Some(route);
+                routes.push(route);
+            }
+        }
+    }
+    for route in &mut routes {
+        route.gateway = route.gateway.or(first_gateway);
+    }
+    Ok(CniAttachmentPlan {
+        addresses,
+        routes,
+        bridge_addresses: if is_gateway { gateways } else { Vec::new() },
+        forwarding: is_gateway,
+        added_default_route,
+    })
+}
+
+#[cfg(test)]
+mod cni_tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().expect("net")
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn the_gateway_is_the_subnets_first_address_unless_ipam_names_one() {
+        let ipam = CniIpam {
+            addresses: vec![(net("10.1.0.7/24"), None)],
+            routes: vec![RoutePlan {
+                destination: net("0.0.0.0/0"),
+                gateway: None,
+            }],
+        };
+        let plan = cni_attachment_plan(&ipam, true, false).expect("plan");
+        assert_eq!(plan.addresses, [(net("10.1.0.7/24"), Some(ip("10.1.0.1")))]);
+        assert_eq!(plan.routes[0].gateway, Some(ip("10.1.0.1")));
+        assert_eq!(plan.bridge_addresses, [net("10.1.0.1/24")]);
+        assert!(plan.forwarding);
+        let plan = cni_attachment_plan(&ipam, false, false).expect("plan");
+        assert_eq!(
+            plan.addresses,
+            [(net("10.1.0.7/24"), None)],
+            "not isGateway"
+        );
+        let named = CniIpam {
+            addresses: vec![(net("10.1.0.7/24"), Some(ip("10.1.0.254")))],
+            ..ipam
+        };
+        let plan = cni_attachment_plan(&named, false, false).expect("plan");
+        assert_eq!(
+            plan.addresses,
+            [(net("10.1.0.7/24"), Some(ip("10.1.0.254")))]
+        );
+        assert!(plan.bridge_addresses.is_empty() && !plan.forwarding);
+        assert_eq!(plan.routes[0].gateway, Some(ip("10.1.0.254")));
+    }
+
+    #[test]
+    fn is_default_gateway_adds_the_default_route_once() {
+        let ipam = CniIpam {
+            addresses: vec![(net("10.1.0.7/24"), None)],
+            routes: vec![RoutePlan {
+                destination: net("192.0.2.0/24"),
+                gateway: Some(ip("10.1.0.9")),
+            }],
+        };
+        let plan = cni_attachment_plan(&ipam, false, true).expect("plan");
+        assert_eq!(
+            plan.routes,
+            [
+                RoutePlan {
+                    destination: net("192.0.2.0/24"),
+                    gateway: Some(ip("10.1.0.9"))
+                },
+                RoutePlan {
+                    destination: net("0.0.0.0/0"),
+                    gateway: Some(ip("10.1.0.1"))
+                },
+            ]
+        );
+        assert!(plan.forwarding, "isDefaultGateway implies isGateway");
+        let conflicting = CniIpam {
+            routes: vec![RoutePlan {
+                destination: net("0.0.0.0/0"),
+                gateway: Some(ip("10.1.0.200")),
+            }],
+            ..ipam
+        };
+        let err = cni_attachment_plan(&conflicting, false, true).expect_err("conflict");
+        assert!(err.to_string().starts_with("isDefaultGateway:"), "{err}");
+    }
+}

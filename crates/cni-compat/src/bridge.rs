@@ -2,17 +2,21 @@
 //! bridge, a veth into the container, addresses and routes from the IPAM plugin named in
 //! `ipam.type`, gateway addresses on the bridge, masquerading), built on `linkd`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
+use bridge_driver::plan::{cni_attachment_plan, CniIpam, RoutePlan};
 use ipnet::{IpNet, Ipv4Net};
-use linkd::{BridgeSpec, Mac, Netlink, Netns, Route, VethSpec};
+use linkd::address::add_address_request;
+use linkd::link::{set_hairpin_by_name_request, set_up_by_name_request, set_up_request};
+use linkd::route::replace_route_request;
+use linkd::{BridgeSpec, Mac, Netlink, Netns, Request, Route, VethSpec};
 use serde::Deserialize;
 
 use crate::delegate;
 use crate::masq;
 use crate::spec::{
-    CniEnv, CniError, CniResult, Code, Command, Context, DnsConf, Interface, NetConf, Plugin,
-    Result, RouteEntry,
+    CniEnv, CniError, CniResult, Code, Command, Context, DnsConf, Interface, IpConfig, NetConf,
+    Plugin, Result, RouteEntry,
 };
 
 const DEFAULT_BRIDGE: &str = "cni0";
@@ -255,73 +259,55 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
         host_veth,
     } = *a;
     let inside = || format!("configuring {} in {}", env.ifname, env.netns);
-    let mut inner = netns.netlink().context(inside)?;
-    let container = inner.require_link(&env.ifname).context(inside)?;
-    let mut ips = ipam.ips.clone();
-    let mut routes = ipam.routes.clone();
-    let mut first_gateway: Option<Ipv4Addr> = None;
-    for ip in &mut ips {
-        let address = v4(&ip.address)?;
+    let mut addresses = CniIpam::default();
+    for ip in &ipam.ips {
         let gateway = match ip.gateway {
-            Some(IpAddr::V4(gw)) => gw,
+            Some(IpAddr::V4(gw)) => Some(gw),
             Some(IpAddr::V6(gw)) => return Err(ipv6_unsupported(gw)),
-            // As the reference plugin: the subnet's first address.
-            None => Ipv4Addr::from(u32::from(address.network()) + 1),
+            None => None,
         };
-        if bc.is_gateway {
-            ip.gateway = Some(IpAddr::V4(gateway));
-        }
-        first_gateway.get_or_insert(gateway);
-        ip.interface = Some(2);
-        inner
-            .add_address(container.index, address, &env.ifname)
-            .context(inside)?;
+        addresses.addresses.push((v4(&ip.address)?, gateway));
     }
-    inner.set_up(container.index, &env.ifname).context(inside)?;
-    if bc.is_default_gateway {
-        let default: IpNet = IpNet::V4(Ipv4Net::default());
-        if let Some(gw) = first_gateway {
-            match routes.iter().find(|r| r.dst == default) {
-                Some(r) if r.gw.is_some_and(|g| g != IpAddr::V4(gw)) => {
-                    return Err(CniError::config(format!(
-                        "isDefaultGateway: the IPAM plugin already routes {default} via {}",
-                        r.gw.map(|g| g.to_string()).unwrap_or_default()
-                    )));
-                }
-                Some(_) => {}
-                None => routes.push(RouteEntry::new(default, Some(IpAddr::V4(gw)))),
-            }
-        }
-    }
-    for route in &routes {
-        let destination = v4(&route.dst)?;
+    for route in &ipam.routes {
         let gateway = match route.gw {
             Some(IpAddr::V4(gw)) => Some(gw),
             Some(IpAddr::V6(gw)) => return Err(ipv6_unsupported(gw)),
-            None => first_gateway,
+            None => None,
         };
-        inner
-            .replace_route(&Route {
-                destination,
-                gateway,
-                oif: Some(container.index),
-            })
-            .context(inside)?;
+        addresses.routes.push(RoutePlan {
+            destination: v4(&route.dst)?,
+            gateway,
+        });
     }
-    if bc.is_gateway {
-        for ip in &ips {
-            if let (IpNet::V4(address), Some(IpAddr::V4(gw))) = (ip.address, ip.gateway) {
-                let on_bridge = Ipv4Net::new(gw, address.prefix_len()).unwrap_or(address);
-                ensure_gateway(host, bridge.index, on_bridge, bc.force_address, &bc.bridge)
-                    .context(|| format!("adding gateway {on_bridge} to bridge {}", bc.bridge))?;
-            }
-        }
+    let plan = cni_attachment_plan(&addresses, bc.is_gateway, bc.is_default_gateway)
+        .map_err(|e| CniError::config(e.to_string()))?;
+    // Inside the container: addresses, the interface up, routes, in one batch.
+    let mut inner = netns.netlink().context(inside)?;
+    let container = inner.require_link(&env.ifname).context(inside)?;
+    let mut requests: Vec<Request> = plan
+        .addresses
+        .iter()
+        .map(|(address, _)| add_address_request(container.index, *address, &env.ifname))
+        .collect();
+    requests.push(set_up_request(container.index, &env.ifname));
+    requests.extend(plan.routes.iter().map(|r| {
+        replace_route_request(&Route {
+            destination: r.destination,
+            gateway: r.gateway,
+            oif: Some(container.index),
+        })
+    }));
+    inner.batch(requests).context(inside)?;
+    for on_bridge in &plan.bridge_addresses {
+        ensure_gateway(host, bridge.index, *on_bridge, bc.force_address, &bc.bridge)
+            .context(|| format!("adding gateway {on_bridge} to bridge {}", bc.bridge))?;
+    }
+    if plan.forwarding {
         linkd::sysctl::set("net/ipv4/ip_forward", "1")
             .context(|| "enabling IPv4 forwarding".to_string())?;
     }
     if bc.ip_masq {
-        for ip in &ips {
-            let address = v4(&ip.address)?;
+        for (address, _) in &plan.addresses {
             masq::add(
                 &conf.name,
                 &env.container_id,
@@ -331,9 +317,26 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
             .context(|| format!("adding the masquerading rule of {address}"))?;
         }
     }
+    let ips: Vec<IpConfig> = plan
+        .addresses
+        .iter()
+        .map(|(address, gateway)| IpConfig {
+            version: None,
+            address: IpNet::V4(*address),
+            gateway: gateway.map(IpAddr::V4),
+            interface: Some(2),
+        })
+        .collect();
+    let mut routes = ipam.routes.clone();
+    if let Some(added) = plan.added_default_route {
+        routes.push(RouteEntry::new(
+            IpNet::V4(added.destination),
+            added.gateway.map(IpAddr::V4),
+        ));
+    }
     let mac = |m: Option<Mac>| m.map(|m| linkd::format_mac(&m)).unwrap_or_default();
+    // A bridge without a MAC of its own takes its ports' (one made elsewhere may).
     let bridge_now = host.require_link(&bc.bridge)?;
-    let container = inner.require_link(&env.ifname)?;
     Ok(CniResult {
         cni_version: String::new(),
         interfaces: vec![
@@ -418,12 +421,13 @@ impl Plugin for Bridge {
         .context(|| format!("creating the veth pair for {} in {}", env.ifname, env.netns))?;
         let config = &conf.bytes;
         let host_veth = (|| {
-            let host_veth = host.require_link(&host_name)?;
+            let mut requests = Vec::new();
             if bc.hairpin_mode {
-                host.set_hairpin(host_veth.index, true)?;
+                requests.push(set_hairpin_by_name_request(&host_name, true));
             }
-            host.set_up(host_veth.index, &host_name)?;
-            Ok::<_, CniError>(host_veth)
+            requests.push(set_up_by_name_request(&host_name));
+            host.batch(requests)?;
+            Ok::<_, CniError>(host.require_link(&host_name)?)
         })()
         .context(|| format!("setting up {host_name} on bridge {}", bc.bridge));
         let outcome = host_veth.and_then(|host_veth| {
