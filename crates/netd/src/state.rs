@@ -26,14 +26,55 @@ pub struct Endpoint {
     pub static_ip: bool,
 }
 
+/// What a sandbox's `--network` asked for. Stored and shown as Docker writes it: the
+/// network's name, `none`, or `container:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum NetworkMode {
+    /// No network: loopback only.
+    None,
+    /// The namespace of another sandbox (its id).
+    Container(String),
+    /// A network, by the name it had when the sandbox was made.
+    Network(String),
+}
+
+impl From<String> for NetworkMode {
+    fn from(text: String) -> Self {
+        if text == "none" {
+            NetworkMode::None
+        } else if let Some(id) = text.strip_prefix("container:") {
+            NetworkMode::Container(id.to_string())
+        } else {
+            NetworkMode::Network(text)
+        }
+    }
+}
+
+impl From<NetworkMode> for String {
+    fn from(mode: NetworkMode) -> Self {
+        mode.to_string()
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkMode::None => f.write_str("none"),
+            NetworkMode::Container(id) => write!(f, "container:{id}"),
+            NetworkMode::Network(name) => f.write_str(name),
+        }
+    }
+}
+
 /// A sandbox: a network namespace held by a pause process, with endpoints on networks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sandbox {
     pub id: String,
     pub name: String,
     pub created: String,
-    /// As Docker shows it: the first network's name, `none`, or `container:<id>`.
-    pub network_mode: String,
+    /// What `--network` asked for (Docker's `HostConfig.NetworkMode`).
+    pub network_mode: NetworkMode,
     /// The sandbox whose namespace this one shares (`--network container:NAME`).
     pub joined: Option<String>,
     pub endpoints: Vec<Endpoint>,
@@ -178,4 +219,24 @@ pub fn new_id() -> Result<String> {
 /// The current time in RFC 3339 form.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod network_mode_tests {
+    use super::NetworkMode;
+
+    #[test]
+    fn stored_as_docker_writes_it_and_read_back() {
+        for (mode, text) in [
+            (NetworkMode::None, "\"none\""),
+            (NetworkMode::Container("abc".into()), "\"container:abc\""),
+            (NetworkMode::Network("mynet".into()), "\"mynet\""),
+        ] {
+            assert_eq!(serde_json::to_string(&mode).expect("json"), text);
+            assert_eq!(
+                serde_json::from_str::<NetworkMode>(text).expect("json"),
+                mode
+            );
+        }
+    }
 }

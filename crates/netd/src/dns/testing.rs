@@ -50,7 +50,7 @@ pub fn sandbox(id: &str, name: &str, endpoints: &[(&str, &str, &[&str])]) -> San
         id: id.repeat(64 / id.len()),
         name: name.into(),
         created: String::new(),
-        network_mode: String::new(),
+        network_mode: crate::state::NetworkMode::None,
         joined: None,
         endpoints: endpoints
             .iter()

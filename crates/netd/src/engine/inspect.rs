@@ -146,7 +146,7 @@ impl Engine {
                     .to_string(),
             },
             host_config: HostConfig {
-                network_mode: sandbox.network_mode.clone(),
+                network_mode: sandbox.network_mode.to_string(),
                 port_bindings: ports.clone(),
             },
             network_settings: NetworkSettings {

@@ -14,7 +14,7 @@ use super::{dataplane, Engine, PublishRequest, Runtime, DEFAULT_NETWORK_NAME};
 use crate::error::{NetdError, Result};
 use crate::files;
 use crate::pause;
-use crate::state::{new_id, now_rfc3339, Endpoint, Sandbox};
+use crate::state::{new_id, now_rfc3339, Endpoint, NetworkMode, Sandbox};
 use crate::store::{Change, Kind};
 
 /// `netctl run`'s request.
@@ -210,11 +210,11 @@ impl Engine {
         &mut self,
         mode: &Mode,
         request: &RunRequest,
-    ) -> Result<(String, Option<String>, Vec<Endpoint>)> {
+    ) -> Result<(NetworkMode, Option<String>, Vec<Endpoint>)> {
         Ok(match mode {
-            Mode::None => ("none".to_string(), None, Vec::new()),
+            Mode::None => (NetworkMode::None, None, Vec::new()),
             Mode::Joined(owner) => (
-                format!("container:{}", owner.id),
+                NetworkMode::Container(owner.id.clone()),
                 Some(owner.id.clone()),
                 Vec::new(),
             ),
@@ -230,7 +230,11 @@ impl Engine {
                     default_route: !network.internal,
                     static_ip: request.ip.is_some(),
                 };
-                (network.name.clone(), None, vec![endpoint])
+                (
+                    NetworkMode::Network(network.name.clone()),
+                    None,
+                    vec![endpoint],
+                )
             }
         })
     }
