@@ -260,3 +260,40 @@ pub(crate) fn kernel_error(op: &str, source: io::Error) -> LinkdError {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::LinkAttribute;
+
+    /// The kernel's answer to RTM_GETLINK for index 1 (`lo`), captured in a test namespace.
+    const GETLINK_LO: &[u8] = include_bytes!("../tests/fixtures/rtnl-getlink-lo.bin");
+
+    #[test]
+    fn a_captured_answer_parses() {
+        let (len, seq, payload) = parse_one(GETLINK_LO).expect("parses");
+        assert_eq!((len, seq), (GETLINK_LO.len(), 1));
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = payload else {
+            panic!("not a link: {payload:?}");
+        };
+        assert_eq!(link.header.index, 1);
+        assert!(link
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::IfName(n) if n == "lo")));
+    }
+
+    #[test]
+    fn short_or_mis_sized_messages_are_errors() {
+        assert!(matches!(
+            parse_one(&GETLINK_LO[..10]),
+            Err(LinkdError::Decode(_))
+        ));
+        let mut long = GETLINK_LO.to_vec();
+        long[0..4].copy_from_slice(&(GETLINK_LO.len() as u32 + 4).to_ne_bytes());
+        assert!(matches!(parse_one(&long), Err(LinkdError::Decode(_))));
+        let mut tiny = GETLINK_LO.to_vec();
+        tiny[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert!(matches!(parse_one(&tiny), Err(LinkdError::Decode(_))));
+    }
+}

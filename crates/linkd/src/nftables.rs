@@ -96,6 +96,28 @@ fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     })
 }
 
+/// Handles of the rules announced in one datagram (NFT_MSG_NEWRULE, IPv4) in
+/// `table`/`chain` whose encoding contains `marker`.
+fn new_rules_in(buf: &[u8], table: &str, chain: &str, marker: &[u8]) -> Vec<u64> {
+    let nul_terminated = |s: &str| {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        b
+    };
+    let (table_attr, chain_attr) = (nul_terminated(table), nul_terminated(chain));
+    let contains = |msg: &[u8], needle: &[u8]| msg.windows(needle.len()).any(|w| w == needle);
+    messages(buf)
+        .filter(|(kind, _, msg)| {
+            *kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
+                && msg.get(16) == Some(&NFPROTO_IPV4)
+                && contains(msg, &table_attr)
+                && contains(msg, &chain_attr)
+                && contains(msg, marker)
+        })
+        .filter_map(|(_, _, msg)| rule_handle(msg))
+        .collect()
+}
+
 /// The errno of an NLMSG_ERROR message (0 for an acknowledgement).
 fn error_code(msg: &[u8]) -> i32 {
     msg.get(16..20)
@@ -200,17 +222,6 @@ impl Nftables {
     /// lost (the socket's buffer overflowed): the caller must then dump the chain.
     pub fn announced_rules(&mut self, table: &str, chain: &str, marker: &[u8]) -> Option<Vec<u64>> {
         self.socket.set_non_blocking(true).ok()?;
-        let table_attr = {
-            let mut b = table.as_bytes().to_vec();
-            b.push(0);
-            b
-        };
-        let chain_attr = {
-            let mut b = chain.as_bytes().to_vec();
-            b.push(0);
-            b
-        };
-        let contains = |msg: &[u8], needle: &[u8]| msg.windows(needle.len()).any(|w| w == needle);
         let mut found = Vec::new();
         let mut buf = Vec::new();
         loop {
@@ -223,19 +234,7 @@ impl Nftables {
                 // ENOBUFS: announcements were dropped.
                 Err(_) => return None,
             }
-            for (kind, _, msg) in messages(&buf) {
-                let new_rule = kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
-                if new_rule
-                    && msg.get(16) == Some(&NFPROTO_IPV4)
-                    && contains(msg, &table_attr)
-                    && contains(msg, &chain_attr)
-                    && contains(msg, marker)
-                {
-                    if let Some(handle) = rule_handle(msg) {
-                        found.push(handle);
-                    }
-                }
-            }
+            found.extend(new_rules_in(&buf, table, chain, marker));
         }
         let _ = self.socket.set_non_blocking(false);
         Some(found)
@@ -451,5 +450,51 @@ impl Nftables {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the kernel announced to the nf_tables group when `iptables-nft -t nat -A
+    /// NETD-HP-test -p tcp --dport 8080 -m comment --comment "netd sandbox aaa" -j DNAT
+    /// --to-destination 10.1.0.2:80` added the chain's first rule (handle 2), captured in a
+    /// test namespace.
+    const ANNOUNCEMENT: &[u8] = include_bytes!("../tests/fixtures/nft-newrule-announcement.bin");
+
+    #[test]
+    fn a_captured_announcement_parses() {
+        let parsed: Vec<(u16, u32, usize)> = messages(ANNOUNCEMENT)
+            .map(|(kind, seq, msg)| (kind, seq, msg.len()))
+            .collect();
+        assert!(!parsed.is_empty());
+        assert_eq!(parsed[0].0, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE);
+        let total: usize = parsed.iter().map(|(_, _, len)| (len + 3) & !3).sum();
+        assert_eq!(total, ANNOUNCEMENT.len(), "every byte belongs to a message");
+        let first = messages(ANNOUNCEMENT)
+            .next()
+            .map(|(_, _, m)| m)
+            .unwrap_or_default();
+        assert_eq!(rule_handle(first), Some(2));
+    }
+
+    #[test]
+    fn announced_rules_are_told_by_table_chain_and_whole_marker() {
+        let rules = |table, chain, marker: &[u8]| new_rules_in(ANNOUNCEMENT, table, chain, marker);
+        assert_eq!(rules("nat", "NETD-HP-test", b"netd sandbox aaa\0"), [2]);
+        assert!(rules("nat", "NETD-HP-test", b"netd sandbox aa\0").is_empty());
+        assert!(rules("nat", "NETD-HP-other", b"netd sandbox aaa\0").is_empty());
+        assert!(rules("filter", "NETD-HP-test", b"netd sandbox aaa\0").is_empty());
+    }
+
+    #[test]
+    fn truncated_datagrams_end_the_walk() {
+        for cut in [0, 3, 15, 16, 100, ANNOUNCEMENT.len() - 1] {
+            let parsed: Vec<_> = messages(&ANNOUNCEMENT[..cut]).collect();
+            assert!(parsed.iter().all(|(_, _, m)| m.len() <= cut), "cut {cut}");
+        }
+        assert_eq!(rule_handle(&ANNOUNCEMENT[..20]), None);
+        assert_eq!(error_code(&[0u8; 10]), -libc::EIO);
     }
 }
