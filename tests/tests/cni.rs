@@ -1110,3 +1110,40 @@ fn unsafe_names_ids_conditions_and_types_are_refused() {
     rt.each("DEL", &good, "first", &ns, &mapping(8200, 80), Some(&first))
         .expect("DEL");
 }
+
+/// conditionsV4 restrict which packets are forwarded, and may hold their own `-s`/`-d`
+/// (which the hairpin, localhost and host-address matches must not collide with).
+#[test]
+fn conditions_v4_with_their_own_address_matches() {
+    let mut host = TestHost::bare();
+    host.add_internet();
+    let data = host.dir.path().join("ipam");
+    let rt = Runtime::new(&host);
+    let mut list = ours("1.0.0", "cond", "cnic", "10.72.0.0/24", &data);
+    list["plugins"][1]["conditionsV4"] = json!(["-s", "198.51.100.0/24"]);
+    let runtime = json!({"portMappings": [{"hostPort": 18300, "containerPort": 80,
+                                           "protocol": "tcp", "hostIP": HOST_UPLINK_IP}]});
+    let (ns1, ns2) = (host.add_container_netns(), host.add_container_netns());
+    let r1 = rt
+        .add(&list, "c1", &ns1, &runtime)
+        .expect("ADD with conditions");
+    let r2 = rt.add(&list, "c2", &ns2, &json!({})).expect("ADD c2");
+    let _server = serve_hello(&ns1, 80);
+    let args = client(&format!("{HOST_UPLINK_IP}:18300"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(
+        tcp_answer(|| host.internet_cmd("socat", &argv)),
+        "hello",
+        "a client the conditions admit"
+    );
+    let other = run(&mut TestHost::in_netns(&ns2, "socat", &argv));
+    assert!(
+        String::from_utf8_lossy(&other.stdout).trim().is_empty(),
+        "a client from 10.72.0.0/24 is outside the conditions, so it is not forwarded"
+    );
+    rt.each("DEL", &list, "c1", &ns1, &runtime, Some(&r1))
+        .expect("DEL");
+    rt.each("DEL", &list, "c2", &ns2, &json!({}), Some(&r2))
+        .expect("DEL");
+    assert!(!nat_rules(&host).contains("netd-cni name:"));
+}

@@ -265,11 +265,31 @@ pub fn port_mapping_rules(p: &PortMappings, missing_chains: bool) -> Restore {
         );
     }
     let comment = comment(&p.network, &p.container_id);
+    // With conditions, the rules' own address matches use the iprange match, so that they
+    // never collide with a `-s` or `-d` among the conditions (iptables allows one of each).
+    let conditioned = !p.conditions.is_empty();
+    let source = |net: Ipv4Net| -> Vec<String> {
+        if conditioned {
+            let range = format!("{}-{}", net.network(), net.broadcast());
+            args(&["-m", "iprange", "--src-range", &range])
+        } else {
+            args(&["-s", &net.to_string()])
+        }
+    };
     for port in &p.ports {
         let proto = port.protocol.to_string();
         let mut matches: Vec<String> = p.conditions.clone();
         if let Some(ip) = port.host_ip {
-            matches.extend(args(&["-d", &format!("{ip}/32")]));
+            if conditioned {
+                matches.extend(args(&[
+                    "-m",
+                    "iprange",
+                    "--dst-range",
+                    &format!("{ip}-{ip}"),
+                ]));
+            } else {
+                matches.extend(args(&["-d", &format!("{ip}/32")]));
+            }
         }
         matches.extend(args(&[
             "-p",
@@ -286,8 +306,9 @@ pub fn port_mapping_rules(p: &PortMappings, missing_chains: bool) -> Restore {
         if p.snat {
             // Hairpin (a container of the network to a mapped port) and localhost clients
             // must be masqueraded to get their answers.
-            for source in [p.subnet.trunc().to_string(), "127.0.0.1/32".to_string()] {
-                let mut rule = args(&["-s", &source]);
+            let localhost = Ipv4Net::new(Ipv4Addr::LOCALHOST, 32).unwrap_or_default();
+            for from in [p.subnet.trunc(), localhost] {
+                let mut rule = source(from);
                 rule.extend(matches.iter().cloned());
                 rule.extend(args(&["-j", &p.setmark_chain]));
                 r.append(CHAIN_DNAT, rule);
