@@ -181,6 +181,30 @@ pub fn set_up_request(index: u32, what: &str) -> Request {
     )
 }
 
+/// The request that sets a link's MTU.
+pub fn set_mtu_request(index: u32, mtu: u32) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    Request::new(
+        format!("set mtu {mtu} on link {index}"),
+        RouteNetlinkMessage::SetLink(msg),
+        0,
+    )
+}
+
+/// The request that sets a link's MAC address.
+pub fn set_mac_request(index: u32, mac: Mac) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    Request::new(
+        format!("set mac {} on link {index}", format_mac(&mac)),
+        RouteNetlinkMessage::SetLink(msg),
+        0,
+    )
+}
+
 impl Netlink {
     pub fn create_bridge(&mut self, spec: &BridgeSpec<'_>) -> Result<()> {
         self.batch(vec![
@@ -238,10 +262,7 @@ impl Netlink {
     }
 
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Mtu(mtu));
-        self.execute("set mtu", RouteNetlinkMessage::SetLink(msg), 0)
+        self.batch(vec![set_mtu_request(index, mtu)])
     }
 
     pub fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
@@ -252,10 +273,7 @@ impl Netlink {
     }
 
     pub fn set_mac(&mut self, index: u32, mac: Mac) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        self.execute("set mac", RouteNetlinkMessage::SetLink(msg), 0)
+        self.batch(vec![set_mac_request(index, mac)])
     }
 
     /// Promiscuous mode on (the CNI bridge's `promiscMode`).

@@ -6,26 +6,31 @@ use bridge_driver::names::network_of_alias;
 use bridge_driver::plan::{BridgePlan, EndpointPlan};
 use ipnet::Ipv4Net;
 use linkd::link::{
-    create_veth_request, set_hairpin_by_name_request, set_up_by_name_request, set_up_request,
+    create_bridge_request, create_veth_request, set_alias_request, set_hairpin_by_name_request,
+    set_mac_request, set_mtu_request, set_up_by_name_request, set_up_request,
 };
 use linkd::route::replace_route_request;
-use linkd::{address::add_address_request, Iptables, Netlink, Netns, Route, VethSpec};
+use linkd::{address::add_address_request, Iptables, Kernel, Netns, Route, VethSpec};
 
 use crate::error::{NetdError, Result};
 
 /// Makes the bridge exist as planned. Fails when the name belongs to a link netd does not
 /// own.
-pub fn ensure_bridge(host: &mut Netlink, plan: &BridgePlan) -> Result<Vec<String>> {
+pub fn ensure_bridge(host: &mut impl Kernel, plan: &BridgePlan) -> Result<Vec<String>> {
     let mut repairs = Vec::new();
     let link = match host.link_by_name(&plan.name)? {
         Some(link) => link,
         None => {
-            host.create_bridge(&linkd::BridgeSpec {
+            let spec = linkd::BridgeSpec {
                 name: &plan.name,
                 mac: plan.mac,
                 mtu: plan.mtu,
                 alias: &plan.alias,
-            })?;
+            };
+            host.batch(vec![
+                create_bridge_request(&spec),
+                set_alias_request(spec.name, spec.alias),
+            ])?;
             repairs.push(format!("created bridge {}", plan.name));
             host.require_link(&plan.name)?
         }
@@ -38,29 +43,33 @@ pub fn ensure_bridge(host: &mut Netlink, plan: &BridgePlan) -> Result<Vec<String
         )));
     }
     if link.mtu != plan.mtu {
-        host.set_mtu(link.index, plan.mtu)?;
+        host.batch(vec![set_mtu_request(link.index, plan.mtu)])?;
         repairs.push(format!("set mtu {} on bridge {}", plan.mtu, plan.name));
     }
     if link.mac != Some(plan.mac) {
-        host.set_mac(link.index, plan.mac)?;
+        host.batch(vec![set_mac_request(link.index, plan.mac)])?;
         repairs.push(format!("restored the MAC of bridge {}", plan.name));
     }
     let addresses = host.addresses_of(link.index)?;
     if !addresses.contains(&plan.address) {
-        host.add_address(link.index, plan.address, &plan.name)?;
+        host.batch(vec![add_address_request(
+            link.index,
+            plan.address,
+            &plan.name,
+        )])?;
         repairs.push(format!(
             "added address {} to bridge {}",
             plan.address, plan.name
         ));
     }
     if !link.up {
-        host.set_up(link.index, &plan.name)?;
+        host.batch(vec![set_up_request(link.index, &plan.name)])?;
         repairs.push(format!("set bridge {} up", plan.name));
     }
     // Published ports answer on 127.0.0.1: DNATed loopback traffic must be routable here.
     let localnet = format!("net/ipv4/conf/{}/route_localnet", plan.name);
-    if linkd::sysctl::get(&localnet)? != "1" {
-        linkd::sysctl::set(&localnet, "1")?;
+    if host.sysctl_get(&localnet)? != "1" {
+        host.sysctl_set(&localnet, "1")?;
         repairs.push(format!("set route_localnet on bridge {}", plan.name));
     }
     Ok(repairs)
@@ -84,9 +93,9 @@ pub const SANDBOX_SYSCTLS: &[(&str, &str)] = &[("net/ipv6/conf/default/disable_i
 /// IPv6 (for the same reason as [`SANDBOX_SYSCTLS`]) and up; then inside the sandbox the
 /// interface up, its address and, if it carries it, the default route, in one batch.
 pub fn create_endpoint(
-    host: &mut Netlink,
+    host: &mut impl Kernel,
     netns: &Netns,
-    inner: &mut Netlink,
+    inner: &mut impl Kernel,
     bridge_index: u32,
     plan: &EndpointPlan,
 ) -> Result<()> {
@@ -99,7 +108,7 @@ pub fn create_endpoint(
         peer_netns: netns.fd(),
     })])?;
     // Best effort: a kernel without IPv6 has no such sysctl, and nothing to disable.
-    let _ = linkd::sysctl::set(
+    let _ = host.sysctl_set(
         &format!("net/ipv6/conf/{}/disable_ipv6", plan.host_veth),
         "1",
     );
@@ -186,4 +195,126 @@ pub fn reconcile_firewall(
         }
     }
     Ok(repairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linkd::{Link, RecordingKernel};
+
+    fn plan() -> BridgePlan {
+        BridgePlan {
+            name: "br-test".into(),
+            mac: [0x02, 0x42, 0, 0, 0, 1],
+            mtu: 1500,
+            alias: "netd network abc".into(),
+            address: "10.1.0.1/24".parse().expect("net"),
+        }
+    }
+
+    #[test]
+    fn a_missing_bridge_is_made_once() {
+        let mut host = RecordingKernel::default();
+        let repairs = ensure_bridge(&mut host, &plan()).expect("ensure");
+        assert_eq!(
+            host.log,
+            [
+                "create bridge br-test",
+                "set alias of br-test",
+                "add address 10.1.0.1/24 to br-test",
+                "sysctl net/ipv4/conf/br-test/route_localnet=1",
+            ]
+        );
+        assert!(
+            repairs.contains(&"created bridge br-test".to_string()),
+            "{repairs:?}"
+        );
+        let before = host.log.len();
+        assert!(ensure_bridge(&mut host, &plan()).expect("again").is_empty());
+        assert_eq!(host.log.len(), before, "nothing sent the second time");
+    }
+
+    #[test]
+    fn a_drifted_bridge_is_repaired_and_a_foreign_one_refused() {
+        let ours = Link {
+            index: 7,
+            name: "br-test".into(),
+            kind: Some("bridge".into()),
+            mac: Some(plan().mac),
+            mtu: 9000,
+            up: false,
+            master: None,
+            alias: Some(plan().alias),
+            hairpin: None,
+        };
+        let mut host = RecordingKernel::default().with_link(ours.clone());
+        host.addresses.insert(7, vec![plan().address]);
+        host.sysctls
+            .insert("net/ipv4/conf/br-test/route_localnet".into(), "1".into());
+        let repairs = ensure_bridge(&mut host, &plan()).expect("ensure");
+        assert_eq!(host.log, ["set mtu 1500 on link 7", "set br-test up"]);
+        assert_eq!(repairs.len(), 2, "{repairs:?}");
+        let foreign = Link {
+            alias: None,
+            ..ours
+        };
+        let mut host = RecordingKernel::default().with_link(foreign);
+        let err = ensure_bridge(&mut host, &plan()).expect_err("not ours");
+        assert!(err.to_string().contains("not managed by netd"), "{err}");
+        assert!(host.log.is_empty(), "nothing touched: {:?}", host.log);
+    }
+
+    #[test]
+    fn an_endpoint_is_two_host_batches_and_one_inside() {
+        let netns = Netns::open("/proc/self/ns/net").expect("own namespace");
+        let mut host = RecordingKernel::default();
+        let eth0 = Link {
+            index: 2,
+            name: "eth0".into(),
+            kind: Some("veth".into()),
+            mac: None,
+            mtu: 1500,
+            up: false,
+            master: None,
+            alias: None,
+            hairpin: None,
+        };
+        let mut inner = RecordingKernel::default().with_link(eth0.clone());
+        let endpoint = EndpointPlan {
+            host_veth: "nd0123456789e0".into(),
+            bridge: "br-test".into(),
+            interface: "eth0".into(),
+            mac: [0x02, 0x42, 10, 1, 0, 2],
+            mtu: 1500,
+            address: "10.1.0.2/24".parse().expect("net"),
+            default_gateway: Some("10.1.0.1".parse().expect("ip")),
+        };
+        create_endpoint(&mut host, &netns, &mut inner, 1, &endpoint).expect("create");
+        assert_eq!(
+            host.log,
+            [
+                "create veth nd0123456789e0 (peer eth0)",
+                "sysctl net/ipv6/conf/nd0123456789e0/disable_ipv6=1",
+                "set hairpin mode of nd0123456789e0",
+                "set nd0123456789e0 up",
+            ]
+        );
+        assert_eq!(
+            inner.log,
+            [
+                "set eth0 up",
+                "add address 10.1.0.2/24 to eth0",
+                "add route 0.0.0.0/0 via 10.1.0.1"
+            ]
+        );
+        assert_eq!(inner.addresses.get(&2), Some(&vec![endpoint.address]));
+        let mut failing = RecordingKernel::default().with_link(eth0);
+        failing.fail_on = Some("add route".into());
+        let err = create_endpoint(&mut host, &netns, &mut failing, 1, &endpoint)
+            .expect_err("route refused");
+        assert!(
+            err.to_string().contains("add route 0.0.0.0/0 via 10.1.0.1"),
+            "{err}"
+        );
+    }
 }
