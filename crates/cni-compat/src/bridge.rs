@@ -6,10 +6,10 @@ use std::net::IpAddr;
 
 use bridge_driver::plan::{cni_attachment_plan, CniIpam, RoutePlan};
 use ipnet::{IpNet, Ipv4Net};
-use linkd::address::add_address_request;
+use linkd::address::{add_address_request, delete_address_request};
 use linkd::link::{set_hairpin_by_name_request, set_up_by_name_request, set_up_request};
 use linkd::route::replace_route_request;
-use linkd::{BridgeSpec, Mac, Netlink, Netns, Request, Route, VethSpec};
+use linkd::{BridgeSpec, Kernel, Mac, Netlink, Netns, Request, Route, VethSpec};
 use serde::Deserialize;
 
 use crate::delegate;
@@ -214,7 +214,7 @@ fn v4(net: &IpNet) -> Result<Ipv4Net> {
 
 /// The gateway address on the bridge; `force` replaces another address of that subnet.
 fn ensure_gateway(
-    host: &mut Netlink,
+    host: &mut impl Kernel,
     bridge: u32,
     gateway: Ipv4Net,
     force: bool,
@@ -230,9 +230,9 @@ fn ensure_gateway(
                 "bridge {name} already has address {other}, not {gateway} (set forceAddress to replace it)"
             )));
         }
-        host.delete_address(bridge, *other)?;
+        host.batch(vec![delete_address_request(bridge, *other)])?;
     }
-    match host.add_address(bridge, gateway, name) {
+    match host.batch(vec![add_address_request(bridge, gateway, name)]) {
         Err(e) if e.is_exists() => Ok(()),
         other => other.map_err(CniError::from),
     }
@@ -243,18 +243,22 @@ struct Attachment<'a> {
     env: &'a CniEnv,
     conf: &'a NetConf,
     bc: &'a BridgeConf,
-    netns: &'a Netns,
     bridge: &'a linkd::Link,
     host_veth: &'a linkd::Link,
 }
 
-/// Everything of an ADD after the IPAM plugin answered.
-fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<CniResult> {
+/// Everything of an ADD after the IPAM plugin answered: `host` is the host's kernel,
+/// `inner` the container namespace's.
+fn configure(
+    a: &Attachment<'_>,
+    host: &mut impl Kernel,
+    inner: &mut impl Kernel,
+    ipam: CniResult,
+) -> Result<CniResult> {
     let Attachment {
         env,
         conf,
         bc,
-        netns,
         bridge,
         host_veth,
     } = *a;
@@ -282,7 +286,6 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
     let plan = cni_attachment_plan(&addresses, bc.is_gateway, bc.is_default_gateway)
         .map_err(|e| CniError::config(e.to_string()))?;
     // Inside the container: addresses, the interface up, routes, in one batch.
-    let mut inner = netns.netlink().context(inside)?;
     let container = inner.require_link(&env.ifname).context(inside)?;
     let mut requests: Vec<Request> = plan
         .addresses
@@ -303,7 +306,7 @@ fn configure(a: &Attachment<'_>, host: &mut Netlink, ipam: CniResult) -> Result<
             .context(|| format!("adding gateway {on_bridge} to bridge {}", bc.bridge))?;
     }
     if plan.forwarding {
-        linkd::sysctl::set("net/ipv4/ip_forward", "1")
+        host.sysctl_set("net/ipv4/ip_forward", "1")
             .context(|| "enabling IPv4 forwarding".to_string())?;
     }
     if bc.ip_masq {
@@ -438,11 +441,14 @@ impl Plugin for Bridge {
                 env,
                 conf,
                 bc: &bc,
-                netns: &netns,
                 bridge: &bridge,
                 host_veth: &host_veth,
             };
-            match configure(&attachment, &mut host, ipam) {
+            let configured = netns
+                .netlink()
+                .context(|| format!("configuring {} in {}", env.ifname, env.netns))
+                .and_then(|mut inner| configure(&attachment, &mut host, &mut inner, ipam));
+            match configured {
                 Ok(result) => Ok(result),
                 Err(e) => {
                     // Give the addresses back, as the spec asks.
@@ -575,5 +581,174 @@ impl Plugin for Bridge {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use linkd::{Link, RecordingKernel};
+
+    fn link(index: u32, name: &str, kind: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: Some(kind.into()),
+            mac: Some([2, 0, 0, 0, 0, index as u8]),
+            mtu: 1500,
+            up: true,
+            master: None,
+            alias: None,
+            hairpin: None,
+        }
+    }
+
+    fn env() -> CniEnv {
+        CniEnv::from_vars(|k| match k {
+            "CNI_COMMAND" => Some("ADD".into()),
+            "CNI_CONTAINERID" => Some("c1".into()),
+            "CNI_NETNS" => Some("/run/netns/c1".into()),
+            "CNI_IFNAME" => Some("eth0".into()),
+            "CNI_PATH" => Some("/opt/cni/bin".into()),
+            _ => None,
+        })
+        .expect("env")
+    }
+
+    /// ADD's configuration step against fake kernels: what is asked of the host and of the
+    /// container, and the result.
+    fn configure_with(
+        conf: &str,
+        ipam: &str,
+    ) -> (RecordingKernel, RecordingKernel, Result<CniResult>) {
+        let conf = NetConf::parse(conf.as_bytes()).expect("conf");
+        let bc = BridgeConf::parse(&conf).expect("bridge conf");
+        let bridge = link(3, "cni0", "bridge");
+        let host_veth = link(4, "veth0a1b2c3d", "veth");
+        let mut host = RecordingKernel::default().with_link(bridge.clone());
+        let mut inner = RecordingKernel::default().with_link(link(2, "eth0", "veth"));
+        let ipam = CniResult::parse(ipam.as_bytes(), "netd-ipam").expect("ipam result");
+        let env = env();
+        let attachment = Attachment {
+            env: &env,
+            conf: &conf,
+            bc: &bc,
+            bridge: &bridge,
+            host_veth: &host_veth,
+        };
+        let result = configure(&attachment, &mut host, &mut inner, ipam);
+        (host, inner, result)
+    }
+
+    const IPAM: &str = r#"{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.7/24"}],"routes":[{"dst":"192.0.2.0/24"}]}"#;
+
+    #[test]
+    fn a_default_gateway_attachment() {
+        let (host, inner, result) = configure_with(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"netd-bridge","bridge":"cni0","isDefaultGateway":true,"ipam":{"type":"netd-ipam"}}"#,
+            IPAM,
+        );
+        let result = result.expect("configured");
+        assert_eq!(
+            inner.log,
+            [
+                "add address 10.1.0.7/24 to eth0",
+                "set eth0 up",
+                "add route 192.0.2.0/24 via 10.1.0.1",
+                "add route 0.0.0.0/0 via 10.1.0.1",
+            ]
+        );
+        assert_eq!(
+            host.log,
+            [
+                "add address 10.1.0.1/24 to cni0",
+                "sysctl net/ipv4/ip_forward=1"
+            ]
+        );
+        assert_eq!(result.ips[0].gateway, Some("10.1.0.1".parse().expect("ip")));
+        assert_eq!(result.ips[0].interface, Some(2));
+        let dsts: Vec<String> = result.routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(dsts, ["192.0.2.0/24", "0.0.0.0/0"]);
+        assert_eq!(result.interfaces.len(), 3);
+        assert_eq!(result.interfaces[2].sandbox, "/run/netns/c1");
+    }
+
+    #[test]
+    fn a_plain_attachment_touches_nothing_on_the_host() {
+        let (host, inner, result) = configure_with(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"netd-bridge","bridge":"cni0","ipam":{"type":"netd-ipam"}}"#,
+            IPAM,
+        );
+        result.expect("configured");
+        assert!(host.log.is_empty(), "{:?}", host.log);
+        assert_eq!(inner.log.len(), 3, "{:?}", inner.log);
+    }
+
+    #[test]
+    fn another_gateway_on_the_bridge_needs_force_address() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"netd-bridge","bridge":"cni0","isGateway":true,"ipam":{"type":"netd-ipam"}}"#;
+        let taken = |force: bool| {
+            let conf = NetConf::parse(
+                conf.replace(
+                    "\"isGateway\":true",
+                    &format!("\"isGateway\":true,\"forceAddress\":{force}"),
+                )
+                .as_bytes(),
+            )
+            .expect("conf");
+            let bc = BridgeConf::parse(&conf).expect("bc");
+            let mut host = RecordingKernel::default().with_link(link(3, "cni0", "bridge"));
+            host.addresses
+                .insert(3, vec!["10.1.0.254/24".parse().expect("net")]);
+            let r = ensure_gateway(
+                &mut host,
+                3,
+                "10.1.0.1/24".parse().expect("net"),
+                bc.force_address,
+                "cni0",
+            );
+            (host.log, r)
+        };
+        let (log, refused) = taken(false);
+        assert!(refused.expect_err("taken").msg.contains("forceAddress"));
+        assert!(log.is_empty());
+        let (log, replaced) = taken(true);
+        replaced.expect("forced");
+        assert_eq!(
+            log,
+            [
+                "delete address 10.1.0.254/24",
+                "add address 10.1.0.1/24 to cni0"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kernel_failure_names_the_step() {
+        let conf = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"netd-bridge","ipam":{"type":"netd-ipam"}}"#).expect("conf");
+        let bc = BridgeConf::parse(&conf).expect("bc");
+        let bridge = link(3, "cni0", "bridge");
+        let mut host = RecordingKernel::default().with_link(bridge.clone());
+        let mut inner = RecordingKernel::default().with_link(link(2, "eth0", "veth"));
+        inner.fail_on = Some("add route".into());
+        let env = env();
+        let attachment = Attachment {
+            env: &env,
+            conf: &conf,
+            bc: &bc,
+            bridge: &bridge,
+            host_veth: &bridge,
+        };
+        let ipam = CniResult::parse(IPAM.as_bytes(), "ipam").expect("ipam");
+        let err = configure(&attachment, &mut host, &mut inner, ipam).expect_err("fails");
+        assert_eq!(err.code, Code::Kernel as u32);
+        assert!(
+            err.msg.starts_with(
+                "configuring eth0 in /run/netns/c1: add route 192.0.2.0/24 via 10.1.0.1"
+            ),
+            "{}",
+            err.msg
+        );
+        assert_eq!(err.details, "EINVAL");
     }
 }

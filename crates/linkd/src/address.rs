@@ -42,17 +42,22 @@ pub fn add_address_request(index: u32, net: Ipv4Net, what: &str) -> Request {
     )
 }
 
+/// The request that removes an address from a link.
+pub fn delete_address_request(index: u32, net: Ipv4Net) -> Request {
+    Request::new(
+        format!("delete address {net}"),
+        RouteNetlinkMessage::DelAddress(message(index, net)),
+        0,
+    )
+}
+
 impl Netlink {
     pub fn add_address(&mut self, index: u32, net: Ipv4Net, what: &str) -> Result<()> {
         self.batch(vec![add_address_request(index, net, what)])
     }
 
     pub fn delete_address(&mut self, index: u32, net: Ipv4Net) -> Result<()> {
-        self.execute(
-            &format!("delete address {net}"),
-            RouteNetlinkMessage::DelAddress(message(index, net)),
-            0,
-        )
+        self.batch(vec![delete_address_request(index, net)])
     }
 
     /// Every IPv4 address in this namespace.
