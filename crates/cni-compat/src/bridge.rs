@@ -621,12 +621,22 @@ mod tests {
         conf: &str,
         ipam: &str,
     ) -> (RecordingKernel, RecordingKernel, Result<CniResult>) {
+        configure_failing(conf, ipam, None)
+    }
+
+    /// [`configure_with`], with the container's requests named by `fail_on` failing.
+    fn configure_failing(
+        conf: &str,
+        ipam: &str,
+        fail_on: Option<&str>,
+    ) -> (RecordingKernel, RecordingKernel, Result<CniResult>) {
         let conf = NetConf::parse(conf.as_bytes()).expect("conf");
         let bc = BridgeConf::parse(&conf).expect("bridge conf");
         let bridge = link(3, "cni0", "bridge");
         let host_veth = link(4, "veth0a1b2c3d", "veth");
         let mut host = RecordingKernel::default().with_link(bridge.clone());
         let mut inner = RecordingKernel::default().with_link(link(2, "eth0", "veth"));
+        inner.fail_on = fail_on.map(str::to_string);
         let ipam = CniResult::parse(ipam.as_bytes(), "netd-ipam").expect("ipam result");
         let env = env();
         let attachment = Attachment {
@@ -725,22 +735,12 @@ mod tests {
 
     #[test]
     fn a_kernel_failure_names_the_step() {
-        let conf = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"netd-bridge","ipam":{"type":"netd-ipam"}}"#).expect("conf");
-        let bc = BridgeConf::parse(&conf).expect("bc");
-        let bridge = link(3, "cni0", "bridge");
-        let mut host = RecordingKernel::default().with_link(bridge.clone());
-        let mut inner = RecordingKernel::default().with_link(link(2, "eth0", "veth"));
-        inner.fail_on = Some("add route".into());
-        let env = env();
-        let attachment = Attachment {
-            env: &env,
-            conf: &conf,
-            bc: &bc,
-            bridge: &bridge,
-            host_veth: &bridge,
-        };
-        let ipam = CniResult::parse(IPAM.as_bytes(), "ipam").expect("ipam");
-        let err = configure(&attachment, &mut host, &mut inner, ipam).expect_err("fails");
+        let (_, _, result) = configure_failing(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"netd-bridge","ipam":{"type":"netd-ipam"}}"#,
+            IPAM,
+            Some("add route"),
+        );
+        let err = result.expect_err("fails");
         assert_eq!(err.code, Code::Kernel as u32);
         assert!(
             err.msg.starts_with(
