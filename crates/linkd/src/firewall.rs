@@ -128,3 +128,30 @@ fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
 }
+
+/// What netd's appliers ask of the firewall of one namespace: whole transactions, the
+/// rules of a table, and rules told apart by their owner's comment (see [`crate::Tag`]).
+/// [`crate::TaggedRules`] is the real one, [`crate::fake::RecordingFirewall`] a model.
+pub trait Firewall {
+    /// Applies `ruleset` (iptables-restore syntax, `--noflush`) as one transaction.
+    fn restore(&mut self, ruleset: &str) -> Result<()>;
+    /// One table as `iptables-save -t TABLE` prints it.
+    fn save(&mut self, table: &str) -> Result<String>;
+    /// Whether a chain exists (declaring an existing chain in a restore flushes it).
+    fn chain_exists(&mut self, table: &str, chain: &str) -> Result<bool>;
+    /// Applies `ruleset` (appends only), which adds `expected` rules tagged `tag`; their
+    /// handles when the backend has them, for [`Firewall::delete_tagged`].
+    fn append_tagged(
+        &mut self,
+        ruleset: &str,
+        tag: &crate::Tag<'_>,
+        expected: usize,
+    ) -> Result<Option<Vec<u64>>>;
+    /// Deletes every rule tagged `tag` (none is fine); how many there were.
+    fn delete_tagged(&mut self, tag: &crate::Tag<'_>, remembered: Option<&[u64]>)
+        -> Result<usize>;
+    /// How many rules carry `tag`.
+    fn count_tagged(&mut self, tag: &crate::Tag<'_>) -> Result<usize>;
+    /// Forgets connection-tracking entries of UDP flows to a local port (best effort).
+    fn flush_udp_conntrack(&mut self, port: u16);
+}

@@ -129,6 +129,13 @@ pub fn create_veth_request(spec: &VethSpec<'_>) -> Request {
     )
 }
 
+/// The request that deletes a link (its veth peer goes with it).
+pub fn delete_link_request(index: u32, what: &str) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    Request::new(format!("delete {what}"), RouteNetlinkMessage::DelLink(msg), 0)
+}
+
 /// The request that turns hairpin mode on or off on a bridge port, found by index (or by
 /// name when `index` is 0 and `name` is given).
 pub fn set_hairpin_request(index: u32, on: bool) -> Request {
@@ -291,13 +298,7 @@ impl Netlink {
 
     /// Deletes a link; a link that is already gone is not an error.
     pub fn delete_link(&mut self, index: u32, what: &str) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        match self.execute(
-            &format!("delete {what}"),
-            RouteNetlinkMessage::DelLink(msg),
-            0,
-        ) {
+        match self.batch(vec![delete_link_request(index, what)]) {
             Err(e) if e.is_not_found() => Ok(()),
             other => other,
         }

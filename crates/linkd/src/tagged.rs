@@ -12,7 +12,7 @@
 //! used on nf_tables too, so removal never silently finds nothing.
 
 use crate::error::Result;
-use crate::firewall::{Backend, Iptables};
+use crate::firewall::{Backend, Firewall, Iptables};
 use crate::nftables::Nftables;
 
 /// Which rules: the owner's, by comment, in one chain of one table.
@@ -33,7 +33,7 @@ impl Tag<'_> {
     }
 
     /// Whether an `iptables-save` line is one of the owner's rules.
-    fn owns(&self, line: &str) -> bool {
+    pub(crate) fn owns(&self, line: &str) -> bool {
         let Some(rest) = line.strip_prefix("-A ") else {
             return false;
         };
@@ -192,6 +192,41 @@ impl TaggedRules {
         if let Some(nft) = self.nft {
             nft.close_detached();
         }
+    }
+}
+
+impl Firewall for TaggedRules {
+    fn restore(&mut self, ruleset: &str) -> Result<()> {
+        self.iptables.restore(ruleset)
+    }
+
+    fn save(&mut self, table: &str) -> Result<String> {
+        self.iptables.save(table)
+    }
+
+    fn chain_exists(&mut self, table: &str, chain: &str) -> Result<bool> {
+        TaggedRules::chain_exists(self, table, chain)
+    }
+
+    fn append_tagged(
+        &mut self,
+        ruleset: &str,
+        tag: &Tag<'_>,
+        expected: usize,
+    ) -> Result<Option<Vec<u64>>> {
+        self.append(ruleset, tag, expected)
+    }
+
+    fn delete_tagged(&mut self, tag: &Tag<'_>, remembered: Option<&[u64]>) -> Result<usize> {
+        self.delete(tag, remembered)
+    }
+
+    fn count_tagged(&mut self, tag: &Tag<'_>) -> Result<usize> {
+        self.count(tag)
+    }
+
+    fn flush_udp_conntrack(&mut self, port: u16) {
+        crate::conntrack::flush_udp_to_port(port);
     }
 }
 
