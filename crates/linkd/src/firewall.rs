@@ -132,7 +132,7 @@ fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
 /// What netd's appliers ask of the firewall of one namespace: whole transactions, the
 /// rules of a table, and rules told apart by their owner's comment (see [`crate::Tag`]).
 /// [`crate::TaggedRules`] is the real one, [`crate::fake::RecordingFirewall`] a model.
-pub trait Firewall {
+pub trait Firewall: std::fmt::Debug {
     /// Applies `ruleset` (iptables-restore syntax, `--noflush`) as one transaction.
     fn restore(&mut self, ruleset: &str) -> Result<()>;
     /// One table as `iptables-save -t TABLE` prints it.
@@ -148,8 +148,7 @@ pub trait Firewall {
         expected: usize,
     ) -> Result<Option<Vec<u64>>>;
     /// Deletes every rule tagged `tag` (none is fine); how many there were.
-    fn delete_tagged(&mut self, tag: &crate::Tag<'_>, remembered: Option<&[u64]>)
-        -> Result<usize>;
+    fn delete_tagged(&mut self, tag: &crate::Tag<'_>, remembered: Option<&[u64]>) -> Result<usize>;
     /// How many rules carry `tag`.
     fn count_tagged(&mut self, tag: &crate::Tag<'_>) -> Result<usize>;
     /// Forgets connection-tracking entries of UDP flows to a local port (best effort).

@@ -18,7 +18,7 @@ use crate::netns::Netns;
 use crate::route::{replace_route_request, Route};
 
 /// What an applier asks of the kernel of one network namespace.
-pub trait Kernel {
+pub trait Kernel: std::fmt::Debug {
     /// Sends requests in order; the first failure is returned.
     fn batch(&mut self, requests: Vec<Request>) -> Result<()>;
     /// A link by name; `None` when there is none.
@@ -78,6 +78,41 @@ pub trait Kernel {
     }
 }
 
+/// A boxed kernel (as the daemon holds its kernels) is a kernel.
+impl<K: Kernel + ?Sized> Kernel for Box<K> {
+    fn batch(&mut self, requests: Vec<Request>) -> Result<()> {
+        (**self).batch(requests)
+    }
+
+    fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        (**self).link_by_name(name)
+    }
+
+    fn links(&mut self) -> Result<Vec<Link>> {
+        (**self).links()
+    }
+
+    fn addresses(&mut self) -> Result<Vec<Address>> {
+        (**self).addresses()
+    }
+
+    fn routes(&mut self) -> Result<Vec<Route>> {
+        (**self).routes()
+    }
+
+    fn sysctl_get(&mut self, key: &str) -> Result<String> {
+        (**self).sysctl_get(key)
+    }
+
+    fn sysctl_set(&mut self, key: &str, value: &str) -> Result<()> {
+        (**self).sysctl_set(key, value)
+    }
+
+    fn addresses_of(&mut self, index: u32) -> Result<Vec<Ipv4Net>> {
+        (**self).addresses_of(index)
+    }
+}
+
 impl Kernel for Netlink {
     fn batch(&mut self, requests: Vec<Request>) -> Result<()> {
         Netlink::batch(self, requests)
@@ -113,7 +148,7 @@ impl Kernel for Netlink {
 }
 
 /// Network namespaces held at paths: what a sandbox's namespace is to its creator.
-pub trait Namespaces {
+pub trait Namespaces: std::fmt::Debug {
     /// A new namespace held at `path`, loopback up, `sysctls` written inside; with its
     /// kernel.
     fn create(&mut self, path: &Path, sysctls: &[(&str, &str)])

@@ -133,7 +133,11 @@ pub fn create_veth_request(spec: &VethSpec<'_>) -> Request {
 pub fn delete_link_request(index: u32, what: &str) -> Request {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
-    Request::new(format!("delete {what}"), RouteNetlinkMessage::DelLink(msg), 0)
+    Request::new(
+        format!("delete {what}"),
+        RouteNetlinkMessage::DelLink(msg),
+        0,
+    )
 }
 
 /// The request that turns hairpin mode on or off on a bridge port, found by index (or by

@@ -133,9 +133,7 @@ impl RecordingFirewall {
                 continue;
             }
             if let Some(name) = line.strip_prefix('*') {
-                let table = pending
-                    .remove(name)
-                    .unwrap_or_else(|| self.table(name));
+                let table = pending.remove(name).unwrap_or_else(|| self.table(name));
                 current = Some((name.to_string(), table));
                 continue;
             }
@@ -224,7 +222,10 @@ impl RecordingFirewall {
                 .clear(),
             "-N" => {
                 if table.chain(chain_name).is_some() {
-                    return Err(refused(line_no, format!("chain {chain_name} already exists")));
+                    return Err(refused(
+                        line_no,
+                        format!("chain {chain_name} already exists"),
+                    ));
                 }
                 table.chains.push(Chain {
                     name: chain_name.to_string(),
@@ -313,7 +314,11 @@ impl Firewall for RecordingFirewall {
     }
 
     fn count_tagged(&mut self, tag: &Tag<'_>) -> Result<usize> {
-        Ok(self.save(tag.table)?.lines().filter(|l| tag.owns(l)).count())
+        Ok(self
+            .save(tag.table)?
+            .lines()
+            .filter(|l| tag.owns(l))
+            .count())
     }
 
     fn flush_udp_conntrack(&mut self, port: u16) {
@@ -328,8 +333,10 @@ mod tests {
     #[test]
     fn restore_text_changes_tables_as_iptables_does() {
         let mut fw = RecordingFirewall::default();
-        fw.restore("*filter\n:NETD-A - [0:0]\n-A NETD-A -j ACCEPT\n-I FORWARD 1 -j NETD-A\nCOMMIT\n")
-            .expect("first");
+        fw.restore(
+            "*filter\n:NETD-A - [0:0]\n-A NETD-A -j ACCEPT\n-I FORWARD 1 -j NETD-A\nCOMMIT\n",
+        )
+        .expect("first");
         assert_eq!(fw.rules("filter", "FORWARD"), ["-j NETD-A"]);
         // Declaring an existing chain flushes it; everything else stays.
         fw.restore("*filter\n:NETD-A - [0:0]\n-A NETD-A -j DROP\nCOMMIT\n")

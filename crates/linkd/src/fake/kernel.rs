@@ -166,9 +166,9 @@ impl RecordingKernel {
     fn find(&self, msg: &LinkMessage) -> Option<usize> {
         let index = msg.header.index;
         let name = name_of(msg);
-        self.links
-            .iter()
-            .position(|l| (index != 0 && l.index == index) || (index == 0 && Some(l.name.as_str()) == name))
+        self.links.iter().position(|l| {
+            (index != 0 && l.index == index) || (index == 0 && Some(l.name.as_str()) == name)
+        })
     }
 
     /// Sends one request: logs it, applies it to the model, says what it did elsewhere.
@@ -183,7 +183,9 @@ impl RecordingKernel {
         }
         let what = &request.what;
         match &request.message {
-            RouteNetlinkMessage::NewLink(msg) if msg.header.index == 0 && kind_of(msg).is_some() => {
+            RouteNetlinkMessage::NewLink(msg)
+                if msg.header.index == 0 && kind_of(msg).is_some() =>
+            {
                 let name = name_of(msg).unwrap_or_default().to_string();
                 if self.link(&name).is_some() {
                     return Err(errno(what, libc::EEXIST));

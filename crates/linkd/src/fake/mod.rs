@@ -58,11 +58,7 @@ impl World {
 
     /// Deletes the other end of the pair a deleted link belonged to.
     fn unpair(&mut self, gone: &Place) {
-        let Some(position) = self
-            .pairs
-            .iter()
-            .position(|(a, b)| a == gone || b == gone)
-        else {
+        let Some(position) = self.pairs.iter().position(|(a, b)| a == gone || b == gone) else {
             return;
         };
         let (a, b) = self.pairs.remove(position);
@@ -126,7 +122,9 @@ impl FakeHost {
 
     /// The world, to look at or to change behind the appliers' backs.
     pub fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The host namespace's kernel.

@@ -1,7 +1,9 @@
 //! Applying plans to the kernel with linkd, and checking that what a plan says is there.
 //! Each function returns the repairs it made, so reconciliation can report them.
 
-use bridge_driver::firewall::{self, EntryFixes, NetworkFirewall, SavedTable, StaleChains};
+use bridge_driver::firewall::{
+    self as rules, EntryFixes, NetworkFirewall, SavedTable, StaleChains,
+};
 use bridge_driver::names::network_of_alias;
 use bridge_driver::plan::{BridgePlan, EndpointPlan};
 use ipnet::Ipv4Net;
@@ -10,7 +12,7 @@ use linkd::link::{
     set_mac_request, set_mtu_request, set_up_by_name_request, set_up_request,
 };
 use linkd::route::replace_route_request;
-use linkd::{address::add_address_request, Iptables, Kernel, Netns, Route, VethSpec};
+use linkd::{address::add_address_request, Firewall, Kernel, Netns, Route, VethSpec};
 
 use crate::error::{NetdError, Result};
 
@@ -145,43 +147,43 @@ pub struct SavedRules {
     pub nat: SavedTable,
 }
 
-pub fn save_rules(iptables: &Iptables) -> Result<SavedRules> {
+pub fn save_rules(firewall: &mut dyn Firewall) -> Result<SavedRules> {
     Ok(SavedRules {
-        filter: SavedTable::parse(&iptables.save("filter")?),
-        nat: SavedTable::parse(&iptables.save("nat")?),
+        filter: SavedTable::parse(&firewall.save("filter")?),
+        nat: SavedTable::parse(&firewall.save("nat")?),
     })
 }
 
 /// Sets netd's chains to what the networks need, in one transaction. `removed` names
 /// networks whose chains must go; `fixes` repairs the entry jumps.
 pub fn apply_firewall(
-    iptables: &Iptables,
+    firewall: &mut dyn Firewall,
     networks: &[NetworkFirewall],
     stale: &StaleChains,
     fixes: &EntryFixes,
 ) -> Result<()> {
-    let ruleset = firewall::desired(networks);
-    iptables.restore(&firewall::restore_text(&ruleset, stale, fixes))?;
+    let ruleset = rules::desired(networks);
+    firewall.restore(&rules::restore_text(&ruleset, stale, fixes))?;
     Ok(())
 }
 
 /// Compares the live firewall with the desired one and repairs any difference.
 pub fn reconcile_firewall(
-    iptables: &Iptables,
+    firewall: &mut dyn Firewall,
     networks: &[NetworkFirewall],
 ) -> Result<Vec<String>> {
-    let saved = save_rules(iptables)?;
-    let ruleset = firewall::desired(networks);
-    let drifted: Vec<String> = firewall::drifted_chains(&ruleset, &saved.filter, &saved.nat)
+    let saved = save_rules(firewall)?;
+    let ruleset = rules::desired(networks);
+    let drifted: Vec<String> = rules::drifted_chains(&ruleset, &saved.filter, &saved.nat)
         .into_iter()
         .map(str::to_string)
         .collect();
     let stale = StaleChains::find(&ruleset, &saved.filter, &saved.nat);
-    let fixes = firewall::entry_fixes(&saved.filter, &saved.nat);
+    let fixes = rules::entry_fixes(&saved.filter, &saved.nat);
     if drifted.is_empty() && stale.is_empty() && fixes.is_empty() {
         return Ok(Vec::new());
     }
-    iptables.restore(&firewall::restore_text(&ruleset, &stale, &fixes))?;
+    firewall.restore(&rules::restore_text(&ruleset, &stale, &fixes))?;
     let mut repairs = Vec::new();
     for chain in drifted {
         repairs.push(format!("restored firewall chain {chain}"));

@@ -13,7 +13,6 @@ use crate::api::types::{
     SandboxInfo, SandboxState,
 };
 use crate::error::Result;
-use crate::pause;
 use crate::state::Sandbox;
 
 impl Engine {
@@ -87,7 +86,7 @@ impl Engine {
             .get(&sandbox.id)
             .and_then(|r| r.pause_pid)
             .unwrap_or(0);
-        let running = pid > 0 && pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid);
+        let running = self.processes.is_pause_of(pid, &sandbox.id);
         let mut networks = BTreeMap::new();
         for ep in &sandbox.endpoints {
             let Some(network) = self.state.networks.get(&ep.network_id) else {

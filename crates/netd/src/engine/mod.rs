@@ -10,6 +10,8 @@ mod networks;
 mod ports;
 mod reconcile;
 mod sandboxes;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use bridge_driver::model::{build_network, first_host, NetworkRequest};
 use bridge_driver::Network;
 use ipnet::Ipv4Net;
-use linkd::{Iptables, Netlink};
+use linkd::{Firewall, Iptables, Kernel, MountedNamespaces, Namespaces, Netlink};
 use tokio::sync::oneshot;
 
 use crate::error::{NetdError, Result};
@@ -56,18 +58,44 @@ struct Runtime {
     processes: Vec<i32>,
 }
 
+/// What the engine changes: the kernel of netd's namespace, the sandboxes' namespaces,
+/// the firewall and the pause processes. [`System::host`] is the real one; unit tests
+/// give fakes (`linkd::FakeHost`, [`crate::pause::RecordingProcesses`]).
+#[derive(Debug)]
+pub struct System {
+    pub host: Box<dyn Kernel>,
+    pub namespaces: Box<dyn Namespaces>,
+    pub firewall: Box<dyn Firewall>,
+    pub processes: Box<dyn crate::pause::Processes>,
+}
+
+impl System {
+    /// netd's own namespace: netlink, namespaces held by mounts, iptables (sandboxes' DNAT
+    /// rules added and removed by their comment, see `ports`), netd-pause processes.
+    pub fn host(paths: &Paths) -> Result<System> {
+        Ok(System {
+            host: Box::new(Netlink::open()?),
+            namespaces: Box::new(MountedNamespaces),
+            firewall: Box::new(linkd::TaggedRules::new(Iptables::default())),
+            processes: Box::new(crate::pause::HostProcesses {
+                binary: paths.pause_binary.clone(),
+            }),
+        })
+    }
+}
+
 /// netd's state and the handles it needs to change the kernel.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
     state: State,
     store: Store,
-    host: Netlink,
-    iptables: Iptables,
+    host: Box<dyn Kernel>,
+    namespaces: Box<dyn Namespaces>,
+    firewall: Box<dyn Firewall>,
+    processes: Box<dyn crate::pause::Processes>,
     runtime: HashMap<String, Runtime>,
     ports: ports::PortTable,
-    /// Sandboxes' DNAT rules, added and removed by their comment (see `ports`).
-    tagged: linkd::TaggedRules,
     /// nf_tables handles of each sandbox's DNAT rules, when known (see `ports`).
     rule_handles: HashMap<String, Vec<u64>>,
     dns: crate::dns::DnsService,
@@ -82,6 +110,12 @@ impl Engine {
     /// Opens the store, loads the state, sets up the default network and reconciles the
     /// kernel with the recorded state. Returns the engine and what start-up repaired.
     pub fn start(config: EngineConfig) -> Result<(Engine, Vec<String>)> {
+        let system = System::host(&config.paths)?;
+        Engine::start_on(config, system)
+    }
+
+    /// [`Engine::start`] on a given system (fakes, in unit tests).
+    pub fn start_on(config: EngineConfig, system: System) -> Result<(Engine, Vec<String>)> {
         let store = Store::open(&config.paths.root)?;
         let mut state = State::default();
         for network in store.load::<Network>(Kind::Network)? {
@@ -99,11 +133,12 @@ impl Engine {
             dns: crate::dns::DnsService::start(config.resolv_conf.clone())?,
             changes: std::cell::Cell::new(0),
             published: 0,
-            host: Netlink::open()?,
-            iptables: Iptables::default(),
+            host: system.host,
+            namespaces: system.namespaces,
+            firewall: system.firewall,
+            processes: system.processes,
             runtime: HashMap::new(),
             ports: ports::PortTable::default(),
-            tagged: linkd::TaggedRules::new(Iptables::default()),
             rule_handles: HashMap::new(),
             config,
             state,

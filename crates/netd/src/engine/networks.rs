@@ -98,10 +98,10 @@ impl Engine {
         self.apply_firewall(&StaleChains::default())
     }
 
-    pub(super) fn apply_host_sysctls(&self) -> Result<()> {
+    pub(super) fn apply_host_sysctls(&mut self) -> Result<()> {
         let networks: Vec<Network> = self.state.networks.values().cloned().collect();
         for (key, value) in host_sysctls(&networks) {
-            linkd::sysctl::set(&key, &value)?;
+            self.host.sysctl_set(&key, &value)?;
         }
         Ok(())
     }
@@ -109,9 +109,10 @@ impl Engine {
     /// Sets netd's firewall chains to the recorded networks (one transaction).
     pub(super) fn apply_firewall(&mut self, stale: &StaleChains) -> Result<()> {
         self.forget_rule_handles();
+        let networks = self.firewall_networks();
         dataplane::apply_firewall(
-            &self.iptables,
-            &self.firewall_networks(),
+            &mut *self.firewall,
+            &networks,
             stale,
             &EntryFixes::default(),
         )

@@ -269,12 +269,20 @@ impl Engine {
             chain: &chain,
             comment: &comment,
         };
-        match self.tagged.append(&text, &tag, rules.len())? {
+        match self.firewall.append_tagged(&text, &tag, rules.len())? {
             Some(handles) => self.rule_handles.insert(sandbox.id.clone(), handles),
             None => self.rule_handles.remove(&sandbox.id),
         };
-        flush_udp_conntrack(&sandbox.ports);
+        self.flush_udp_conntrack(&sandbox.ports);
         Ok(())
+    }
+
+    /// Deletes conntrack entries of UDP flows to the mapped host ports (see
+    /// `linkd::conntrack::flush_udp_to_port`).
+    fn flush_udp_conntrack(&mut self, mappings: &[PortMapping]) {
+        for m in mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
+            self.firewall.flush_udp_conntrack(m.host_port);
+        }
     }
 
     /// Forgets every learned handle: after netd rewrites its chains, the rules have new ones.
@@ -300,8 +308,8 @@ impl Engine {
             chain: &chain,
             comment: &comment,
         };
-        self.tagged.delete(&tag, learned.as_deref())?;
-        flush_udp_conntrack(&sandbox.ports);
+        self.firewall.delete_tagged(&tag, learned.as_deref())?;
+        self.flush_udp_conntrack(&sandbox.ports);
         Ok(())
     }
 }
@@ -360,13 +368,5 @@ fn ephemeral_range() -> (u16, u16) {
     match (parts.next(), parts.next()) {
         (Some(s), Some(e)) if s <= e && s > 0 => (s, e),
         _ => (32768, 60999),
-    }
-}
-
-/// Deletes conntrack entries of UDP flows to the mapped host ports (see
-/// `linkd::conntrack::flush_udp_to_port`).
-fn flush_udp_conntrack(mappings: &[PortMapping]) {
-    for m in mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
-        linkd::conntrack::flush_udp_to_port(m.host_port);
     }
 }

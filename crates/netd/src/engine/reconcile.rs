@@ -6,17 +6,17 @@ use std::collections::HashSet;
 
 use bridge_driver::names::parse_host_veth_name;
 use bridge_driver::plan::bridge_plan;
-use linkd::Netns;
+use linkd::Kernel;
 
 use super::{dataplane, Engine, Runtime};
 use crate::error::Result;
-use crate::pause;
 use crate::state::Sandbox;
 
 impl Engine {
     /// The periodic check: restores the firewall if something removed netd's rules.
     pub(super) fn check_firewall(&mut self) {
-        match dataplane::reconcile_firewall(&self.iptables, &self.firewall_networks()) {
+        let networks = self.firewall_networks();
+        match dataplane::reconcile_firewall(&mut *self.firewall, &networks) {
             Ok(repairs) => {
                 if !repairs.is_empty() {
                     self.forget_rule_handles();
@@ -38,7 +38,8 @@ impl Engine {
             }
         }
         self.apply_host_sysctls()?;
-        let firewall = dataplane::reconcile_firewall(&self.iptables, &self.firewall_networks())?;
+        let wanted = self.firewall_networks();
+        let firewall = dataplane::reconcile_firewall(&mut *self.firewall, &wanted)?;
         if !firewall.is_empty() {
             self.forget_rule_handles();
         }
@@ -60,7 +61,7 @@ impl Engine {
     fn reconcile_sandbox(&mut self, sandbox: &Sandbox, repairs: &mut Vec<String>) -> Result<()> {
         let name = &sandbox.name;
         let netns_path = self.netns_path(sandbox);
-        if sandbox.joined.is_none() && !Netns::is_mounted(&netns_path) {
+        if sandbox.joined.is_none() && !self.namespaces.is_mounted(&netns_path) {
             // The namespace is gone (a reboot, or a crash before it was made): rebuild the
             // sandbox from its record, with a new pause process.
             if let Some(runtime) = self.runtime.remove(&sandbox.id) {
@@ -86,8 +87,7 @@ impl Engine {
         let pause_pid =
             crate::state::read_pid(&self.paths().sandbox_file(&sandbox.id, "pause.pid"))
                 .or_else(|| self.runtime.get(&sandbox.id).and_then(|r| r.pause_pid));
-        let alive = pause_pid
-            .is_some_and(|pid| pause::is_pause_of(pid, &sandbox.id) && pause::is_alive(pid));
+        let alive = pause_pid.is_some_and(|pid| self.processes.is_pause_of(pid, &sandbox.id));
         if alive {
             self.runtime
                 .entry(sandbox.id.clone())
@@ -119,8 +119,7 @@ impl Engine {
     }
 
     fn reconcile_endpoints(&mut self, sandbox: &Sandbox, repairs: &mut Vec<String>) -> Result<()> {
-        let netns = Netns::open(self.netns_path(sandbox))?;
-        let mut inner = netns.netlink()?;
+        let (netns, mut inner) = self.namespaces.open(&self.netns_path(sandbox))?;
         for (plan, bridge) in self.endpoint_plans(sandbox)? {
             let bridge_link = self.host.require_link(&bridge)?;
             let host_end = self.host.link_by_name(&plan.host_veth)?;
@@ -211,7 +210,7 @@ impl Engine {
             for entry in entries.flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
                 if !self.state.sandboxes.contains_key(&id) {
-                    let _ = Netns::remove(entry.path());
+                    let _ = self.namespaces.remove(&entry.path());
                     repairs.push(format!("removed leaked network namespace {id}"));
                 }
             }

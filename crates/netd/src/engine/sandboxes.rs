@@ -7,7 +7,7 @@ use bridge_driver::model::parse_ip;
 use bridge_driver::names::validate_name;
 use bridge_driver::plan::{endpoint_plan, EndpointPlan};
 use bridge_driver::Network;
-use linkd::{Netlink, Netns};
+use linkd::Kernel;
 use serde::{Deserialize, Serialize};
 
 use super::{dataplane, Engine, PublishRequest, Runtime, DEFAULT_NETWORK_NAME};
@@ -263,7 +263,9 @@ impl Engine {
         let starting = if sandbox.joined.is_some() {
             self.start_pause(sandbox)?
         } else {
-            let (netns, mut inner) = Netns::create(&netns_path, dataplane::SANDBOX_SYSCTLS)?;
+            let (netns, mut inner) = self
+                .namespaces
+                .create(&netns_path, dataplane::SANDBOX_SYSCTLS)?;
             let starting = self.start_pause(sandbox)?;
             for (plan, bridge) in self.endpoint_plans(sandbox)? {
                 let bridge_index = self.host.require_link(&bridge)?.index;
@@ -282,13 +284,10 @@ impl Engine {
     }
 
     /// Starts a sandbox's pause process, which records its pid in the sandbox's directory.
-    pub(super) fn start_pause(&self, sandbox: &Sandbox) -> Result<pause::Starting> {
-        pause::start(
-            &self.paths().pause_binary,
-            &self.netns_path(sandbox),
-            &sandbox.id,
-            &self.paths().sandbox_file(&sandbox.id, "pause.pid"),
-        )
+    pub(super) fn start_pause(&mut self, sandbox: &Sandbox) -> Result<pause::Starting> {
+        let netns = self.netns_path(sandbox);
+        let pid_file = self.paths().sandbox_file(&sandbox.id, "pause.pid");
+        self.processes.start_pause(&netns, &sandbox.id, &pid_file)
     }
 
     /// Writes the sandbox's hosts, resolv.conf and hostname files.
@@ -337,7 +336,7 @@ impl Engine {
 
     /// Removes what a sandbox left in the kernel and the run directory. Idempotent.
     pub(super) fn teardown_sandbox(
-        &self,
+        &mut self,
         id: &str,
         owns_netns: bool,
         runtime: &Runtime,
@@ -346,23 +345,22 @@ impl Engine {
         if kill_all && owns_netns {
             // `rm -f`: everything in the sandbox goes, children of detached commands and
             // `exec`'d processes too, as with a container's processes.
-            pause::kill_all_in(&self.paths().netns(id));
+            let netns = self.paths().netns(id);
+            self.processes.kill_all_in(&netns);
         }
+        let netns = self.paths().netns(id);
         for pid in &runtime.processes {
-            if process_in_netns(*pid, &self.paths().netns(id)) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(*pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+            if self.processes.runs_in(*pid, &netns) {
+                self.processes.kill(*pid);
             }
         }
         // The recorded pid and the pid file can differ only after a crash; stop both.
         let from_file = crate::state::read_pid(&self.paths().sandbox_file(id, "pause.pid"));
         for pid in runtime.pause_pid.into_iter().chain(from_file) {
-            pause::stop(pid, id);
+            self.processes.stop_pause(pid, id);
         }
         if owns_netns {
-            let _ = Netns::remove(self.paths().netns(id));
+            let _ = self.namespaces.remove(&netns);
         }
         let _ = std::fs::remove_dir_all(self.paths().sandbox_dir(id));
     }
@@ -412,7 +410,7 @@ impl Engine {
                 r.processes
                     .iter()
                     .copied()
-                    .filter(|p| process_in_netns(*p, &netns))
+                    .filter(|p| self.processes.runs_in(*p, &netns))
                     .collect()
             })
             .unwrap_or_default()
@@ -421,14 +419,15 @@ impl Engine {
     /// Records a process started detached in a sandbox, so `rm` knows about it.
     pub fn add_process(&mut self, reference: &str, pid: i32) -> Result<()> {
         let sandbox = self.state.sandbox(reference)?.clone();
-        if !process_in_netns(pid, &self.netns_path(&sandbox)) {
+        if !self.processes.runs_in(pid, &self.netns_path(&sandbox)) {
             return Err(NetdError::Invalid(format!(
                 "process {pid} does not run in sandbox {}",
                 sandbox.name
             )));
         }
+        let processes = &self.processes;
         let runtime = self.runtime.entry(sandbox.id.clone()).or_default();
-        runtime.processes.retain(|p| pause::is_alive(*p));
+        runtime.processes.retain(|p| processes.is_alive(*p));
         runtime.processes.push(pid);
         let text: String = runtime.processes.iter().map(|p| format!("{p}\n")).collect();
         files::write_atomic(&self.paths().sandbox_file(&sandbox.id, "processes"), &text)
@@ -497,8 +496,7 @@ impl Engine {
         network: &Network,
         endpoint: &Endpoint,
     ) -> Result<()> {
-        let netns = Netns::open(self.netns_path(sandbox))?;
-        let mut inner = netns.netlink()?;
+        let (netns, mut inner) = self.namespaces.open(&self.netns_path(sandbox))?;
         let plan = endpoint_plan(
             network,
             &sandbox.id,
@@ -552,8 +550,7 @@ impl Engine {
             self.apply_ports(&sandbox)?;
         }
 
-        let netns = Netns::open(self.netns_path(&sandbox))?;
-        let mut inner: Netlink = netns.netlink()?;
+        let (_netns, mut inner) = self.namespaces.open(&self.netns_path(&sandbox))?;
         inner.delete_link_by_name(&format!("eth{}", removed.interface))?;
         if let Some(next) = new_default {
             if let Some(gateway_net) = self.state.networks.get(&next.network_id) {
@@ -565,9 +562,4 @@ impl Engine {
         self.write_files(&sandbox)?;
         Ok(sandbox)
     }
-}
-
-/// Whether `pid` lives in the namespace mounted at `netns` (and is not a zombie).
-pub(super) fn process_in_netns(pid: i32, netns: &std::path::Path) -> bool {
-    std::fs::metadata(netns).is_ok_and(|want| pause::in_netns(pid, &want) && pause::is_alive(pid))
 }

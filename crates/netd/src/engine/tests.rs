@@ -1,0 +1,491 @@
+//! The engine's verbs against a fake host (`linkd::FakeHost`: a model of the kernel's
+//! links, addresses, routes, namespaces and iptables; fake pause processes), so they run
+//! as a normal user. Each test looks at what the verbs left in that model, not at the
+//! engine's own records.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bridge_driver::firewall::{hostport_chain, network_chain};
+use bridge_driver::model::NetworkRequest;
+use bridge_driver::names::host_veth_name;
+use linkd::{FakeHost, Kernel, Link};
+use tempfile::TempDir;
+
+use super::{ConnectRequest, Engine, EngineConfig, RunRequest, System};
+use crate::pause::RecordingProcesses;
+use crate::state::{Paths, Sandbox};
+
+/// An engine on a fake host, with its state and run directories in a temporary directory.
+struct Fixture {
+    dir: TempDir,
+    fake: FakeHost,
+    processes: RecordingProcesses,
+    engine: Engine,
+    repairs: Vec<String>,
+}
+
+fn config(dir: &Path) -> EngineConfig {
+    let resolv_conf = dir.join("resolv.conf");
+    let _ = std::fs::write(&resolv_conf, "nameserver 192.0.2.53\n");
+    EngineConfig {
+        paths: Paths {
+            root: dir.join("state"),
+            run_dir: dir.join("run"),
+            pause_binary: dir.join("netd-pause"),
+        },
+        default_bridge: "nd-unit0".into(),
+        default_subnet: "172.31.0.1/16".parse().expect("subnet"),
+        default_network: true,
+        firewall_check: None,
+        resolv_conf,
+        default_network_options: BTreeMap::new(),
+    }
+}
+
+fn system(fake: &FakeHost, processes: &RecordingProcesses) -> System {
+    System {
+        host: Box::new(fake.kernel()),
+        namespaces: Box::new(fake.namespaces()),
+        firewall: Box::new(fake.firewall()),
+        processes: Box::new(processes.clone()),
+    }
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = FakeHost::new();
+        let processes = RecordingProcesses::default();
+        let (engine, repairs) =
+            Engine::start_on(config(dir.path()), system(&fake, &processes)).expect("start");
+        Fixture {
+            dir,
+            fake,
+            processes,
+            engine,
+            repairs,
+        }
+    }
+
+    /// netd restarted on the same host (the fakes keep the kernel's state).
+    fn restart(self) -> Fixture {
+        let Fixture {
+            dir,
+            fake,
+            processes,
+            engine,
+            ..
+        } = self;
+        drop(engine);
+        let (engine, repairs) =
+            Engine::start_on(config(dir.path()), system(&fake, &processes)).expect("restart");
+        Fixture {
+            dir,
+            fake,
+            processes,
+            engine,
+            repairs,
+        }
+    }
+
+    fn network(&mut self, name: &str, subnet: &str) -> bridge_driver::Network {
+        self.engine
+            .create_network(NetworkRequest {
+                name: name.into(),
+                subnet: Some(subnet.into()),
+                // The DNS server binds sockets of the real host: not in unit tests.
+                options: [("dns".to_string(), "false".to_string())].into(),
+                ..Default::default()
+            })
+            .expect("network create")
+    }
+
+    fn run(&mut self, name: &str, network: &str) -> Sandbox {
+        self.engine
+            .run(RunRequest {
+                name: Some(name.into()),
+                network: Some(network.into()),
+                ..Default::default()
+            })
+            .expect("run")
+    }
+
+    fn run_at(&mut self, name: &str, network: &str, ip: &str) -> Sandbox {
+        self.engine
+            .run(RunRequest {
+                name: Some(name.into()),
+                network: Some(network.into()),
+                ip: Some(ip.into()),
+                ..Default::default()
+            })
+            .expect("run --ip")
+    }
+
+    fn netns(&self, sandbox: &Sandbox) -> std::path::PathBuf {
+        self.engine.paths().netns(&sandbox.id)
+    }
+
+    fn host_link(&self, name: &str) -> Option<Link> {
+        self.fake.world().host.link(name).cloned()
+    }
+
+    fn inside(&self, sandbox: &Sandbox) -> Option<linkd::RecordingKernel> {
+        let world = self.fake.world();
+        world
+            .namespaces
+            .get(&self.netns(sandbox))
+            .map(|k| linkd::RecordingKernel {
+                links: k.links.clone(),
+                addresses: k.addresses.clone(),
+                routes: k.routes.clone(),
+                ..Default::default()
+            })
+    }
+}
+
+#[test]
+fn start_makes_the_default_bridge_and_its_chains() {
+    let fx = Fixture::new();
+    let bridge = fx.host_link("nd-unit0").expect("default bridge");
+    assert!(bridge.up && bridge.kind.as_deref() == Some("bridge"));
+    let world = fx.fake.world();
+    assert_eq!(
+        world.host.addresses.get(&bridge.index),
+        Some(&vec!["172.31.0.1/16".parse().expect("net")])
+    );
+    assert_eq!(
+        world
+            .host
+            .sysctls
+            .get("net/ipv4/ip_forward")
+            .map(String::as_str),
+        Some("1")
+    );
+    let forward = world.firewall.rules("filter", "FORWARD");
+    assert!(
+        forward.contains(&"-j NETD-FORWARD".to_string()),
+        "{forward:?}"
+    );
+    let postrouting = world.firewall.rules("nat", "NETD-POSTROUTING");
+    assert!(
+        postrouting.contains(&"-s 172.31.0.0/16 ! -o nd-unit0 -j MASQUERADE".to_string()),
+        "{postrouting:?}"
+    );
+    drop(world);
+    // A second start finds everything in place.
+    let fx = fx.restart();
+    assert!(fx.repairs.is_empty(), "{:?}", fx.repairs);
+}
+
+#[test]
+fn run_and_rm_make_and_remove_the_sandbox_in_the_kernel() {
+    let mut fx = Fixture::new();
+    let net = fx.network("mynet", "10.77.0.0/24");
+    let sandbox = fx.run("web", "mynet");
+
+    let bridge = fx.host_link(&net.bridge).expect("bridge");
+    let veth = fx
+        .host_link(&host_veth_name(&sandbox.id, 0))
+        .expect("host end");
+    assert_eq!(veth.master, Some(bridge.index));
+    assert!(veth.up);
+    assert_eq!(veth.hairpin, Some(true));
+    let inside = fx.inside(&sandbox).expect("namespace");
+    let eth0 = inside.link("eth0").expect("eth0").clone();
+    assert!(eth0.up);
+    assert_eq!(
+        inside.addresses.get(&eth0.index),
+        Some(&vec!["10.77.0.2/24".parse().expect("net")])
+    );
+    assert!(
+        inside.routes.iter().any(|r| r.destination.prefix_len() == 0
+            && r.gateway == Some("10.77.0.1".parse().expect("ip"))),
+        "{:?}",
+        inside.routes
+    );
+    assert!(inside.link("lo").is_some_and(|lo| lo.up));
+    let pid = crate::state::read_pid(&fx.engine.paths().sandbox_file(&sandbox.id, "pause.pid"))
+        .expect("pause pid file");
+    assert_eq!(
+        fx.processes.table().get(&pid).map(|p| p.netns.clone()),
+        Some(fx.netns(&sandbox))
+    );
+    let hosts = std::fs::read_to_string(fx.engine.paths().sandbox_file(&sandbox.id, "hosts"))
+        .expect("hosts");
+    assert!(hosts.contains("10.77.0.2\t"), "{hosts}");
+    let chain = fx
+        .fake
+        .world()
+        .firewall
+        .rules("filter", &network_chain(&net.id));
+    assert!(!chain.is_empty(), "the network's forward chain is in place");
+
+    fx.engine.remove_sandbox("web", false).expect("rm");
+    assert!(fx.host_link(&host_veth_name(&sandbox.id, 0)).is_none());
+    assert!(fx.inside(&sandbox).is_none(), "namespace gone");
+    assert!(fx.processes.table().is_empty(), "pause stopped");
+    assert!(!fx.engine.paths().sandbox_dir(&sandbox.id).exists());
+    // The address is free again.
+    fx.run_at("web2", "mynet", "10.77.0.2");
+}
+
+#[test]
+fn connect_and_disconnect_move_the_default_route() {
+    let mut fx = Fixture::new();
+    fx.network("front", "10.78.0.0/24");
+    fx.network("back", "10.79.0.0/24");
+    let sandbox = fx.run("app", "front");
+    fx.engine
+        .connect(
+            "back",
+            ConnectRequest {
+                container: "app".into(),
+                ..Default::default()
+            },
+        )
+        .expect("connect");
+    let inside = fx.inside(&sandbox).expect("namespace");
+    let eth1 = inside.link("eth1").expect("eth1").clone();
+    assert_eq!(
+        inside.addresses.get(&eth1.index),
+        Some(&vec!["10.79.0.2/24".parse().expect("net")])
+    );
+    assert!(fx.host_link(&host_veth_name(&sandbox.id, 1)).is_some());
+
+    fx.engine.disconnect("front", "app").expect("disconnect");
+    let inside = fx.inside(&sandbox).expect("namespace");
+    assert!(inside.link("eth0").is_none());
+    assert!(fx.host_link(&host_veth_name(&sandbox.id, 0)).is_none());
+    let default: Vec<_> = inside
+        .routes
+        .iter()
+        .filter(|r| r.destination.prefix_len() == 0)
+        .collect();
+    assert_eq!(default.len(), 1, "{default:?}");
+    assert_eq!(default[0].gateway, Some("10.79.0.1".parse().expect("ip")));
+    assert_eq!(default[0].oif, Some(eth1.index));
+}
+
+#[test]
+fn published_ports_are_rules_that_go_with_the_sandbox() {
+    let mut fx = Fixture::new();
+    let net = fx.network("pub", "10.80.0.0/24");
+    let sandbox = fx
+        .engine
+        .run(RunRequest {
+            name: Some("srv".into()),
+            network: Some("pub".into()),
+            publish: vec!["80".into(), "53/udp".into()],
+            ..Default::default()
+        })
+        .expect("run -p");
+    let tcp = sandbox.ports[0].host_port;
+    let udp = sandbox.ports[1].host_port;
+    let dnat = fx
+        .fake
+        .world()
+        .firewall
+        .rules("nat", &hostport_chain(&net.id));
+    assert!(
+        dnat.iter().any(|r| r.contains(&format!("--dport {tcp} "))
+            && r.ends_with("--to-destination 10.80.0.2:80")),
+        "{dnat:?}"
+    );
+    assert!(fx.fake.world().firewall.conntrack_flushes.contains(&udp));
+    fx.engine.remove_sandbox("srv", false).expect("rm");
+    let dnat = fx
+        .fake
+        .world()
+        .firewall
+        .rules("nat", &hostport_chain(&net.id));
+    assert!(dnat.is_empty(), "{dnat:?}");
+}
+
+#[test]
+fn a_run_that_fails_half_way_leaves_nothing_behind() {
+    let mut fx = Fixture::new();
+    fx.network("mynet", "10.81.0.0/24");
+    let firewall_before = fx.fake.world().firewall.all_rules("nat");
+    fx.fake.world().host.fail_on = Some("set hairpin".into());
+    let err = fx
+        .engine
+        .run(RunRequest {
+            name: Some("broken".into()),
+            network: Some("mynet".into()),
+            publish: vec!["80".into()],
+            ..Default::default()
+        })
+        .expect_err("the kernel refuses");
+    assert!(err.to_string().contains("set hairpin"), "{err}");
+    fx.fake.world().host.fail_on = None;
+    let world = fx.fake.world();
+    assert!(world.namespaces.is_empty(), "{:?}", world.namespaces.keys());
+    assert!(
+        !world
+            .host
+            .links
+            .iter()
+            .any(|l| l.name.starts_with("nd") && l.kind.as_deref() == Some("veth")),
+        "{:?}",
+        world.host.links
+    );
+    assert_eq!(world.firewall.all_rules("nat"), firewall_before);
+    drop(world);
+    assert!(fx.processes.table().is_empty());
+    assert!(fx.engine.list_sandboxes().is_empty());
+    // Its address was given back.
+    fx.run_at("ok", "mynet", "10.81.0.2");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_touched() {
+    let mut fx = Fixture::new();
+    fx.network("mynet", "10.82.0.0/24");
+    let (host_log, firewall_log) = {
+        let world = fx.fake.world();
+        (world.host.log.len(), world.firewall.log.len())
+    };
+    for (request, field) in [
+        (
+            RunRequest {
+                network: Some("mynet".into()),
+                ip: Some("10.99.0.5".into()),
+                ..Default::default()
+            },
+            "--ip",
+        ),
+        (
+            RunRequest {
+                name: Some("bad name!".into()),
+                ..Default::default()
+            },
+            "--name",
+        ),
+        (
+            RunRequest {
+                network: Some("none".into()),
+                publish: vec!["80".into()],
+                ..Default::default()
+            },
+            "-p",
+        ),
+    ] {
+        let err = fx.engine.run(request).expect_err("refused");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    let world = fx.fake.world();
+    assert_eq!(
+        world.host.log.len(),
+        host_log,
+        "{:?}",
+        &world.host.log[host_log..]
+    );
+    assert_eq!(world.firewall.log.len(), firewall_log);
+    assert!(world.namespaces.is_empty());
+}
+
+#[test]
+fn reconcile_repairs_what_others_removed_and_then_finds_nothing() {
+    let mut fx = Fixture::new();
+    let net = fx.network("mynet", "10.83.0.0/24");
+    let sandbox = fx.run("web", "mynet");
+    let veth = host_veth_name(&sandbox.id, 0);
+    // Behind netd's back: the veth deleted, the tables flushed, the pause process killed.
+    let index = fx.host_link(&veth).expect("veth").index;
+    fx.fake.kernel().delete_link(index, &veth).expect("delete");
+    fx.fake.world().firewall.flush_table("filter");
+    fx.fake.world().firewall.flush_table("nat");
+    fx.processes.table().clear();
+
+    let repairs = fx.engine.reconcile().expect("reconcile");
+    let said = |what: &str| repairs.iter().any(|r| r.contains(what));
+    assert!(said("recreated interface eth0"), "{repairs:?}");
+    assert!(said("restarted its pause process"), "{repairs:?}");
+    assert!(
+        said(&format!(
+            "restored firewall chain {}",
+            network_chain(&net.id)
+        )),
+        "{repairs:?}"
+    );
+    assert!(said("restored firewall jump"), "{repairs:?}");
+    assert!(fx.host_link(&veth).is_some_and(|l| l.up));
+    let inside = fx.inside(&sandbox).expect("namespace");
+    assert!(inside.link("eth0").is_some_and(|l| l.up));
+    assert!(fx
+        .fake
+        .world()
+        .firewall
+        .rules("filter", "FORWARD")
+        .contains(&"-j NETD-FORWARD".to_string()));
+    assert_eq!(fx.processes.table().len(), 1);
+
+    let again = fx.engine.reconcile().expect("reconcile again");
+    assert!(again.is_empty(), "nothing left to repair: {again:?}");
+}
+
+#[test]
+fn restart_removes_leaks_and_keeps_what_is_recorded() {
+    let mut fx = Fixture::new();
+    fx.network("mynet", "10.84.0.0/24");
+    let sandbox = fx.run("web", "mynet");
+    // A veth and a bridge netd owns but has no record of (a crash between steps).
+    let leaked = host_veth_name("0123456789ab0123456789ab", 0);
+    {
+        let mut world = fx.fake.world();
+        world.host.links.push(Link {
+            index: 900,
+            name: leaked.clone(),
+            kind: Some("veth".into()),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            master: None,
+            alias: None,
+            hairpin: None,
+        });
+        world.host.links.push(Link {
+            index: 901,
+            name: "br-gone".into(),
+            kind: Some("bridge".into()),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            master: None,
+            alias: Some(bridge_driver::names::bridge_alias("deadbeef0000")),
+            hairpin: None,
+        });
+    }
+    let fx = fx.restart();
+    assert!(
+        fx.repairs
+            .iter()
+            .any(|r| r.contains(&format!("removed leaked veth {leaked}"))),
+        "{:?}",
+        fx.repairs
+    );
+    assert!(
+        fx.repairs.iter().any(|r| r.contains("br-gone")),
+        "{:?}",
+        fx.repairs
+    );
+    assert!(fx.host_link(&leaked).is_none() && fx.host_link("br-gone").is_none());
+    assert!(fx.host_link(&host_veth_name(&sandbox.id, 0)).is_some());
+    assert_eq!(fx.processes.table().len(), 1, "the pause process was kept");
+}
+
+#[test]
+fn network_rm_takes_its_bridge_and_chains() {
+    let mut fx = Fixture::new();
+    let net = fx.network("gone", "10.85.0.0/24");
+    fx.run("user", "gone");
+    let err = fx.engine.remove_network("gone").expect_err("in use");
+    assert!(err.to_string().contains("active endpoints"), "{err}");
+    fx.engine.remove_sandbox("user", false).expect("rm");
+    fx.engine.remove_network("gone").expect("network rm");
+    assert!(fx.host_link(&net.bridge).is_none());
+    let world = fx.fake.world();
+    assert!(!world.firewall.has_chain("filter", &network_chain(&net.id)));
+    assert!(!world.firewall.has_chain("nat", &hostport_chain(&net.id)));
+}
