@@ -2,17 +2,22 @@
 //! bridge, a veth into the container, addresses and routes from the IPAM plugin named in
 //! `ipam.type`, gateway addresses on the bridge, masquerading), built on `linkd`.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::path::Path;
 
 use bridge_driver::plan::{cni_attachment_plan, CniIpam, RoutePlan};
 use ipnet::{IpNet, Ipv4Net};
 use linkd::address::{add_address_request, delete_address_request};
-use linkd::link::{set_hairpin_by_name_request, set_up_by_name_request, set_up_request};
+use linkd::link::{
+    create_bridge_request, create_veth_request, set_alias_request, set_hairpin_by_name_request,
+    set_promisc_request, set_up_by_name_request, set_up_request,
+};
 use linkd::route::replace_route_request;
-use linkd::{BridgeSpec, Kernel, Mac, Netlink, Netns, Request, Route, VethSpec};
+use linkd::{BridgeSpec, Firewall, Kernel, Mac, Namespaces, Netns, Request, Route, VethSpec};
 use serde::Deserialize;
 
-use crate::delegate;
+use crate::host::{CniHost, Parts};
 use crate::masq;
 use crate::spec::{
     CniEnv, CniError, CniResult, Code, Command, Context, DnsConf, Interface, IpConfig, NetConf,
@@ -153,8 +158,8 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(bytes)
 }
 
-fn open_netns(env: &CniEnv) -> Result<Netns> {
-    Netns::open(&env.netns).map_err(|e| {
+fn open_netns(namespaces: &mut dyn Namespaces, env: &CniEnv) -> Result<(Netns, Box<dyn Kernel>)> {
+    namespaces.open(Path::new(&env.netns)).map_err(|e| {
         CniError::new(
             Code::UnknownContainer,
             format!("CNI_NETNS {}: {e}", env.netns),
@@ -163,7 +168,7 @@ fn open_netns(env: &CniEnv) -> Result<Netns> {
 }
 
 /// The bridge, created (up, stable MAC) if missing.
-fn ensure_bridge(host: &mut Netlink, bc: &BridgeConf) -> Result<linkd::Link> {
+fn ensure_bridge(host: &mut dyn Kernel, bc: &BridgeConf) -> Result<linkd::Link> {
     if let Some(link) = host.link_by_name(&bc.bridge)? {
         if link.kind.as_deref() != Some("bridge") {
             return Err(CniError::config(format!(
@@ -171,12 +176,14 @@ fn ensure_bridge(host: &mut Netlink, bc: &BridgeConf) -> Result<linkd::Link> {
                 bc.bridge
             )));
         }
+        let mut requests = Vec::new();
         if !link.up {
-            host.set_up(link.index, &bc.bridge)?;
+            requests.push(set_up_request(link.index, &bc.bridge));
         }
         if bc.promisc_mode {
-            host.set_promisc(link.index)?;
+            requests.push(set_promisc_request(link.index));
         }
+        host.batch(requests)?;
         return Ok(link);
     }
     let spec = BridgeSpec {
@@ -185,7 +192,10 @@ fn ensure_bridge(host: &mut Netlink, bc: &BridgeConf) -> Result<linkd::Link> {
         mtu: bc.mtu,
         alias: "netd cni bridge",
     };
-    match host.create_bridge(&spec) {
+    match host.batch(vec![
+        create_bridge_request(&spec),
+        set_alias_request(spec.name, spec.alias),
+    ]) {
         Ok(()) => {}
         // Another ADD made it in the meantime.
         Err(e) if e.is_exists() => {}
@@ -193,7 +203,7 @@ fn ensure_bridge(host: &mut Netlink, bc: &BridgeConf) -> Result<linkd::Link> {
     }
     let link = host.require_link(&bc.bridge)?;
     if bc.promisc_mode {
-        host.set_promisc(link.index)?;
+        host.batch(vec![set_promisc_request(link.index)])?;
     }
     Ok(link)
 }
@@ -214,7 +224,7 @@ fn v4(net: &IpNet) -> Result<Ipv4Net> {
 
 /// The gateway address on the bridge; `force` replaces another address of that subnet.
 fn ensure_gateway(
-    host: &mut impl Kernel,
+    host: &mut dyn Kernel,
     bridge: u32,
     gateway: Ipv4Net,
     force: bool,
@@ -241,7 +251,6 @@ fn ensure_gateway(
 /// What an ADD has set up by the time the IPAM plugin answers.
 struct Attachment<'a> {
     env: &'a CniEnv,
-    conf: &'a NetConf,
     bc: &'a BridgeConf,
     bridge: &'a linkd::Link,
     host_veth: &'a linkd::Link,
@@ -251,13 +260,12 @@ struct Attachment<'a> {
 /// `inner` the container namespace's.
 fn configure(
     a: &Attachment<'_>,
-    host: &mut impl Kernel,
-    inner: &mut impl Kernel,
+    host: &mut dyn Kernel,
+    inner: &mut dyn Kernel,
     ipam: CniResult,
 ) -> Result<CniResult> {
     let Attachment {
         env,
-        conf,
         bc,
         bridge,
         host_veth,
@@ -309,17 +317,6 @@ fn configure(
         host.sysctl_set("net/ipv4/ip_forward", "1")
             .context(|| "enabling IPv4 forwarding".to_string())?;
     }
-    if bc.ip_masq {
-        for (address, _) in &plan.addresses {
-            masq::add(
-                &conf.name,
-                &env.container_id,
-                address.addr(),
-                address.trunc(),
-            )
-            .context(|| format!("adding the masquerading rule of {address}"))?;
-        }
-    }
     let ips: Vec<IpConfig> = plan
         .addresses
         .iter()
@@ -370,9 +367,49 @@ fn configure(
     })
 }
 
-/// The plugin.
-#[derive(Debug, Default)]
-pub struct Bridge;
+/// Adds the masquerading rule of every address of a result.
+fn add_masquerade(
+    firewall: &mut dyn Firewall,
+    run_dir: &Path,
+    env: &CniEnv,
+    conf: &NetConf,
+    result: &CniResult,
+) -> Result<()> {
+    for ip in &result.ips {
+        let address = v4(&ip.address)?;
+        masq::add(
+            firewall,
+            run_dir,
+            &conf.name,
+            &env.container_id,
+            address.addr(),
+            address.trunc(),
+        )
+        .context(|| format!("adding the masquerading rule of {address}"))?;
+    }
+    Ok(())
+}
+
+/// The plugin, working on a host (the real one by default).
+#[derive(Debug)]
+pub struct Bridge {
+    host: RefCell<CniHost>,
+}
+
+impl Default for Bridge {
+    fn default() -> Self {
+        Bridge::on(CniHost::real())
+    }
+}
+
+impl Bridge {
+    /// The plugin working on `host` (fakes, in unit tests).
+    pub fn on(host: CniHost) -> Self {
+        Bridge {
+            host: RefCell::new(host),
+        }
+    }
+}
 
 impl Plugin for Bridge {
     fn add(&self, env: &CniEnv, conf: &NetConf) -> Result<CniResult> {
@@ -389,10 +426,17 @@ impl Plugin for Bridge {
                 mac
             }
         };
+        let mut guard = self.host.borrow_mut();
+        let Parts {
+            kernel: host,
+            namespaces,
+            firewall,
+            delegate,
+            run_dir,
+        } = guard.parts()?;
         // A missing IPAM plugin fails the ADD before anything is made.
-        delegate::find(env, &ipam_type)?;
-        let netns = open_netns(env)?;
-        let mut inner = netns.netlink()?;
+        delegate.find(env, &ipam_type)?;
+        let (netns, mut inner) = open_netns(namespaces, env)?;
         if inner.link_by_name(&env.ifname)?.is_some() {
             return Err(CniError::new(
                 Code::InvalidEnvironment,
@@ -402,9 +446,8 @@ impl Plugin for Bridge {
                 ),
             ));
         }
-        let mut host = Netlink::open()?;
         let bridge =
-            ensure_bridge(&mut host, &bc).context(|| format!("setting up bridge {}", bc.bridge))?;
+            ensure_bridge(host, &bc).context(|| format!("setting up bridge {}", bc.bridge))?;
         let suffix: [u8; 4] = random_bytes()?;
         let host_name = format!(
             "veth{}",
@@ -413,14 +456,14 @@ impl Plugin for Bridge {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        host.create_veth(&VethSpec {
+        host.batch(vec![create_veth_request(&VethSpec {
             host_name: &host_name,
             master: bridge.index,
             mtu: bc.mtu,
             peer_name: &env.ifname,
             peer_mac,
             peer_netns: netns.fd(),
-        })
+        })])
         .context(|| format!("creating the veth pair for {} in {}", env.ifname, env.netns))?;
         let config = &conf.bytes;
         let host_veth = (|| {
@@ -434,27 +477,30 @@ impl Plugin for Bridge {
         })()
         .context(|| format!("setting up {host_name} on bridge {}", bc.bridge));
         let outcome = host_veth.and_then(|host_veth| {
-            let ipam = delegate::run(env, &ipam_type, Command::Add, config)?.ok_or_else(|| {
-                CniError::new(Code::Delegate, format!("{ipam_type} returned no result"))
-            })?;
+            let ipam = delegate
+                .run(env, &ipam_type, Command::Add, config)?
+                .ok_or_else(|| {
+                    CniError::new(Code::Delegate, format!("{ipam_type} returned no result"))
+                })?;
             let attachment = Attachment {
                 env,
-                conf,
                 bc: &bc,
                 bridge: &bridge,
                 host_veth: &host_veth,
             };
-            let configured = netns
-                .netlink()
-                .context(|| format!("configuring {} in {}", env.ifname, env.netns))
-                .and_then(|mut inner| configure(&attachment, &mut host, &mut inner, ipam));
+            let configured = configure(&attachment, host, &mut inner, ipam).and_then(|result| {
+                if bc.ip_masq {
+                    add_masquerade(firewall, run_dir, env, conf, &result)?;
+                }
+                Ok(result)
+            });
             match configured {
                 Ok(result) => Ok(result),
                 Err(e) => {
                     // Give the addresses back, as the spec asks.
-                    let _ = delegate::run(env, &ipam_type, Command::Del, config);
+                    let _ = delegate.run(env, &ipam_type, Command::Del, config);
                     if bc.ip_masq {
-                        let _ = masq::remove(&conf.name, &env.container_id);
+                        let _ = masq::remove(firewall, run_dir, &conf.name, &env.container_id);
                     }
                     Err(e)
                 }
@@ -469,27 +515,27 @@ impl Plugin for Bridge {
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         let bc = BridgeConf::parse(conf)?;
         let config = &conf.bytes;
+        let mut host = self.host.borrow_mut();
         // Rules first, so that their RCU grace period runs along with the one the veth's
-        // deletion waits for; their socket is closed last, when that period is over.
-        let rules = if bc.ip_masq {
-            Some(masq::remove(&conf.name, &env.container_id)?)
-        } else {
-            None
-        };
+        // deletion waits for; the firewall's socket is closed last, when that period is
+        // over.
+        if bc.ip_masq {
+            let run_dir = host.run_dir.clone();
+            masq::remove(host.firewall(), &run_dir, &conf.name, &env.container_id)?;
+        }
         // The IPAM plugin releases the addresses while the kernel deletes the veth (which
         // takes an RCU grace period, ~10-20 ms).
         let ipam = match bc.ipam_type() {
-            Ok(ipam_type) => Some(delegate::start(env, ipam_type, Command::Del, config)?),
+            Ok(ipam_type) => Some(host.delegate.start(env, ipam_type, Command::Del, config)?),
             Err(_) => None,
         };
         let deleted = if env.netns.is_empty() {
             Ok(())
         } else {
             // A namespace that is gone took the interface with it.
-            match Netns::open(&env.netns) {
-                Ok(netns) => netns
-                    .netlink()
-                    .and_then(|mut inner| inner.delete_link_by_name(&env.ifname))
+            match host.namespaces.open(Path::new(&env.netns)) {
+                Ok((_netns, mut inner)) => inner
+                    .delete_link_by_name(&env.ifname)
                     .map_err(CniError::from),
                 Err(_) => Ok(()),
             }
@@ -498,7 +544,6 @@ impl Plugin for Bridge {
             ipam.finish()?;
         }
         deleted?;
-        drop(rules);
         Ok(())
     }
 
@@ -509,15 +554,21 @@ impl Plugin for Bridge {
             .as_ref()
             .ok_or_else(|| CniError::config("prevResult: required by CHECK"))?;
         let config = &conf.bytes;
-        delegate::run(env, bc.ipam_type()?, Command::Check, config)?;
+        let mut guard = self.host.borrow_mut();
+        let Parts {
+            kernel: host,
+            namespaces,
+            firewall,
+            delegate,
+            ..
+        } = guard.parts()?;
+        delegate.run(env, bc.ipam_type()?, Command::Check, config)?;
         let failed = |what: String| CniError::new(Code::CheckFailed, what);
-        let mut host = Netlink::open()?;
         match host.link_by_name(&bc.bridge)? {
             Some(l) if l.kind.as_deref() == Some("bridge") => {}
             _ => return Err(failed(format!("bridge {} is missing", bc.bridge))),
         }
-        let netns = open_netns(env)?;
-        let mut inner = netns.netlink()?;
+        let (_netns, mut inner) = open_netns(namespaces, env)?;
         let link = inner
             .link_by_name(&env.ifname)?
             .ok_or_else(|| failed(format!("{} is missing in {}", env.ifname, env.netns)))?;
@@ -552,7 +603,7 @@ impl Plugin for Bridge {
                 return Err(failed(format!("route to {destination} is missing")));
             }
         }
-        if bc.ip_masq && !masq::present(&conf.name, &env.container_id)? {
+        if bc.ip_masq && !masq::present(firewall, &conf.name, &env.container_id)? {
             return Err(failed(format!(
                 "masquerading rule of {} is missing",
                 env.container_id
@@ -564,19 +615,25 @@ impl Plugin for Bridge {
     fn status(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         let bc = BridgeConf::parse(conf)?;
         let config = &conf.bytes;
-        delegate::run(env, bc.ipam_type()?, Command::Status, config).map(|_| ())
+        let mut host = self.host.borrow_mut();
+        host.delegate
+            .run(env, bc.ipam_type()?, Command::Status, config)
+            .map(|_| ())
     }
 
     fn gc(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         let bc = BridgeConf::parse(conf)?;
         let config = &conf.bytes;
-        delegate::run(env, bc.ipam_type()?, Command::Gc, config)?;
+        let mut host = self.host.borrow_mut();
+        host.delegate
+            .run(env, bc.ipam_type()?, Command::Gc, config)?;
         if bc.ip_masq {
             let valid = crate::ipam::valid_attachments(conf)?;
-            let saved = linkd::Iptables::default().save("nat")?;
+            let run_dir = host.run_dir.clone();
+            let saved = host.firewall().save("nat")?;
             for id in crate::rules::attachments_in(&saved, masq::CHAIN_POSTROUTING, &conf.name) {
                 if !valid.iter().any(|(cid, _)| *cid == id) {
-                    masq::remove(&conf.name, &id)?;
+                    masq::remove(host.firewall(), &run_dir, &conf.name, &id)?;
                 }
             }
         }
@@ -641,7 +698,6 @@ mod tests {
         let env = env();
         let attachment = Attachment {
             env: &env,
-            conf: &conf,
             bc: &bc,
             bridge: &bridge,
             host_veth: &host_veth,
@@ -750,5 +806,190 @@ mod tests {
             err.msg
         );
         assert_eq!(err.details, "EINVAL");
+    }
+
+    /// A whole ADD or DEL on a fake host: the kernel, the container's namespace and the
+    /// firewall of `linkd::FakeHost`, and an IPAM plugin that answers `IPAM_GW`.
+    struct Pod {
+        dir: tempfile::TempDir,
+        fake: linkd::FakeHost,
+        ipam: crate::host::RecordingDelegate,
+        netns: std::path::PathBuf,
+    }
+
+    const IPAM_GW: &str = r#"{"cniVersion":"1.0.0","ips":[{"address":"10.22.0.5/24","gateway":"10.22.0.1"}],"routes":[{"dst":"0.0.0.0/0"}]}"#;
+    const MASQ_CONF: &str = r#"{"cniVersion":"1.0.0","name":"unitnet","type":"netd-bridge","bridge":"cni-ut0","isGateway":true,"ipMasq":true,"ipam":{"type":"netd-ipam"}}"#;
+
+    impl Pod {
+        fn new() -> Pod {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fake = linkd::FakeHost::new();
+            let netns = dir.path().join("netns").join("pod1");
+            fake.namespaces().create(&netns, &[]).expect("namespace");
+            let ipam = crate::host::RecordingDelegate::answering(
+                CniResult::parse(IPAM_GW.as_bytes(), "netd-ipam").expect("ipam result"),
+            );
+            Pod {
+                dir,
+                fake,
+                ipam,
+                netns,
+            }
+        }
+
+        fn plugin(&self) -> Bridge {
+            Bridge::on(CniHost::of(
+                Box::new(self.fake.kernel()),
+                Box::new(self.fake.namespaces()),
+                Box::new(self.fake.firewall()),
+                Box::new(self.ipam.clone()),
+                &self.dir.path().join("run"),
+            ))
+        }
+
+        fn env(&self, command: &str) -> CniEnv {
+            let netns = self.netns.display().to_string();
+            CniEnv::from_vars(|k| match k {
+                "CNI_COMMAND" => Some(command.into()),
+                "CNI_CONTAINERID" => Some("pod1".into()),
+                "CNI_NETNS" => Some(netns.clone()),
+                "CNI_IFNAME" => Some("eth0".into()),
+                "CNI_PATH" => Some("/nonexistent".into()),
+                _ => None,
+            })
+            .expect("env")
+        }
+
+        fn masquerade_rules(&self) -> Vec<String> {
+            self.fake
+                .world()
+                .firewall
+                .rules("nat", crate::masq::CHAIN_POSTROUTING)
+        }
+    }
+
+    #[test]
+    fn add_then_del_on_a_fake_host() {
+        let pod = Pod::new();
+        let conf = NetConf::parse(MASQ_CONF.as_bytes()).expect("conf");
+        let result = pod.plugin().add(&pod.env("ADD"), &conf).expect("ADD");
+
+        let world = pod.fake.world();
+        let bridge = world.host.link("cni-ut0").expect("bridge").clone();
+        assert!(bridge.up, "made up");
+        assert_eq!(
+            world.host.addresses.get(&bridge.index),
+            Some(&vec!["10.22.0.1/24".parse().expect("net")]),
+            "isGateway puts the gateway on the bridge"
+        );
+        let veth = world
+            .host
+            .links
+            .iter()
+            .find(|l| l.kind.as_deref() == Some("veth"))
+            .expect("host end")
+            .clone();
+        assert_eq!(veth.master, Some(bridge.index));
+        assert!(veth.up);
+        let inside = world.namespaces.get(&pod.netns).expect("namespace");
+        let eth0 = inside.link("eth0").expect("eth0");
+        assert!(eth0.up);
+        assert_eq!(
+            inside.addresses.get(&eth0.index),
+            Some(&vec!["10.22.0.5/24".parse().expect("net")])
+        );
+        assert!(inside.routes.iter().any(|r| r.destination.prefix_len() == 0
+            && r.gateway == Some("10.22.0.1".parse().expect("ip"))));
+        assert_eq!(
+            world
+                .host
+                .sysctls
+                .get("net/ipv4/ip_forward")
+                .map(String::as_str),
+            Some("1")
+        );
+        drop(world);
+        let masq = pod.masquerade_rules();
+        assert_eq!(masq.len(), 1, "{masq:?}");
+        assert!(masq[0].starts_with("-s 10.22.0.5/32 "), "{masq:?}");
+        assert!(
+            masq[0].contains("netd-cni name: unitnet id: pod1"),
+            "{masq:?}"
+        );
+        let names: Vec<&str> = result.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["cni-ut0", veth.name.as_str(), "eth0"]);
+        assert_eq!(result.ips[0].interface, Some(2));
+
+        pod.plugin().del(&pod.env("DEL"), &conf).expect("DEL");
+        let world = pod.fake.world();
+        assert!(world.namespaces[&pod.netns].link("eth0").is_none());
+        assert!(
+            world.host.link(&veth.name).is_none(),
+            "the pair went together"
+        );
+        drop(world);
+        assert!(pod.masquerade_rules().is_empty());
+        assert_eq!(*pod.ipam.calls(), ["ADD netd-ipam", "DEL netd-ipam"]);
+        // A second DEL (runtimes send them) finds nothing and succeeds.
+        pod.plugin().del(&pod.env("DEL"), &conf).expect("DEL again");
+    }
+
+    #[test]
+    fn an_add_failing_inside_the_container_gives_everything_back() {
+        let pod = Pod::new();
+        pod.fake
+            .world()
+            .namespaces
+            .get_mut(&pod.netns)
+            .expect("namespace")
+            .fail_on = Some("add address".into());
+        let conf = NetConf::parse(MASQ_CONF.as_bytes()).expect("conf");
+        let err = pod
+            .plugin()
+            .add(&pod.env("ADD"), &conf)
+            .expect_err("refused");
+        assert!(err.msg.contains("add address 10.22.0.5/24"), "{}", err.msg);
+        let world = pod.fake.world();
+        assert!(
+            !world
+                .host
+                .links
+                .iter()
+                .any(|l| l.kind.as_deref() == Some("veth")),
+            "{:?}",
+            world.host.links
+        );
+        assert!(world.namespaces[&pod.netns].link("eth0").is_none());
+        drop(world);
+        assert!(pod.masquerade_rules().is_empty());
+        assert_eq!(*pod.ipam.calls(), ["ADD netd-ipam", "DEL netd-ipam"]);
+    }
+
+    #[test]
+    fn an_add_into_a_taken_name_or_a_missing_namespace_touches_nothing() {
+        let pod = Pod::new();
+        let conf = NetConf::parse(MASQ_CONF.as_bytes()).expect("conf");
+        pod.fake
+            .world()
+            .namespaces
+            .get_mut(&pod.netns)
+            .expect("namespace")
+            .links
+            .push(link(5, "eth0", "dummy"));
+        let err = pod.plugin().add(&pod.env("ADD"), &conf).expect_err("taken");
+        assert_eq!(err.code, Code::InvalidEnvironment as u32);
+        pod.fake.namespaces().remove(&pod.netns).expect("remove");
+        let err = pod
+            .plugin()
+            .add(&pod.env("ADD"), &conf)
+            .expect_err("no netns");
+        assert_eq!(err.code, Code::UnknownContainer as u32);
+        assert!(
+            pod.fake.world().host.log.is_empty(),
+            "{:?}",
+            pod.fake.world().host.log
+        );
+        assert!(pod.ipam.calls().is_empty());
+        assert!(pod.fake.world().firewall.log.is_empty());
     }
 }

@@ -46,10 +46,19 @@ pub fn run(
 /// A delegated plugin that is running (so the caller can work meanwhile).
 #[derive(Debug)]
 pub struct Running {
-    child: std::process::Child,
-    binary: PathBuf,
-    plugin_type: String,
-    command: Command,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Process {
+        child: std::process::Child,
+        binary: PathBuf,
+        plugin_type: String,
+        command: Command,
+    },
+    /// Answered already (a fake's).
+    Done(Box<Result<Option<CniResult>>>),
 }
 
 /// Starts `plugin_type` for `command` with `config` on stdin.
@@ -67,22 +76,34 @@ pub fn start(env: &CniEnv, plugin_type: &str, command: Command, config: &[u8]) -
         let _ = stdin.write_all(config);
     }
     Ok(Running {
-        child,
-        binary,
-        plugin_type: plugin_type.to_string(),
-        command,
+        inner: Inner::Process {
+            child,
+            binary,
+            plugin_type: plugin_type.to_string(),
+            command,
+        },
     })
 }
 
 impl Running {
+    /// A delegate that has answered already.
+    pub fn done(answer: Result<Option<CniResult>>) -> Self {
+        Running {
+            inner: Inner::Done(Box::new(answer)),
+        }
+    }
+
     /// Waits for the plugin; ADD returns its result.
     pub fn finish(self) -> Result<Option<CniResult>> {
-        let Running {
-            child,
-            binary,
-            plugin_type,
-            command,
-        } = self;
+        let (child, binary, plugin_type, command) = match self.inner {
+            Inner::Done(answer) => return *answer,
+            Inner::Process {
+                child,
+                binary,
+                plugin_type,
+                command,
+            } => (child, binary, plugin_type, command),
+        };
         let output = child
             .wait_with_output()
             .map_err(|e| CniError::io(format!("{} did not finish: {e}", binary.display())))?;

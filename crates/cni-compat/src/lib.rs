@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod delegate;
+pub mod host;
 pub mod ipam;
 pub mod masq;
 pub mod portmap;

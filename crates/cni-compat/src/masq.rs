@@ -5,9 +5,11 @@
 //! transaction that appends (no table fetch); DEL goes through `rules::delete`.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use bridge_driver::cni_rules::{self, Masquerade, Missing};
 use ipnet::Ipv4Net;
+use linkd::Firewall;
 
 use crate::rules;
 use crate::spec::{CniError, Result};
@@ -16,31 +18,51 @@ pub use cni_rules::{network_chain, CHAIN_POSTROUTING};
 
 /// Adds an attachment's masquerading: one `iptables-restore` that appends (the shared and
 /// the network's chains declared only when missing, since declaring flushes).
-pub fn add(network: &str, container_id: &str, ip: Ipv4Addr, subnet: Ipv4Net) -> Result<()> {
+pub fn add(
+    firewall: &mut dyn Firewall,
+    run_dir: &Path,
+    network: &str,
+    container_id: &str,
+    ip: Ipv4Addr,
+    subnet: Ipv4Net,
+) -> Result<()> {
     let masquerade = Masquerade {
         network: network.to_string(),
         container_id: container_id.to_string(),
         ip,
         subnet,
     };
-    rules::append(CHAIN_POSTROUTING, network, container_id, 1, |rules| {
-        let missing = Missing {
-            shared: !rules.chain_exists("nat", CHAIN_POSTROUTING)?,
-            network: !rules.chain_exists("nat", &network_chain(network))?,
-        };
-        cni_rules::masquerade_rules(&masquerade, missing)
-            .render()
-            .map_err(|e| CniError::config(e.to_string()))
-    })
+    rules::append(
+        firewall,
+        run_dir,
+        CHAIN_POSTROUTING,
+        network,
+        container_id,
+        1,
+        |rules| {
+            let missing = Missing {
+                shared: !rules.chain_exists("nat", CHAIN_POSTROUTING)?,
+                network: !rules.chain_exists("nat", &network_chain(network))?,
+            };
+            cni_rules::masquerade_rules(&masquerade, missing)
+                .render()
+                .map_err(|e| CniError::config(e.to_string()))
+        },
+    )
 }
 
-/// Removes an attachment's rules (none is fine). Returns the socket it used: closing it
-/// waits for the deleted rules' RCU grace period, so callers close it last.
-pub fn remove(network: &str, container_id: &str) -> Result<linkd::TaggedRules> {
-    rules::delete(CHAIN_POSTROUTING, network, container_id)
+/// Removes an attachment's rules (none is fine). Closing the firewall afterwards waits
+/// for the deleted rules' RCU grace period, so callers close it last.
+pub fn remove(
+    firewall: &mut dyn Firewall,
+    run_dir: &Path,
+    network: &str,
+    container_id: &str,
+) -> Result<()> {
+    rules::delete(firewall, run_dir, CHAIN_POSTROUTING, network, container_id)
 }
 
 /// Whether an attachment's rule is in place.
-pub fn present(network: &str, container_id: &str) -> Result<bool> {
-    Ok(rules::present(CHAIN_POSTROUTING, network, container_id)? > 0)
+pub fn present(firewall: &mut dyn Firewall, network: &str, container_id: &str) -> Result<bool> {
+    Ok(rules::present(firewall, CHAIN_POSTROUTING, network, container_id)? > 0)
 }

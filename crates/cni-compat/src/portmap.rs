@@ -8,6 +8,8 @@
 //! or the external chain) and DNATs; `POSTROUTING` -> `NETD-CNI-HOSTPORT-MASQ`, which
 //! masquerades marked packets.
 
+use std::cell::RefCell;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -17,6 +19,8 @@ use crate::rules;
 use crate::spec::{CniEnv, CniError, CniResult, Code, Context, NetConf, Plugin, Result};
 
 use bridge_driver::cni_rules::{self, HostPort, PortMappings};
+
+use crate::host::CniHost;
 pub use bridge_driver::cni_rules::{CHAIN_DNAT, CHAIN_SETMARK};
 use bridge_driver::ports::Protocol;
 const DEFAULT_MARK_BIT: u32 = 13;
@@ -265,8 +269,25 @@ pub fn add_text(plan: &Plan, declare: bool) -> Result<String> {
 }
 
 /// The plugin.
-#[derive(Debug, Default)]
-pub struct Portmap;
+#[derive(Debug)]
+pub struct Portmap {
+    host: RefCell<CniHost>,
+}
+
+impl Default for Portmap {
+    fn default() -> Self {
+        Portmap::on(CniHost::real())
+    }
+}
+
+impl Portmap {
+    /// The plugin working on `host` (fakes, in unit tests).
+    pub fn on(host: CniHost) -> Self {
+        Portmap {
+            host: RefCell::new(host),
+        }
+    }
+}
 
 fn passthrough(conf: &NetConf) -> CniResult {
     conf.prev_result.clone().unwrap_or_default()
@@ -286,7 +307,12 @@ impl Plugin for Portmap {
             return Ok(passthrough(conf));
         }
         let expected = plan.mappings.len() * if plan.snat { 3 } else { 1 };
+        let mut host = self.host.borrow_mut();
+        let host = &mut *host;
+        let run_dir = host.run_dir.clone();
         rules::append(
+            host.firewall(),
+            &run_dir,
             CHAIN_DNAT,
             &plan.network,
             &plan.container_id,
@@ -297,7 +323,9 @@ impl Plugin for Portmap {
         // 127.0.0.1 -> container needs route_localnet on the host-side interfaces.
         for interface in &plan.host_interfaces {
             let key = format!("net/ipv4/conf/{interface}/route_localnet");
-            let _ = linkd::sysctl::set(&key, "1");
+            if let Ok(kernel) = host.kernel() {
+                let _ = kernel.sysctl_set(&key, "1");
+            }
         }
         // Stale UDP flows towards these ports would keep bypassing the new DNAT.
         for m in plan
@@ -306,7 +334,7 @@ impl Plugin for Portmap {
             .filter(|m| m.protocol.eq_ignore_ascii_case("udp"))
         {
             if let Ok(port) = u16::try_from(m.host_port) {
-                linkd::conntrack::flush_udp_to_port(port);
+                host.firewall().flush_udp_conntrack(port);
             }
         }
         Ok(passthrough(conf))
@@ -315,7 +343,7 @@ impl Plugin for Portmap {
     fn del(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
         // Whatever the mappings say now, the attachment's rules carry its comment.
         conf.plugin::<PortmapConf>()?;
-        remove(&conf.name, &env.container_id)
+        remove(&mut self.host.borrow_mut(), &conf.name, &env.container_id)
     }
 
     fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<()> {
@@ -323,7 +351,12 @@ impl Plugin for Portmap {
             return Ok(());
         };
         let per_mapping = if plan.snat { 3 } else { 1 };
-        let found = rules::present(CHAIN_DNAT, &conf.name, &env.container_id)?;
+        let found = rules::present(
+            self.host.borrow_mut().firewall(),
+            CHAIN_DNAT,
+            &conf.name,
+            &env.container_id,
+        )?;
         if found < plan.mappings.len() * per_mapping {
             return Err(CniError::new(
                 Code::CheckFailed,
@@ -344,10 +377,11 @@ impl Plugin for Portmap {
 
     fn gc(&self, _env: &CniEnv, conf: &NetConf) -> Result<()> {
         let valid = crate::ipam::valid_attachments(conf)?;
-        let saved = linkd::Iptables::default().save("nat")?;
+        let mut host = self.host.borrow_mut();
+        let saved = host.firewall().save("nat")?;
         for id in rules::attachments_in(&saved, CHAIN_DNAT, &conf.name) {
             if !valid.iter().any(|(cid, _)| *cid == id) {
-                remove(&conf.name, &id)?;
+                remove(&mut host, &conf.name, &id)?;
             }
         }
         Ok(())
@@ -356,8 +390,10 @@ impl Plugin for Portmap {
 
 /// Deletes an attachment's rules, letting go of the socket without waiting for their RCU
 /// grace period (see `TaggedRules::close_detached`).
-fn remove(network: &str, container_id: &str) -> Result<()> {
-    rules::delete(CHAIN_DNAT, network, container_id)?.close_detached();
+fn remove(host: &mut CniHost, network: &str, container_id: &str) -> Result<()> {
+    let run_dir = host.run_dir.clone();
+    rules::delete(host.firewall(), &run_dir, CHAIN_DNAT, network, container_id)?;
+    host.release_firewall();
     Ok(())
 }
 
@@ -410,5 +446,61 @@ mod tests {
         let first = add_text(&plan, true).expect("renders");
         assert!(first.contains("-A NETD-CNI-HOSTPORT-SETMARK -j MARK --set-xmark 0x2000/0x2000\n"));
         assert!(first.contains("-I POSTROUTING 1 -j NETD-CNI-HOSTPORT-MASQ\n"));
+    }
+
+    #[test]
+    fn add_then_del_on_a_fake_firewall() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = linkd::FakeHost::new();
+        let plugin = || {
+            Portmap::on(CniHost::of(
+                Box::new(fake.kernel()),
+                Box::new(fake.namespaces()),
+                Box::new(fake.firewall()),
+                Box::new(crate::host::RecordingDelegate::default()),
+                dir.path(),
+            ))
+        };
+        let env = |command: &str| {
+            let command = command.to_string();
+            CniEnv::from_vars(move |k| match k {
+                "CNI_COMMAND" => Some(command.clone()),
+                "CNI_CONTAINERID" => Some("pod1".into()),
+                "CNI_NETNS" => Some("/run/netns/pod1".into()),
+                "CNI_IFNAME" => Some("eth0".into()),
+                "CNI_PATH" => Some("/nonexistent".into()),
+                _ => None,
+            })
+            .expect("env")
+        };
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"unitnet","type":"netd-portmap","capabilities":{"portMappings":true},
+                "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":5353,"containerPort":53,"protocol":"udp"}]},
+                "prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"cni0"},{"name":"veth1"},{"name":"eth0","sandbox":"/run/netns/pod1"}],
+                              "ips":[{"address":"10.22.0.5/24","interface":2}]}}"#,
+        )
+        .expect("conf");
+        plugin().add(&env("ADD"), &conf).expect("ADD");
+        let dnat = fake.world().firewall.rules("nat", CHAIN_DNAT);
+        assert!(
+            dnat.iter().any(|r| r.contains("--dport 8080")
+                && r.ends_with("-j DNAT --to-destination 10.22.0.5:80")),
+            "{dnat:?}"
+        );
+        assert!(fake
+            .world()
+            .firewall
+            .rules("nat", "PREROUTING")
+            .iter()
+            .any(|r| r.contains("NETD-CNI-HOSTPORT-DNAT")));
+        assert_eq!(fake.world().firewall.conntrack_flushes, [5353]);
+        plugin().check(&env("CHECK"), &conf).expect("CHECK");
+
+        plugin().del(&env("DEL"), &conf).expect("DEL");
+        assert!(fake.world().firewall.rules("nat", CHAIN_DNAT).is_empty());
+        let err = plugin()
+            .check(&env("CHECK"), &conf)
+            .expect_err("rules gone");
+        assert_eq!(err.code, Code::CheckFailed as u32);
     }
 }

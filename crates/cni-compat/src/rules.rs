@@ -10,9 +10,9 @@
 //! dump is the fallback.
 
 use std::fs::{self, File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use linkd::{Iptables, Tag, TaggedRules};
+use linkd::{Firewall, Tag};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::spec::{CniError, Result};
@@ -39,9 +39,8 @@ pub fn check_comment(network: &str, container_id: &str) -> Result<()> {
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 /// Serialises the check-then-create of shared chains between concurrent plugins.
-fn lock() -> Result<Lock> {
-    let dir = crate::run_dir();
-    fs::create_dir_all(&dir)
+fn lock(dir: &Path) -> Result<Lock> {
+    fs::create_dir_all(dir)
         .map_err(|e| CniError::io(format!("cannot create {}: {e}", dir.display())))?;
     let path = dir.join("lock");
     let file = OpenOptions::new()
@@ -57,10 +56,10 @@ fn lock() -> Result<Lock> {
 
 /// Where an attachment's handles in `chain` are remembered (per network namespace: the
 /// handles are those of its tables).
-fn handles_path(chain: &str, network: &str, container_id: &str) -> Option<PathBuf> {
+fn handles_path(run_dir: &Path, chain: &str, network: &str, container_id: &str) -> Option<PathBuf> {
     let inode = linkd::Netns::current().ok()?.inode().ok()?;
     Some(
-        crate::run_dir()
+        run_dir
             .join("handles")
             .join(inode.to_string())
             .join(format!(
@@ -75,23 +74,26 @@ fn handles_path(chain: &str, network: &str, container_id: &str) -> Option<PathBu
 /// text, which must only append. The handles of the `expected` rules it adds to `chain` are
 /// remembered for DEL.
 pub fn append(
+    rules: &mut dyn Firewall,
+    run_dir: &Path,
     chain: &str,
     network: &str,
     container_id: &str,
     expected: usize,
-    render: impl FnOnce(&mut TaggedRules) -> Result<String>,
+    render: impl FnOnce(&mut dyn Firewall) -> Result<String>,
 ) -> Result<()> {
-    let _lock = lock()?;
-    let mut rules = TaggedRules::new(Iptables::default());
-    let text = render(&mut rules)?;
+    let _lock = lock(run_dir)?;
+    let text = render(rules)?;
     let comment = comment(network, container_id);
     let tag = Tag {
         table: "nat",
         chain,
         comment: &comment,
     };
-    let handles = rules.append(&text, &tag, expected)?;
-    if let (Some(handles), Some(path)) = (handles, handles_path(chain, network, container_id)) {
+    let handles = rules.append_tagged(&text, &tag, expected)?;
+    if let (Some(handles), Some(path)) =
+        (handles, handles_path(run_dir, chain, network, container_id))
+    {
         // Best effort: without it, DEL finds the rules by their comment.
         let text: String = handles.iter().map(|h| format!("{h}\n")).collect();
         let _ = path
@@ -103,34 +105,45 @@ pub fn append(
     Ok(())
 }
 
-/// Deletes an attachment's rules in `chain` (none is fine). Returns the rules' socket:
-/// closing it waits for the deleted rules' RCU grace period, so the caller decides when.
-pub fn delete(chain: &str, network: &str, container_id: &str) -> Result<TaggedRules> {
-    let mut rules = TaggedRules::new(Iptables::default());
-    let remembered: Option<Vec<u64>> = handles_path(chain, network, container_id).and_then(|p| {
-        let text = fs::read_to_string(&p).ok();
-        let _ = fs::remove_file(&p);
-        text.map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-    });
+/// Deletes an attachment's rules in `chain` (none is fine). Closing the firewall's socket
+/// afterwards waits for the deleted rules' RCU grace period, so the caller decides when.
+pub fn delete(
+    rules: &mut dyn Firewall,
+    run_dir: &Path,
+    chain: &str,
+    network: &str,
+    container_id: &str,
+) -> Result<()> {
+    let remembered: Option<Vec<u64>> = handles_path(run_dir, chain, network, container_id)
+        .and_then(|p| {
+            let text = fs::read_to_string(&p).ok();
+            let _ = fs::remove_file(&p);
+            text.map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        });
     let comment = comment(network, container_id);
     let tag = Tag {
         table: "nat",
         chain,
         comment: &comment,
     };
-    rules.delete(&tag, remembered.as_deref())?;
-    Ok(rules)
+    rules.delete_tagged(&tag, remembered.as_deref())?;
+    Ok(())
 }
 
 /// How many rules an attachment has in `chain`.
-pub fn present(chain: &str, network: &str, container_id: &str) -> Result<usize> {
+pub fn present(
+    rules: &mut dyn Firewall,
+    chain: &str,
+    network: &str,
+    container_id: &str,
+) -> Result<usize> {
     let comment = comment(network, container_id);
     let tag = Tag {
         table: "nat",
         chain,
         comment: &comment,
     };
-    Ok(TaggedRules::new(Iptables::default()).count(&tag)?)
+    Ok(rules.count_tagged(&tag)?)
 }
 
 /// The container ids of a network's attachments that have rules in `chain`, read from

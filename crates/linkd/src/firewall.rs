@@ -153,4 +153,8 @@ pub trait Firewall: std::fmt::Debug {
     fn count_tagged(&mut self, tag: &crate::Tag<'_>) -> Result<usize>;
     /// Forgets connection-tracking entries of UDP flows to a local port (best effort).
     fn flush_udp_conntrack(&mut self, port: u16);
+    /// Lets go of the firewall's sockets; a short-lived single-threaded process uses it to
+    /// leave without waiting for deleted rules' grace period (see
+    /// [`crate::TaggedRules::close_detached`]).
+    fn release(self: Box<Self>) {}
 }

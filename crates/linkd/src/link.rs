@@ -129,6 +129,19 @@ pub fn create_veth_request(spec: &VethSpec<'_>) -> Request {
     )
 }
 
+/// The request that puts a link in promiscuous mode.
+pub fn set_promisc_request(index: u32) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Promisc;
+    msg.header.change_mask = LinkFlags::Promisc;
+    Request::new(
+        format!("set promisc on link {index}"),
+        RouteNetlinkMessage::SetLink(msg),
+        0,
+    )
+}
+
 /// The request that deletes a link (its veth peer goes with it).
 pub fn delete_link_request(index: u32, what: &str) -> Request {
     let mut msg = LinkMessage::default();
@@ -289,11 +302,7 @@ impl Netlink {
 
     /// Promiscuous mode on (the CNI bridge's `promiscMode`).
     pub fn set_promisc(&mut self, index: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.header.flags = LinkFlags::Promisc;
-        msg.header.change_mask = LinkFlags::Promisc;
-        self.execute("set promisc", RouteNetlinkMessage::SetLink(msg), 0)
+        self.batch(vec![set_promisc_request(index)])
     }
 
     pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {

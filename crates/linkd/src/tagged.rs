@@ -228,6 +228,10 @@ impl Firewall for TaggedRules {
     fn flush_udp_conntrack(&mut self, port: u16) {
         crate::conntrack::flush_udp_to_port(port);
     }
+
+    fn release(self: Box<Self>) {
+        (*self).close_detached();
+    }
 }
 
 #[cfg(test)]
