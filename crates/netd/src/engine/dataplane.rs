@@ -312,6 +312,7 @@ mod tests {
         assert_eq!(inner.addresses.get(&2), Some(&vec![endpoint.address]));
         let mut failing = RecordingKernel::default().with_link(eth0);
         failing.fail_on = Some("add route".into());
+        let mut host = RecordingKernel::default();
         let err = create_endpoint(&mut host, &netns, &mut failing, 1, &endpoint)
             .expect_err("route refused");
         assert!(
