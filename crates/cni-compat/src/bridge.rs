@@ -648,15 +648,9 @@ mod tests {
 
     fn link(index: u32, name: &str, kind: &str) -> Link {
         Link {
-            index,
-            name: name.into(),
-            kind: Some(kind.into()),
             mac: Some([2, 0, 0, 0, 0, index as u8]),
-            mtu: 1500,
             up: true,
-            master: None,
-            alias: None,
-            hairpin: None,
+            ..Link::new(index, name, Some(kind))
         }
     }
 

@@ -31,6 +31,23 @@ pub struct Link {
     pub hairpin: Option<bool>,
 }
 
+impl Link {
+    /// A link as the kernel makes it: down, MTU 1500, no MAC, master or alias yet.
+    pub fn new(index: u32, name: &str, kind: Option<&str>) -> Link {
+        Link {
+            index,
+            name: name.to_string(),
+            kind: kind.map(str::to_string),
+            mac: None,
+            mtu: 1500,
+            up: false,
+            master: None,
+            alias: None,
+            hairpin: None,
+        }
+    }
+}
+
 /// A bridge to create.
 #[derive(Debug, Clone)]
 pub struct BridgeSpec<'a> {

@@ -121,15 +121,8 @@ impl RecordingKernel {
     /// A namespace as the kernel makes it: loopback, down.
     pub fn new_namespace() -> Self {
         RecordingKernel::default().with_link(Link {
-            index: 1,
-            name: "lo".into(),
-            kind: None,
-            mac: None,
             mtu: 65536,
-            up: false,
-            master: None,
-            alias: None,
-            hairpin: None,
+            ..Link::new(1, "lo", None)
         })
     }
 
@@ -191,15 +184,9 @@ impl RecordingKernel {
                     return Err(errno(what, libc::EEXIST));
                 }
                 let mut link = Link {
-                    index: self.next_index(),
-                    name: name.clone(),
                     kind: kind_of(msg),
-                    mac: None,
-                    mtu: 1500,
                     up: msg.header.flags.contains(LinkFlags::Up),
-                    master: None,
-                    alias: None,
-                    hairpin: None,
+                    ..Link::new(self.next_index(), &name, None)
                 };
                 Self::change(&mut link, msg);
                 self.links.push(link);
@@ -208,17 +195,7 @@ impl RecordingKernel {
                         LinkAttribute::NetNsFd(fd) => Some(*fd),
                         _ => None,
                     });
-                    let mut born = Link {
-                        index: 0,
-                        name: name_of(peer).unwrap_or_default().to_string(),
-                        kind: Some("veth".into()),
-                        mac: None,
-                        mtu: 1500,
-                        up: false,
-                        master: None,
-                        alias: None,
-                        hairpin: None,
-                    };
+                    let mut born = Link::new(0, name_of(peer).unwrap_or_default(), Some("veth"));
                     Self::change(&mut born, peer);
                     match netns {
                         Some(netns) => {

@@ -270,17 +270,7 @@ mod tests {
     fn an_endpoint_is_two_host_batches_and_one_inside() {
         let netns = Netns::open("/proc/self/ns/net").expect("own namespace");
         let mut host = RecordingKernel::default();
-        let eth0 = Link {
-            index: 2,
-            name: "eth0".into(),
-            kind: Some("veth".into()),
-            mac: None,
-            mtu: 1500,
-            up: false,
-            master: None,
-            alias: None,
-            hairpin: None,
-        };
+        let eth0 = Link::new(2, "eth0", Some("veth"));
         let mut inner = RecordingKernel::default().with_link(eth0.clone());
         let endpoint = EndpointPlan {
             host_veth: "nd0123456789e0".into(),

@@ -55,8 +55,10 @@ fn system(fake: &FakeHost, processes: &RecordingProcesses) -> System {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fake = FakeHost::new();
-        let processes = RecordingProcesses::default();
+        Fixture::start(dir, FakeHost::new(), RecordingProcesses::default())
+    }
+
+    fn start(dir: TempDir, fake: FakeHost, processes: RecordingProcesses) -> Fixture {
         let (engine, repairs) =
             Engine::start_on(config(dir.path()), system(&fake, &processes)).expect("start");
         Fixture {
@@ -78,15 +80,7 @@ impl Fixture {
             ..
         } = self;
         drop(engine);
-        let (engine, repairs) =
-            Engine::start_on(config(dir.path()), system(&fake, &processes)).expect("restart");
-        Fixture {
-            dir,
-            fake,
-            processes,
-            engine,
-            repairs,
-        }
+        Fixture::start(dir, fake, processes)
     }
 
     fn network(&mut self, name: &str, subnet: &str) -> bridge_driver::Network {
@@ -434,27 +428,10 @@ fn restart_removes_leaks_and_keeps_what_is_recorded() {
     let leaked = host_veth_name("0123456789ab0123456789ab", 0);
     {
         let mut world = fx.fake.world();
+        world.host.links.push(Link::new(900, &leaked, Some("veth")));
         world.host.links.push(Link {
-            index: 900,
-            name: leaked.clone(),
-            kind: Some("veth".into()),
-            mac: None,
-            mtu: 1500,
-            up: true,
-            master: None,
-            alias: None,
-            hairpin: None,
-        });
-        world.host.links.push(Link {
-            index: 901,
-            name: "br-gone".into(),
-            kind: Some("bridge".into()),
-            mac: None,
-            mtu: 1500,
-            up: true,
-            master: None,
             alias: Some(bridge_driver::names::bridge_alias("deadbeef0000")),
-            hairpin: None,
+            ..Link::new(901, "br-gone", Some("bridge"))
         });
     }
     let fx = fx.restart();
