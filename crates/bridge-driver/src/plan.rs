@@ -9,24 +9,53 @@ use crate::mac::mac_from_ip;
 use crate::model::Network;
 use crate::names::{bridge_alias, host_veth_name};
 
-/// A network's bridge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BridgePlan {
-    pub name: String,
-    pub mac: [u8; 6],
-    pub mtu: u32,
-    pub alias: String,
-    /// The gateway address on the bridge.
-    pub address: Ipv4Net,
-}
+/// A bridge as planned, in the form `linkd::ensure_bridge` applies (plain data).
+pub use linkd::{BridgeState as BridgePlan, OtherAddresses, Ownership};
 
+/// A network's bridge: netd's alone, with the gateway address, and `route_localnet`
+/// (published ports answer on 127.0.0.1: DNATed loopback traffic must be routable there).
 pub fn bridge_plan(net: &Network) -> BridgePlan {
     BridgePlan {
         name: net.bridge.clone(),
         mac: net.bridge_mac,
         mtu: net.mtu,
         alias: bridge_alias(&net.id),
-        address: net.gateway_net(),
+        ownership: Ownership::Exclusive,
+        addresses: vec![net.gateway_net()],
+        other_addresses: OtherAddresses::Keep,
+        promisc: false,
+        sysctls: vec![(
+            format!("net/ipv4/conf/{}/route_localnet", net.bridge),
+            "1".to_string(),
+        )],
+    }
+}
+
+/// netd-bridge's bridge (the reference plugin's `bridge`, `mtu`, `promiscMode`): any
+/// bridge of that name is used as it is; a new one gets a MAC derived from its name.
+/// `gateways` are the addresses `isGateway` puts on it (none before IPAM has answered);
+/// another address of their subnet is refused, or replaced with `forceAddress`.
+pub fn cni_bridge_plan(
+    name: &str,
+    mtu: u32,
+    promisc: bool,
+    gateways: Vec<Ipv4Net>,
+    force_address: bool,
+) -> BridgePlan {
+    BridgePlan {
+        name: name.to_string(),
+        mac: crate::mac::bridge_mac(&format!("cni bridge {name}")),
+        mtu,
+        alias: "netd cni bridge".to_string(),
+        ownership: Ownership::Shared,
+        addresses: gateways,
+        other_addresses: if force_address {
+            OtherAddresses::Replace
+        } else {
+            OtherAddresses::Refuse
+        },
+        promisc,
+        sysctls: Vec::new(),
     }
 }
 

@@ -6,15 +6,14 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 use std::path::Path;
 
-use bridge_driver::plan::{cni_attachment_plan, CniIpam, RoutePlan};
+use bridge_driver::plan::{cni_attachment_plan, cni_bridge_plan, CniIpam, RoutePlan};
 use ipnet::{IpNet, Ipv4Net};
-use linkd::address::{add_address_request, delete_address_request};
+use linkd::address::add_address_request;
 use linkd::link::{
-    create_bridge_request, create_veth_request, set_alias_request, set_hairpin_by_name_request,
-    set_promisc_request, set_up_by_name_request, set_up_request,
+    create_veth_request, set_hairpin_by_name_request, set_up_by_name_request, set_up_request,
 };
 use linkd::route::replace_route_request;
-use linkd::{BridgeSpec, Firewall, Kernel, Mac, Namespaces, Netns, Request, Route, VethSpec};
+use linkd::{Firewall, Kernel, Mac, Namespaces, Netns, Request, Route, VethSpec};
 use serde::Deserialize;
 
 use crate::host::{CniHost, Parts};
@@ -167,45 +166,21 @@ fn open_netns(namespaces: &mut dyn Namespaces, env: &CniEnv) -> Result<(Netns, B
     })
 }
 
-/// The bridge, created (up, stable MAC) if missing.
-fn ensure_bridge(host: &mut dyn Kernel, bc: &BridgeConf) -> Result<linkd::Link> {
-    if let Some(link) = host.link_by_name(&bc.bridge)? {
-        if link.kind.as_deref() != Some("bridge") {
-            return Err(CniError::config(format!(
-                "bridge: {:?} already exists and is not a bridge",
-                bc.bridge
-            )));
-        }
-        let mut requests = Vec::new();
-        if !link.up {
-            requests.push(set_up_request(link.index, &bc.bridge));
-        }
-        if bc.promisc_mode {
-            requests.push(set_promisc_request(link.index));
-        }
-        host.batch(requests)?;
-        return Ok(link);
-    }
-    let spec = BridgeSpec {
-        name: &bc.bridge,
-        mac: bridge_driver::mac::bridge_mac(&format!("cni bridge {}", bc.bridge)),
-        mtu: bc.mtu,
-        alias: "netd cni bridge",
-    };
-    match host.batch(vec![
-        create_bridge_request(&spec),
-        set_alias_request(spec.name, spec.alias),
-    ]) {
-        Ok(()) => {}
-        // Another ADD made it in the meantime.
-        Err(e) if e.is_exists() => {}
-        Err(e) => return Err(e.into()),
-    }
-    let link = host.require_link(&bc.bridge)?;
-    if bc.promisc_mode {
-        host.batch(vec![set_promisc_request(link.index)])?;
-    }
-    Ok(link)
+/// The bridge as planned (see `bridge_driver::plan::cni_bridge_plan`): made if missing,
+/// up, with `gateways` on it.
+fn ensure_bridge(
+    host: &mut dyn Kernel,
+    bc: &BridgeConf,
+    gateways: Vec<Ipv4Net>,
+) -> Result<linkd::Link> {
+    let plan = cni_bridge_plan(
+        &bc.bridge,
+        bc.mtu,
+        bc.promisc_mode,
+        gateways,
+        bc.force_address,
+    );
+    Ok(linkd::ensure_bridge(host, &plan)?.0)
 }
 
 fn ipv6_unsupported(what: impl std::fmt::Display) -> CniError {
@@ -222,37 +197,10 @@ fn v4(net: &IpNet) -> Result<Ipv4Net> {
     }
 }
 
-/// The gateway address on the bridge; `force` replaces another address of that subnet.
-fn ensure_gateway(
-    host: &mut dyn Kernel,
-    bridge: u32,
-    gateway: Ipv4Net,
-    force: bool,
-    name: &str,
-) -> Result<()> {
-    let present = host.addresses_of(bridge)?;
-    if present.contains(&gateway) {
-        return Ok(());
-    }
-    for other in present.iter().filter(|a| a.trunc() == gateway.trunc()) {
-        if !force {
-            return Err(CniError::config(format!(
-                "bridge {name} already has address {other}, not {gateway} (set forceAddress to replace it)"
-            )));
-        }
-        host.batch(vec![delete_address_request(bridge, *other)])?;
-    }
-    match host.batch(vec![add_address_request(bridge, gateway, name)]) {
-        Err(e) if e.is_exists() => Ok(()),
-        other => other.map_err(CniError::from),
-    }
-}
-
 /// What an ADD has set up by the time the IPAM plugin answers.
 struct Attachment<'a> {
     env: &'a CniEnv,
     bc: &'a BridgeConf,
-    bridge: &'a linkd::Link,
     host_veth: &'a linkd::Link,
 }
 
@@ -264,12 +212,7 @@ fn configure(
     inner: &mut dyn Kernel,
     ipam: CniResult,
 ) -> Result<CniResult> {
-    let Attachment {
-        env,
-        bc,
-        bridge,
-        host_veth,
-    } = *a;
+    let Attachment { env, bc, host_veth } = *a;
     let inside = || format!("configuring {} in {}", env.ifname, env.netns);
     let mut addresses = CniIpam::default();
     for ip in &ipam.ips {
@@ -309,10 +252,16 @@ fn configure(
         })
     }));
     inner.batch(requests).context(inside)?;
-    for on_bridge in &plan.bridge_addresses {
-        ensure_gateway(host, bridge.index, *on_bridge, bc.force_address, &bc.bridge)
-            .context(|| format!("adding gateway {on_bridge} to bridge {}", bc.bridge))?;
-    }
+    // A bridge without a MAC of its own takes its ports' (one made elsewhere may).
+    let bridge_now = if plan.bridge_addresses.is_empty() {
+        host.require_link(&bc.bridge)?
+    } else {
+        let gateways = &plan.bridge_addresses;
+        ensure_bridge(host, bc, gateways.clone()).context(|| {
+            let list: Vec<String> = gateways.iter().map(Ipv4Net::to_string).collect();
+            format!("adding gateway {} to bridge {}", list.join(", "), bc.bridge)
+        })?
+    };
     if plan.forwarding {
         host.sysctl_set("net/ipv4/ip_forward", "1")
             .context(|| "enabling IPv4 forwarding".to_string())?;
@@ -335,8 +284,6 @@ fn configure(
         ));
     }
     let mac = |m: Option<Mac>| m.map(|m| linkd::format_mac(&m)).unwrap_or_default();
-    // A bridge without a MAC of its own takes its ports' (one made elsewhere may).
-    let bridge_now = host.require_link(&bc.bridge)?;
     Ok(CniResult {
         cni_version: String::new(),
         interfaces: vec![
@@ -446,8 +393,8 @@ impl Plugin for Bridge {
                 ),
             ));
         }
-        let bridge =
-            ensure_bridge(host, &bc).context(|| format!("setting up bridge {}", bc.bridge))?;
+        let bridge = ensure_bridge(host, &bc, Vec::new())
+            .context(|| format!("setting up bridge {}", bc.bridge))?;
         let suffix: [u8; 4] = random_bytes()?;
         let host_name = format!(
             "veth{}",
@@ -485,7 +432,6 @@ impl Plugin for Bridge {
             let attachment = Attachment {
                 env,
                 bc: &bc,
-                bridge: &bridge,
                 host_veth: &host_veth,
             };
             let configured = configure(&attachment, host, &mut inner, ipam).and_then(|result| {
@@ -693,7 +639,6 @@ mod tests {
         let attachment = Attachment {
             env: &env,
             bc: &bc,
-            bridge: &bridge,
             host_veth: &host_veth,
         };
         let result = configure(&attachment, &mut host, &mut inner, ipam);
@@ -760,13 +705,7 @@ mod tests {
             let mut host = RecordingKernel::default().with_link(link(3, "cni0", "bridge"));
             host.addresses
                 .insert(3, vec!["10.1.0.254/24".parse().expect("net")]);
-            let r = ensure_gateway(
-                &mut host,
-                3,
-                "10.1.0.1/24".parse().expect("net"),
-                bc.force_address,
-                "cni0",
-            );
+            let r = ensure_bridge(&mut host, &bc, vec!["10.1.0.1/24".parse().expect("net")]);
             (host.log, r)
         };
         let (log, refused) = taken(false);

@@ -19,6 +19,18 @@ pub enum LinkdError {
     DecodeMessage(#[source] netlink_packet_core::DecodeError),
     #[error("link {0} does not exist")]
     NoSuchLink(String),
+    /// A link of a planned bridge's name that netd does not own.
+    #[error("interface {0} already exists and is not managed by netd")]
+    Foreign(String),
+    #[error("{0} already exists and is not a bridge")]
+    NotABridge(String),
+    /// Another address of the planned address's subnet is on the link.
+    #[error("{link} already has address {have}, not {want}")]
+    AddressTaken {
+        link: String,
+        have: ipnet::Ipv4Net,
+        want: ipnet::Ipv4Net,
+    },
     #[error("network namespace {path}: {source}")]
     Netns {
         path: String,

@@ -2,6 +2,7 @@
 //! plans (links, addresses, routes, sysctls, firewall rulesets); it decides nothing.
 
 pub mod address;
+pub mod bridge;
 pub mod conntrack;
 pub mod enter;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod sysctl;
 pub mod tagged;
 
 pub use address::Address;
+pub use bridge::{ensure_bridge, BridgeState, OtherAddresses, Ownership};
 pub use enter::SandboxEntry;
 pub use error::{LinkdError, Result};
 pub use fake::{FakeHost, RecordingFirewall, RecordingKernel};

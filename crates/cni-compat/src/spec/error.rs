@@ -83,6 +83,19 @@ impl CniError {
 impl From<linkd::LinkdError> for CniError {
     /// The kernel's operation and errno text in `msg`, the errno's name in `details`.
     fn from(e: linkd::LinkdError) -> Self {
+        match &e {
+            linkd::LinkdError::NotABridge(name) => {
+                return CniError::config(format!(
+                    "bridge: {name:?} already exists and is not a bridge"
+                ))
+            }
+            linkd::LinkdError::AddressTaken { link, have, want } => {
+                return CniError::config(format!(
+                    "bridge {link} already has address {have}, not {want} (set forceAddress to replace it)"
+                ))
+            }
+            _ => {}
+        }
         let details = e
             .errno()
             .map(|n| format!("{:?}", nix::errno::Errno::from_raw(n)))

@@ -8,73 +8,21 @@ use bridge_driver::names::network_of_alias;
 use bridge_driver::plan::{BridgePlan, EndpointPlan};
 use ipnet::Ipv4Net;
 use linkd::link::{
-    create_bridge_request, create_veth_request, set_alias_request, set_hairpin_by_name_request,
-    set_mac_request, set_mtu_request, set_up_by_name_request, set_up_request,
+    create_veth_request, set_hairpin_by_name_request, set_up_by_name_request, set_up_request,
 };
 use linkd::route::replace_route_request;
 use linkd::{address::add_address_request, Firewall, Kernel, Netns, Route, VethSpec};
 
 use crate::error::{NetdError, Result};
 
-/// Makes the bridge exist as planned. Fails when the name belongs to a link netd does not
-/// own.
+/// Makes the bridge exist as planned (see `linkd::ensure_bridge`). Fails when the name
+/// belongs to a link netd does not own.
 pub fn ensure_bridge(host: &mut impl Kernel, plan: &BridgePlan) -> Result<Vec<String>> {
-    let mut repairs = Vec::new();
-    let link = match host.link_by_name(&plan.name)? {
-        Some(link) => link,
-        None => {
-            let spec = linkd::BridgeSpec {
-                name: &plan.name,
-                mac: plan.mac,
-                mtu: plan.mtu,
-                alias: &plan.alias,
-            };
-            host.batch(vec![
-                create_bridge_request(&spec),
-                set_alias_request(spec.name, spec.alias),
-            ])?;
-            repairs.push(format!("created bridge {}", plan.name));
-            host.require_link(&plan.name)?
-        }
-    };
-    let ours = link.alias.as_deref() == Some(plan.alias.as_str());
-    if !ours {
-        return Err(NetdError::Conflict(format!(
-            "interface {} already exists and is not managed by netd",
-            plan.name
-        )));
+    match linkd::ensure_bridge(host, plan) {
+        Ok((_, repairs)) => Ok(repairs),
+        Err(e @ linkd::LinkdError::Foreign(_)) => Err(NetdError::Conflict(e.to_string())),
+        Err(e) => Err(e.into()),
     }
-    if link.mtu != plan.mtu {
-        host.batch(vec![set_mtu_request(link.index, plan.mtu)])?;
-        repairs.push(format!("set mtu {} on bridge {}", plan.mtu, plan.name));
-    }
-    if link.mac != Some(plan.mac) {
-        host.batch(vec![set_mac_request(link.index, plan.mac)])?;
-        repairs.push(format!("restored the MAC of bridge {}", plan.name));
-    }
-    let addresses = host.addresses_of(link.index)?;
-    if !addresses.contains(&plan.address) {
-        host.batch(vec![add_address_request(
-            link.index,
-            plan.address,
-            &plan.name,
-        )])?;
-        repairs.push(format!(
-            "added address {} to bridge {}",
-            plan.address, plan.name
-        ));
-    }
-    if !link.up {
-        host.batch(vec![set_up_request(link.index, &plan.name)])?;
-        repairs.push(format!("set bridge {} up", plan.name));
-    }
-    // Published ports answer on 127.0.0.1: DNATed loopback traffic must be routable here.
-    let localnet = format!("net/ipv4/conf/{}/route_localnet", plan.name);
-    if host.sysctl_get(&localnet)? != "1" {
-        host.sysctl_set(&localnet, "1")?;
-        repairs.push(format!("set route_localnet on bridge {}", plan.name));
-    }
-    Ok(repairs)
 }
 
 /// Whether a link is a bridge netd made for some network.
@@ -210,7 +158,11 @@ mod tests {
             mac: [0x02, 0x42, 0, 0, 0, 1],
             mtu: 1500,
             alias: "netd network abc".into(),
-            address: "10.1.0.1/24".parse().expect("net"),
+            ownership: linkd::Ownership::Exclusive,
+            addresses: vec!["10.1.0.1/24".parse().expect("net")],
+            other_addresses: linkd::OtherAddresses::Keep,
+            promisc: false,
+            sysctls: vec![("net/ipv4/conf/br-test/route_localnet".into(), "1".into())],
         }
     }
 
@@ -250,7 +202,7 @@ mod tests {
             hairpin: None,
         };
         let mut host = RecordingKernel::default().with_link(ours.clone());
-        host.addresses.insert(7, vec![plan().address]);
+        host.addresses.insert(7, plan().addresses);
         host.sysctls
             .insert("net/ipv4/conf/br-test/route_localnet".into(), "1".into());
         let repairs = ensure_bridge(&mut host, &plan()).expect("ensure");
