@@ -90,14 +90,4 @@ impl Netlink {
         }
         Ok(out)
     }
-
-    /// The IPv4 addresses of one link.
-    pub fn addresses_of(&mut self, index: u32) -> Result<Vec<Ipv4Net>> {
-        Ok(self
-            .addresses()?
-            .into_iter()
-            .filter(|a| a.index == index)
-            .map(|a| a.net)
-            .collect())
-    }
 }

@@ -130,10 +130,6 @@ impl Kernel for Netlink {
         Netlink::addresses(self)
     }
 
-    fn addresses_of(&mut self, index: u32) -> Result<Vec<Ipv4Net>> {
-        Netlink::addresses_of(self, index)
-    }
-
     fn routes(&mut self) -> Result<Vec<Route>> {
         Netlink::routes(self)
     }

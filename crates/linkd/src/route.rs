@@ -48,6 +48,27 @@ fn message(route: &Route) -> RouteMessage {
     msg
 }
 
+/// The route a message describes (`None` if its destination is not a valid prefix).
+pub(crate) fn route_from_message(msg: &RouteMessage) -> Option<Route> {
+    let mut destination = Ipv4Addr::UNSPECIFIED;
+    let mut gateway = None;
+    let mut oif = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    let destination = Ipv4Net::new(destination, msg.header.destination_prefix_length).ok()?;
+    Some(Route {
+        destination,
+        gateway,
+        oif,
+    })
+}
+
 /// How a route is named in error messages: `10.0.0.0/8 via 10.1.0.1`.
 fn describe(route: &Route) -> String {
     match route.gateway {
@@ -97,24 +118,7 @@ impl Netlink {
             {
                 continue;
             }
-            let mut dst = Ipv4Addr::UNSPECIFIED;
-            let mut gateway = None;
-            let mut oif = None;
-            for attr in &msg.attributes {
-                match attr {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            if let Ok(destination) = Ipv4Net::new(dst, msg.header.destination_prefix_length) {
-                out.push(Route {
-                    destination,
-                    gateway,
-                    oif,
-                });
-            }
+            out.extend(route_from_message(&msg));
         }
         Ok(out)
     }

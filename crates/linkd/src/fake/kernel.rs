@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use ipnet::Ipv4Net;
@@ -11,7 +11,6 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::address::Address;
@@ -19,7 +18,7 @@ use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::link::Link;
 use crate::netlink::{kernel_error, Request};
-use crate::route::Route;
+use crate::route::{route_from_message, Route};
 
 /// A fake kernel for unit tests: links, addresses and routes as a small model that the
 /// requests it understands change (creating bridges and veths, up, mtu, mac, alias,
@@ -91,26 +90,6 @@ fn address_of(msg: &AddressMessage) -> Option<Ipv4Net> {
         _ => None,
     })?;
     Ipv4Net::new(ip, msg.header.prefix_len).ok()
-}
-
-fn route_of(msg: &RouteMessage) -> Route {
-    let mut destination = Ipv4Addr::UNSPECIFIED;
-    let mut gateway = None;
-    let mut oif = None;
-    for attr in &msg.attributes {
-        match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = *ip,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
-            RouteAttribute::Oif(index) => oif = Some(*index),
-            _ => {}
-        }
-    }
-    Route {
-        destination: Ipv4Net::new(destination, msg.header.destination_prefix_length)
-            .unwrap_or_default(),
-        gateway,
-        oif,
-    }
 }
 
 fn errno(what: &str, code: i32) -> crate::LinkdError {
@@ -253,7 +232,9 @@ impl RecordingKernel {
                 }
             }
             RouteNetlinkMessage::NewRoute(msg) => {
-                let route = route_of(msg);
+                let Some(route) = route_from_message(msg) else {
+                    return Err(errno(what, libc::EINVAL));
+                };
                 if let Some(oif) = route.oif {
                     if !self.links.iter().any(|l| l.index == oif) {
                         return Err(errno(what, libc::ENODEV));
@@ -263,7 +244,9 @@ impl RecordingKernel {
                 self.routes.push(route);
             }
             RouteNetlinkMessage::DelRoute(msg) => {
-                let route = route_of(msg);
+                let Some(route) = route_from_message(msg) else {
+                    return Err(errno(what, libc::EINVAL));
+                };
                 let before = self.routes.len();
                 self.routes.retain(|r| r.destination != route.destination);
                 if self.routes.len() == before {
