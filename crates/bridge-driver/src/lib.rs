@@ -2,6 +2,7 @@
 //! plain data and pure functions (what the kernel should look like), so it is tested
 //! without root; `linkd` applies it.
 
+pub mod cluster;
 pub mod cni_rules;
 pub mod error;
 pub mod firewall;

@@ -16,6 +16,7 @@ use crate::link::{delete_link_request, set_alias_request, set_hairpin_request, L
 use crate::netlink::{Netlink, Request};
 use crate::netns::Netns;
 use crate::route::{replace_route_request, Route};
+use crate::vxlan::{FdbEntry, Neighbour};
 
 /// What an applier asks of the kernel of one network namespace.
 pub trait Kernel: std::fmt::Debug {
@@ -29,6 +30,10 @@ pub trait Kernel: std::fmt::Debug {
     fn addresses(&mut self) -> Result<Vec<Address>>;
     /// The IPv4 routes of the main table.
     fn routes(&mut self) -> Result<Vec<Route>>;
+    /// The permanent IPv4 neighbour entries of a link.
+    fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>>;
+    /// The FDB entries (with a remote) of a vxlan device.
+    fn fdb_entries(&mut self, index: u32) -> Result<Vec<FdbEntry>>;
     /// A sysctl (`/proc/sys` path) of this namespace.
     fn sysctl_get(&mut self, key: &str) -> Result<String>;
     fn sysctl_set(&mut self, key: &str, value: &str) -> Result<()>;
@@ -100,6 +105,14 @@ impl<K: Kernel + ?Sized> Kernel for Box<K> {
         (**self).routes()
     }
 
+    fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
+        (**self).neighbours(index)
+    }
+
+    fn fdb_entries(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
+        (**self).fdb_entries(index)
+    }
+
     fn sysctl_get(&mut self, key: &str) -> Result<String> {
         (**self).sysctl_get(key)
     }
@@ -132,6 +145,14 @@ impl Kernel for Netlink {
 
     fn routes(&mut self) -> Result<Vec<Route>> {
         Netlink::routes(self)
+    }
+
+    fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
+        Netlink::neighbours(self, index)
+    }
+
+    fn fdb_entries(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
+        Netlink::fdb_entries(self, index)
     }
 
     fn sysctl_get(&mut self, key: &str) -> Result<String> {

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod nftables;
 pub mod sysctl;
 pub mod tagged;
+pub mod vxlan;
 
 pub use address::Address;
 pub use bridge::{ensure_bridge, BridgeState, OtherAddresses, Ownership};

@@ -158,6 +158,13 @@ impl Netlink {
                     continue;
                 }
                 match payload {
+                    // A dump the kernel refused ends with its error in the DONE message.
+                    NetlinkPayload::Done(done) if done.code != 0 => {
+                        return Err(kernel_error(
+                            what,
+                            io::Error::from_raw_os_error(done.code.abs()),
+                        ));
+                    }
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::Error(err) => {
                         if let Some(code) = err.code {
@@ -213,6 +220,13 @@ impl Netlink {
                             )),
                             None => Ok(out),
                         };
+                    }
+                    // A dump the kernel refused ends with its error in the DONE message.
+                    NetlinkPayload::Done(done) if done.code != 0 => {
+                        return Err(kernel_error(
+                            what,
+                            io::Error::from_raw_os_error(done.code.abs()),
+                        ));
                     }
                     NetlinkPayload::Done(_) => return Ok(out),
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),

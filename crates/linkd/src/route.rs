@@ -20,7 +20,8 @@ pub struct Route {
     pub oif: Option<u32>,
 }
 
-fn message(route: &Route) -> RouteMessage {
+/// The message that describes a route (main table, unicast).
+pub(crate) fn route_message(route: &Route) -> RouteMessage {
     let mut msg = RouteMessage::default();
     msg.header.address_family = AddressFamily::Inet;
     msg.header.destination_prefix_length = route.destination.prefix_len();
@@ -81,7 +82,7 @@ fn describe(route: &Route) -> String {
 pub fn replace_route_request(route: &Route) -> Request {
     Request::new(
         format!("add route {}", describe(route)),
-        RouteNetlinkMessage::NewRoute(message(route)),
+        RouteNetlinkMessage::NewRoute(route_message(route)),
         NLM_F_CREATE | NLM_F_REPLACE,
     )
 }
@@ -95,7 +96,7 @@ impl Netlink {
     pub fn delete_route(&mut self, route: &Route) -> Result<()> {
         match self.execute(
             &format!("delete route {}", describe(route)),
-            RouteNetlinkMessage::DelRoute(message(route)),
+            RouteNetlinkMessage::DelRoute(route_message(route)),
             0,
         ) {
             Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),

@@ -148,3 +148,114 @@ fn rules_found_by_marker_are_deleted_by_handle() {
         assert_eq!(linkd::Iptables::default().save("nat").expect("save"), saved);
     });
 }
+
+fn ip_says(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn vxlan_device_with_permanent_neighbour_fdb_and_onlink_route() {
+    use linkd::vxlan::{
+        create_vxlan_request, delete_fdb_request, delete_neighbour_request, fdb_request,
+        neighbour_request, onlink_route_request, FdbEntry, Neighbour, VxlanSpec,
+    };
+    in_test_host(|| {
+        let mut nl = Netlink::open().expect("netlink");
+        // The underlay: a bridge carrying the node IP.
+        nl.create_bridge(&BridgeSpec {
+            name: "under0",
+            mac: [0x02, 0x42, 0, 0, 0, 9],
+            mtu: 1500,
+            alias: "netd-test",
+        })
+        .expect("underlay");
+        let under = nl.require_link("under0").expect("underlay");
+        nl.add_address(under.index, net("192.168.77.1/24"), "under0")
+            .expect("node ip");
+        let vtep = [0x06, 1, 2, 3, 4, 5];
+        nl.batch(vec![create_vxlan_request(&VxlanSpec {
+            name: "netd.42",
+            vni: 42,
+            local: Ipv4Addr::new(192, 168, 77, 1),
+            underlay: under.index,
+            port: 8472,
+            mtu: 1450,
+            mac: vtep,
+        })])
+        .expect("vxlan");
+        let vx = nl.require_link("netd.42").expect("vxlan exists");
+        assert_eq!(vx.kind.as_deref(), Some("vxlan"));
+        assert_eq!((vx.mtu, vx.mac), (1450, Some(vtep)));
+        let details = ip_says(&["-d", "link", "show", "netd.42"]);
+        for says in [
+            "vxlan id 42",
+            "local 192.168.77.1",
+            "dev under0",
+            "dstport 8472",
+            "nolearning",
+        ] {
+            assert!(details.contains(says), "{says}: {details}");
+        }
+        nl.set_up(vx.index, "netd.42").expect("up");
+
+        let peer_mac = [0x06, 9, 9, 9, 9, 9];
+        let gateway = Ipv4Addr::new(10, 244, 2, 0);
+        let neighbour = Neighbour {
+            index: vx.index,
+            ip: gateway,
+            mac: peer_mac,
+        };
+        let fdb = FdbEntry {
+            index: vx.index,
+            mac: peer_mac,
+            remote: Ipv4Addr::new(192, 168, 77, 2),
+        };
+        let program = || {
+            vec![
+                neighbour_request(&neighbour),
+                fdb_request(&fdb),
+                onlink_route_request(net("10.244.2.0/24"), gateway, vx.index),
+            ]
+        };
+        nl.batch(program()).expect("peer entries");
+        nl.batch(program()).expect("programming again replaces");
+        assert_eq!(nl.neighbours(vx.index).expect("neighbours"), [neighbour]);
+        assert_eq!(nl.fdb_entries(vx.index).expect("fdb"), [fdb]);
+        assert!(ip_says(&["neigh", "show", "dev", "netd.42"])
+            .contains("10.244.2.0 lladdr 06:09:09:09:09:09 PERMANENT"));
+        let fdb_text = Command::new("bridge")
+            .args(["fdb", "show", "dev", "netd.42"])
+            .output()
+            .expect("bridge");
+        assert!(
+            String::from_utf8_lossy(&fdb_text.stdout)
+                .contains("06:09:09:09:09:09 dst 192.168.77.2 self permanent"),
+            "{fdb_text:?}"
+        );
+        let routes = ip_says(&["route", "show", "10.244.2.0/24"]);
+        assert!(
+            routes.contains("10.244.2.0/24 via 10.244.2.0 dev netd.42 onlink"),
+            "{routes}"
+        );
+
+        // Removed in reverse: route, FDB, neighbour.
+        nl.delete_route(&Route {
+            destination: net("10.244.2.0/24"),
+            gateway: Some(gateway),
+            oif: Some(vx.index),
+        })
+        .expect("route gone");
+        nl.batch(vec![
+            delete_fdb_request(&fdb),
+            delete_neighbour_request(&neighbour),
+        ])
+        .expect("entries gone");
+        assert!(nl.neighbours(vx.index).expect("neighbours").is_empty());
+        assert!(nl.fdb_entries(vx.index).expect("fdb").is_empty());
+        assert!(ip_says(&["route", "show", "10.244.2.0/24"])
+            .trim()
+            .is_empty());
+    });
+}

@@ -11,7 +11,8 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::address::Address;
 use crate::error::Result;
@@ -19,6 +20,7 @@ use crate::kernel::Kernel;
 use crate::link::Link;
 use crate::netlink::{kernel_error, Request};
 use crate::route::{route_from_message, Route};
+use crate::vxlan::{FdbEntry, Neighbour};
 
 /// A fake kernel for unit tests: links, addresses and routes as a small model that the
 /// requests it understands change (creating bridges and veths, up, mtu, mac, alias,
@@ -31,6 +33,9 @@ pub struct RecordingKernel {
     pub links: Vec<Link>,
     pub addresses: BTreeMap<u32, Vec<Ipv4Net>>,
     pub routes: Vec<Route>,
+    /// Permanent neighbour entries and vxlan FDB entries.
+    pub neighbours: Vec<Neighbour>,
+    pub fdb: Vec<FdbEntry>,
     pub sysctls: BTreeMap<String, String>,
     /// What was asked, in order: request descriptions, and `sysctl KEY=VALUE`.
     pub log: Vec<String>,
@@ -132,6 +137,8 @@ impl RecordingKernel {
             let link = self.links.remove(position);
             self.addresses.remove(&link.index);
             self.routes.retain(|r| r.oif != Some(link.index));
+            self.neighbours.retain(|n| n.index != link.index);
+            self.fdb.retain(|e| e.index != link.index);
         }
     }
 
@@ -243,6 +250,49 @@ impl RecordingKernel {
                 self.routes.retain(|r| r.destination != route.destination);
                 self.routes.push(route);
             }
+            RouteNetlinkMessage::NewNeighbour(msg) | RouteNetlinkMessage::DelNeighbour(msg) => {
+                let adding = matches!(&request.message, RouteNetlinkMessage::NewNeighbour(_));
+                let index = msg.header.ifindex;
+                if !self.links.iter().any(|l| l.index == index) {
+                    return Err(errno(what, libc::ENODEV));
+                }
+                let ip = msg.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                });
+                let mac = msg.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::LinkLayerAddress(bytes) => {
+                        <[u8; 6]>::try_from(bytes.as_slice()).ok()
+                    }
+                    _ => None,
+                });
+                let (Some(ip), Some(mac)) = (ip, mac) else {
+                    return Err(errno(what, libc::EINVAL));
+                };
+                let gone = if msg.header.family == AddressFamily::Bridge {
+                    let entry = FdbEntry {
+                        index,
+                        mac,
+                        remote: ip,
+                    };
+                    self.fdb.retain(|e| !(e.index == index && e.mac == mac));
+                    if adding {
+                        self.fdb.push(entry);
+                    }
+                    false
+                } else {
+                    let before = self.neighbours.len();
+                    self.neighbours
+                        .retain(|n| !(n.index == index && n.ip == ip));
+                    if adding {
+                        self.neighbours.push(Neighbour { index, ip, mac });
+                    }
+                    !adding && self.neighbours.len() == before
+                };
+                if gone {
+                    return Err(errno(what, libc::ENOENT));
+                }
+            }
             RouteNetlinkMessage::DelRoute(msg) => {
                 let Some(route) = route_from_message(msg) else {
                     return Err(errno(what, libc::EINVAL));
@@ -322,6 +372,24 @@ impl Kernel for RecordingKernel {
 
     fn routes(&mut self) -> Result<Vec<Route>> {
         Ok(self.routes.clone())
+    }
+
+    fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
+        Ok(self
+            .neighbours
+            .iter()
+            .filter(|n| n.index == index)
+            .copied()
+            .collect())
+    }
+
+    fn fdb_entries(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
+        Ok(self
+            .fdb
+            .iter()
+            .filter(|e| e.index == index)
+            .copied()
+            .collect())
     }
 
     fn sysctl_get(&mut self, key: &str) -> Result<String> {

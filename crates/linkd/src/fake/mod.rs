@@ -29,6 +29,7 @@ use crate::netlink::Request;
 use crate::netns::Netns;
 use crate::route::Route;
 use crate::tagged::Tag;
+use crate::vxlan::{FdbEntry, Neighbour};
 
 /// Where a link is: the host (`None`) or a namespace's path.
 type Place = (Option<PathBuf>, String);
@@ -181,6 +182,14 @@ impl Kernel for FakeKernel {
 
     fn routes(&mut self) -> Result<Vec<Route>> {
         self.with(|k| k.routes())
+    }
+
+    fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
+        self.with(|k| k.neighbours(index))
+    }
+
+    fn fdb_entries(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
+        self.with(|k| k.fdb_entries(index))
     }
 
     fn sysctl_get(&mut self, key: &str) -> Result<String> {
