@@ -161,68 +161,65 @@ pub fn onlink_route_request(destination: Ipv4Net, gateway: Ipv4Addr, oif: u32) -
     )
 }
 
-fn mac_of(bytes: &[u8]) -> Option<Mac> {
-    <[u8; 6]>::try_from(bytes).ok()
+/// The address and MAC of a neighbour or FDB message. In AF_BRIDGE messages the address
+/// is not typed as IPv4, so four bytes count as one.
+pub(crate) fn address_and_mac(msg: &NeighbourMessage) -> Option<(Ipv4Addr, Mac)> {
+    let ip = msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+            <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(Ipv4Addr::from)
+        }
+        _ => None,
+    })?;
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    })?;
+    Some((ip, mac))
 }
 
 impl Netlink {
-    /// The permanent IPv4 neighbour entries of a link.
-    pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
+    /// The neighbour messages of a link, in one family.
+    fn neighbour_dump(
+        &mut self,
+        what: &str,
+        family: AddressFamily,
+        index: u32,
+    ) -> Result<Vec<NeighbourMessage>> {
         let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Inet;
+        req.header.family = family;
         // A strict dump filters by the attribute; the header's index must stay 0.
         req.attributes.push(NeighbourAttribute::IfIndex(index));
-        let answers = self.dump("list neighbours", RouteNetlinkMessage::GetNeighbour(req))?;
+        let answers = self.dump(what, RouteNetlinkMessage::GetNeighbour(req))?;
         Ok(answers
             .into_iter()
             .filter_map(|answer| match answer {
-                RouteNetlinkMessage::NewNeighbour(msg)
-                    if msg.header.ifindex == index
-                        && msg.header.state == NeighbourState::Permanent =>
-                {
-                    let ip = msg.attributes.iter().find_map(|a| match a {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                        _ => None,
-                    })?;
-                    let mac = msg.attributes.iter().find_map(|a| match a {
-                        NeighbourAttribute::LinkLayerAddress(bytes) => mac_of(bytes),
-                        _ => None,
-                    })?;
-                    Some(Neighbour { index, ip, mac })
-                }
+                RouteNetlinkMessage::NewNeighbour(msg) if msg.header.ifindex == index => Some(msg),
                 _ => None,
             })
             .collect())
     }
 
+    /// The permanent IPv4 neighbour entries of a link.
+    pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
+        let messages = self.neighbour_dump("list neighbours", AddressFamily::Inet, index)?;
+        Ok(messages
+            .iter()
+            .filter(|msg| msg.header.state == NeighbourState::Permanent)
+            .filter_map(address_and_mac)
+            .map(|(ip, mac)| Neighbour { index, ip, mac })
+            .collect())
+    }
+
     /// The FDB entries with a remote of a vxlan device.
     pub fn fdb_entries(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
-        let mut req = NeighbourMessage::default();
-        req.header.family = AddressFamily::Bridge;
-        req.attributes.push(NeighbourAttribute::IfIndex(index));
-        let answers = self.dump("list fdb entries", RouteNetlinkMessage::GetNeighbour(req))?;
-        Ok(answers
-            .into_iter()
-            .filter_map(|answer| match answer {
-                RouteNetlinkMessage::NewNeighbour(msg) if msg.header.ifindex == index => {
-                    // In an AF_BRIDGE message the remote's address is not typed as IPv4.
-                    let remote = msg.attributes.iter().find_map(|a| match a {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-                            <[u8; 4]>::try_from(bytes.as_slice())
-                                .ok()
-                                .map(Ipv4Addr::from)
-                        }
-                        _ => None,
-                    })?;
-                    let mac = msg.attributes.iter().find_map(|a| match a {
-                        NeighbourAttribute::LinkLayerAddress(bytes) => mac_of(bytes),
-                        _ => None,
-                    })?;
-                    Some(FdbEntry { index, mac, remote })
-                }
-                _ => None,
-            })
+        let messages = self.neighbour_dump("list fdb entries", AddressFamily::Bridge, index)?;
+        Ok(messages
+            .iter()
+            .filter_map(address_and_mac)
+            .map(|(remote, mac)| FdbEntry { index, mac, remote })
             .collect())
     }
 }

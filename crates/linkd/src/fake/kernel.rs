@@ -11,7 +11,6 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::address::Address;
@@ -20,7 +19,7 @@ use crate::kernel::Kernel;
 use crate::link::Link;
 use crate::netlink::{kernel_error, Request};
 use crate::route::{route_from_message, Route};
-use crate::vxlan::{FdbEntry, Neighbour};
+use crate::vxlan::{address_and_mac, FdbEntry, Neighbour};
 
 /// A fake kernel for unit tests: links, addresses and routes as a small model that the
 /// requests it understands change (creating bridges and veths, up, mtu, mac, alias,
@@ -256,17 +255,7 @@ impl RecordingKernel {
                 if !self.links.iter().any(|l| l.index == index) {
                     return Err(errno(what, libc::ENODEV));
                 }
-                let ip = msg.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                    _ => None,
-                });
-                let mac = msg.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::LinkLayerAddress(bytes) => {
-                        <[u8; 6]>::try_from(bytes.as_slice()).ok()
-                    }
-                    _ => None,
-                });
-                let (Some(ip), Some(mac)) = (ip, mac) else {
+                let Some((ip, mac)) = address_and_mac(msg) else {
                     return Err(errno(what, libc::EINVAL));
                 };
                 let gone = if msg.header.family == AddressFamily::Bridge {

@@ -373,4 +373,57 @@ mod tests {
         assert!(!fake.namespaces().is_mounted(&path));
         assert!(inner.links().is_err(), "the namespace is gone");
     }
+
+    #[test]
+    fn neighbour_and_fdb_entries_are_kept_replaced_and_go_with_their_link() {
+        use crate::vxlan::{
+            create_vxlan_request, delete_neighbour_request, fdb_request, neighbour_request,
+            FdbEntry, Neighbour, VxlanSpec,
+        };
+        let mut kernel = RecordingKernel::default();
+        kernel
+            .batch(vec![create_vxlan_request(&VxlanSpec {
+                name: "netd.1",
+                vni: 1,
+                local: "192.168.1.10".parse().expect("ip"),
+                underlay: 0,
+                port: 8472,
+                mtu: 1450,
+                mac: [6, 0, 0, 0, 0, 1],
+            })])
+            .expect("vxlan");
+        let vx = kernel.require_link("netd.1").expect("made");
+        assert_eq!(vx.kind.as_deref(), Some("vxlan"));
+        let neighbour = Neighbour {
+            index: vx.index,
+            ip: "10.244.2.0".parse().expect("ip"),
+            mac: [6, 0, 0, 0, 0, 2],
+        };
+        let fdb = FdbEntry {
+            index: vx.index,
+            mac: [6, 0, 0, 0, 0, 2],
+            remote: "192.168.1.11".parse().expect("ip"),
+        };
+        kernel
+            .batch(vec![neighbour_request(&neighbour), fdb_request(&fdb)])
+            .expect("entries");
+        let moved = FdbEntry {
+            remote: "192.168.1.12".parse().expect("ip"),
+            ..fdb
+        };
+        kernel.batch(vec![fdb_request(&moved)]).expect("replaced");
+        assert_eq!(kernel.neighbours(vx.index).expect("list"), [neighbour]);
+        assert_eq!(kernel.fdb_entries(vx.index).expect("list"), [moved]);
+        kernel
+            .batch(vec![delete_neighbour_request(&neighbour)])
+            .expect("deleted");
+        assert!(
+            kernel
+                .batch(vec![delete_neighbour_request(&neighbour)])
+                .is_err(),
+            "a missing entry cannot be deleted"
+        );
+        kernel.delete_link(vx.index, "netd.1").expect("link gone");
+        assert!(kernel.fdb.is_empty());
+    }
 }
