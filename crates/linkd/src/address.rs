@@ -56,10 +56,6 @@ impl Netlink {
         self.batch(vec![add_address_request(index, net, what)])
     }
 
-    pub fn delete_address(&mut self, index: u32, net: Ipv4Net) -> Result<()> {
-        self.batch(vec![delete_address_request(index, net)])
-    }
-
     /// Every IPv4 address in this namespace.
     pub fn addresses(&mut self) -> Result<Vec<Address>> {
         let mut req = AddressMessage::default();

@@ -302,26 +302,6 @@ impl Netlink {
         self.batch(vec![set_up_request(index, what)])
     }
 
-    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
-        self.batch(vec![set_mtu_request(index, mtu)])
-    }
-
-    pub fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Controller(master));
-        self.execute("set master", RouteNetlinkMessage::SetLink(msg), 0)
-    }
-
-    pub fn set_mac(&mut self, index: u32, mac: Mac) -> Result<()> {
-        self.batch(vec![set_mac_request(index, mac)])
-    }
-
-    /// Promiscuous mode on (the CNI bridge's `promiscMode`).
-    pub fn set_promisc(&mut self, index: u32) -> Result<()> {
-        self.batch(vec![set_promisc_request(index)])
-    }
-
     pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {
         self.batch(vec![set_hairpin_request(index, on)])
     }
