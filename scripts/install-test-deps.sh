@@ -6,11 +6,12 @@ set -euo pipefail
 # containernetworking-plugins: the reference CNI plugins the CNI tests mix with ours.
 # containerd, runc, busybox-static (the pause image), python3-grpcio and python3-protobuf
 # (the CRI client): the test that runs our plugins under containerd's CRI.
-# protobuf-compiler: protoc, which the etcd-client crate needs at build time; etcd-server and
+# protobuf-compiler and libprotobuf-dev (google/protobuf/*.proto): protoc, which the
+# etcd-client crate runs at build time; etcd-server and
 # etcd-client: the store the multi-host tests start on test-host addresses.
 packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3
   containernetworking-plugins containerd runc busybox-static python3-grpcio python3-protobuf
-  protobuf-compiler etcd-server etcd-client)
+  protobuf-compiler libprotobuf-dev etcd-server etcd-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

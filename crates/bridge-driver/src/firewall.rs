@@ -56,6 +56,9 @@ pub struct NetworkFirewall {
     pub dns: Option<std::net::Ipv4Addr>,
     /// Ports published by the network's sandboxes, in the order they were published.
     pub ports: Vec<PublishedPort>,
+    /// The cluster subnet of a cluster network (`subnet` is this node's part of it):
+    /// traffic within it is forwarded both ways without NAT; other networks cannot reach it.
+    pub cluster: Option<Ipv4Net>,
 }
 
 /// A published port of a sandbox, with the address it is forwarded to.
@@ -106,6 +109,7 @@ impl From<&Network> for NetworkFirewall {
             masquerade: n.masquerade,
             dns: n.dns.then_some(n.gateway),
             ports: Vec::new(),
+            cluster: n.cluster.as_ref().map(|c| c.config.network),
         }
     }
 }
@@ -159,6 +163,14 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
     // A published port is public: flows DNATed to it cross networks (both directions).
     isolation1.add("-m conntrack --ctstate DNAT -j RETURN");
     postrouting.add(format!("-j {CHAIN_HOSTPORT_MASQ}"));
+    // A cluster network's own traffic to its other nodes leaves through the overlay, not
+    // a bridge: it is no other network's, and other networks' traffic to it is dropped.
+    for net in networks {
+        if let Some(cluster) = net.cluster {
+            isolation1.add(format!("-d {cluster} -i {} -j RETURN", net.bridge));
+            isolation2.add(format!("-d {cluster} -j DROP"));
+        }
+    }
     for net in networks {
         let br = &net.bridge;
         if let Some(gateway) = net.dns {
@@ -187,9 +199,20 @@ pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
             chain.add(format!("-i {br} -o {br} -j {icc}"));
             chain.add(format!("-i {br} ! -o {br} -j ACCEPT"));
             chain.add(format!("-o {br} -m conntrack --ctstate DNAT -j ACCEPT"));
+            if let Some(cluster) = net.cluster {
+                // Sandboxes on other nodes, with their own addresses.
+                chain.add(format!("-s {cluster} -o {br} -j ACCEPT"));
+            }
             chain.add(format!("-o {br} -j DROP"));
-            if net.masquerade {
-                postrouting.add(format!("-s {} ! -o {br} -j MASQUERADE", net.subnet));
+            match (net.masquerade, net.cluster) {
+                (true, Some(cluster)) => postrouting.add(format!(
+                    "-s {} ! -d {cluster} ! -o {br} -j MASQUERADE",
+                    net.subnet
+                )),
+                (true, None) => {
+                    postrouting.add(format!("-s {} ! -o {br} -j MASQUERADE", net.subnet))
+                }
+                (false, _) => {}
             }
         }
         per_network.push(chain);
@@ -485,6 +508,7 @@ mod tests {
             masquerade: true,
             dns: None,
             ports: Vec::new(),
+            cluster: None,
         }
     }
 

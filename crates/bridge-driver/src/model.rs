@@ -41,6 +41,10 @@ pub struct Network {
     /// Resolvers this network forwards to instead of the host's (`--opt dns-upstream`).
     #[serde(default)]
     pub dns_upstreams: Vec<SocketAddr>,
+    /// Set on a cluster network (`--driver vxlan|host-gw`): the subnet above is this
+    /// node's lease of the cluster subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterMembership>,
 }
 
 impl Network {
@@ -346,6 +350,7 @@ pub fn build_network(
         default,
         dns: valid.options.dns.unwrap_or(!default),
         dns_upstreams: valid.options.dns_upstreams.clone(),
+        cluster: None,
     })
 }
 

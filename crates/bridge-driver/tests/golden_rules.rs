@@ -47,6 +47,7 @@ fn network(internal: bool, icc: bool, masquerade: bool) -> NetworkFirewall {
         masquerade,
         dns: Some("172.18.0.1".parse().expect("gateway")),
         ports: Vec::new(),
+        cluster: None,
     }
 }
 
@@ -80,6 +81,25 @@ fn two_networks_on_an_empty_host_with_a_stale_chain() {
     check(
         "two-networks-fresh-host.rules",
         &restore_text(&ruleset, &stale, &fixes),
+    );
+}
+
+/// A cluster network (this node's 10.244.1.0/24 of 10.244.0.0/16) beside a local one:
+/// no NAT within the cluster subnet, other nodes' sandboxes let in, the local network
+/// kept out of it.
+#[test]
+fn cluster_network_beside_a_local_one() {
+    let local = network(false, true, true);
+    let mut cluster = network(false, true, true);
+    cluster.id = "c1".repeat(32);
+    cluster.bridge = "br-c1c1c1c1c1c1".into();
+    cluster.subnet = "10.244.1.0/24".parse().expect("subnet");
+    cluster.dns = Some("10.244.1.1".parse().expect("gateway"));
+    cluster.cluster = Some("10.244.0.0/16".parse().expect("cluster"));
+    let ruleset = desired(&[local, cluster]);
+    check(
+        "cluster-network.rules",
+        &restore_text(&ruleset, &StaleChains::default(), &Default::default()),
     );
 }
 

@@ -13,6 +13,7 @@ pub mod link;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod overlay;
 pub mod sysctl;
 pub mod tagged;
 pub mod vxlan;
@@ -27,6 +28,7 @@ pub use kernel::{Kernel, MountedNamespaces, Namespaces};
 pub use link::{format_mac, parse_mac, BridgeSpec, Link, Mac, VethSpec};
 pub use netlink::{Netlink, Request};
 pub use netns::{Netns, NetnsGuard};
+pub use overlay::{ensure_overlay, remove_overlay, OverlayState, PeerEntry, VxlanState};
 pub use route::Route;
 pub use tagged::{Tag, TaggedRules};
 

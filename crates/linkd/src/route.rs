@@ -87,6 +87,15 @@ pub fn replace_route_request(route: &Route) -> Request {
     )
 }
 
+/// The request that deletes a route.
+pub fn delete_route_request(route: &Route) -> Request {
+    Request::new(
+        format!("delete route {}", describe(route)),
+        RouteNetlinkMessage::DelRoute(route_message(route)),
+        0,
+    )
+}
+
 impl Netlink {
     pub fn replace_route(&mut self, route: &Route) -> Result<()> {
         self.batch(vec![replace_route_request(route)])
@@ -94,11 +103,7 @@ impl Netlink {
 
     /// Deletes a route; one that is already gone is not an error.
     pub fn delete_route(&mut self, route: &Route) -> Result<()> {
-        match self.execute(
-            &format!("delete route {}", describe(route)),
-            RouteNetlinkMessage::DelRoute(route_message(route)),
-            0,
-        ) {
+        match self.batch(vec![delete_route_request(route)]) {
             Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
             other => other,
         }

@@ -41,6 +41,7 @@ pub fn network(id: &str, subnet: &str, internal: bool) -> Network {
         default: false,
         dns: true,
         dns_upstreams: Vec::new(),
+        cluster: None,
     }
 }
 
