@@ -242,7 +242,7 @@ impl NetworkRequest {
             if driver != "bridge" {
                 return Err(ModelError::invalid(
                     "--driver",
-                    format!("unknown driver {driver:?} (available: bridge)"),
+                    format!("unknown driver {driver:?} (available: bridge, vxlan, host-gw)"),
                 ));
             }
         }

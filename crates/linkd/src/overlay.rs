@@ -88,14 +88,20 @@ impl OverlayState {
 }
 
 /// Makes the kernel match `plan`; returns what it changed (empty when all was in place).
-pub fn ensure_overlay<K: Kernel + ?Sized>(kernel: &mut K, plan: &OverlayState) -> Result<Vec<String>> {
+pub fn ensure_overlay<K: Kernel + ?Sized>(
+    kernel: &mut K,
+    plan: &OverlayState,
+) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     let device = match &plan.device {
         Some(state) => Some(ensure_vxlan(kernel, state, &mut changes)?),
         None => None,
     };
     let (neighbours, fdb) = match &device {
-        Some(link) => (kernel.neighbours(link.index)?, kernel.fdb_entries(link.index)?),
+        Some(link) => (
+            kernel.neighbours(link.index)?,
+            kernel.fdb_entries(link.index)?,
+        ),
         None => (Vec::new(), Vec::new()),
     };
     let routes = kernel.routes()?;
@@ -404,7 +410,9 @@ mod tests {
             oif: Some(2),
         });
         ensure_overlay(&mut k, &p).expect("apply");
-        assert!(k.log.contains(&"add route 10.244.4.0/24 via 192.168.50.4".to_string()));
+        assert!(k
+            .log
+            .contains(&"add route 10.244.4.0/24 via 192.168.50.4".to_string()));
         remove_overlay(&mut k, &p).expect("remove");
         let left: Vec<Ipv4Net> = k.routes.iter().map(|r| r.destination).collect();
         assert_eq!(left, [net("10.244.1.0/24")]);

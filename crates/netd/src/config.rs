@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+use crate::cluster::{parse_duration, parse_store, ClusterSettings, TlsFiles};
 use crate::error::{NetdError, Result};
 
 /// Command-line flags of `netd`.
@@ -45,6 +46,33 @@ pub struct Args {
     /// it name resolution (off by default, as in Docker), `dns-upstream=IP[,IP]`.
     #[arg(long = "default-network-opt", value_name = "KEY=VALUE")]
     pub default_network_opts: Vec<String>,
+    /// Join a cluster: its etcd members, etcd://HOST:PORT[,HOST:PORT...]. Enables the
+    /// vxlan and host-gw drivers.
+    #[arg(long, value_name = "etcd://HOST:PORT[,...]")]
+    pub cluster_store: Option<String>,
+    /// The address other nodes reach this one on [default: the source address of the
+    /// default route].
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<String>,
+    /// This node's name in the cluster [default: the hostname].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// How long this node's subnet leases last without renewal (24h, 30s, or seconds);
+    /// they are renewed every third of it [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub lease_ttl: Option<String>,
+    /// The root of netd's keys in etcd [default: /netd].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// CA certificate (PEM) of an etcd served over TLS.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key (PEM) for etcd.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_keyfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +89,14 @@ struct FileConfig {
     /// Spelled as the flag is; the plural was this key's first spelling.
     #[serde(rename = "default-network-opt", alias = "default-network-opts")]
     default_network_opts: Option<Vec<String>>,
+    cluster_store: Option<String>,
+    node_ip: Option<String>,
+    node_name: Option<String>,
+    lease_ttl: Option<String>,
+    etcd_prefix: Option<String>,
+    etcd_cafile: Option<PathBuf>,
+    etcd_certfile: Option<PathBuf>,
+    etcd_keyfile: Option<PathBuf>,
 }
 
 /// The settings netd runs with.
@@ -77,6 +113,8 @@ pub struct Config {
     pub resolv_conf: PathBuf,
     /// Options of the default network (`dns`, `dns-upstream`).
     pub default_network_options: std::collections::BTreeMap<String, String>,
+    /// Set when netd joins a cluster (`--cluster-store`).
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -85,6 +123,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let cluster = cluster_settings(args, &file)?;
         let root = args
             .root
             .clone()
@@ -154,6 +193,7 @@ impl Config {
         bridge_driver::BridgeOptions::parse(&default_network_options)
             .map_err(|e| NetdError::Invalid(format!("--default-network-opt: {e}")))?;
         Ok(Config {
+            cluster,
             default_network_options,
             resolv_conf,
             firewall_check,
@@ -165,6 +205,86 @@ impl Config {
             default_network,
         })
     }
+}
+
+/// The cluster flags, checked; `None` without `--cluster-store`, when every other
+/// cluster flag is refused too (it would do nothing).
+fn cluster_settings(args: &Args, file: &FileConfig) -> Result<Option<ClusterSettings>> {
+    let store = args.cluster_store.clone().or(file.cluster_store.clone());
+    let node_ip = args.node_ip.clone().or(file.node_ip.clone());
+    let node_name = args.node_name.clone().or(file.node_name.clone());
+    let lease_ttl = args.lease_ttl.clone().or(file.lease_ttl.clone());
+    let prefix = args.etcd_prefix.clone().or(file.etcd_prefix.clone());
+    let ca = args.etcd_cafile.clone().or(file.etcd_cafile.clone());
+    let cert = args.etcd_certfile.clone().or(file.etcd_certfile.clone());
+    let key = args.etcd_keyfile.clone().or(file.etcd_keyfile.clone());
+    let Some(store) = store else {
+        let given = [
+            ("--node-ip", node_ip.is_some()),
+            ("--node-name", node_name.is_some()),
+            ("--lease-ttl", lease_ttl.is_some()),
+            ("--etcd-prefix", prefix.is_some()),
+            ("--etcd-cafile", ca.is_some()),
+            ("--etcd-certfile", cert.is_some()),
+            ("--etcd-keyfile", key.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(NetdError::Invalid(format!(
+                "{flag}: only meaningful with --cluster-store"
+            )));
+        }
+        return Ok(None);
+    };
+    if cert.is_some() != key.is_some() {
+        return Err(NetdError::Invalid(
+            "--etcd-certfile and --etcd-keyfile go together".into(),
+        ));
+    }
+    for path in [&ca, &cert, &key].into_iter().flatten() {
+        if !path.is_file() {
+            return Err(NetdError::Invalid(format!(
+                "--etcd-*file: {} does not exist",
+                path.display()
+            )));
+        }
+    }
+    let tls = (ca.is_some() || cert.is_some()).then(|| TlsFiles { ca, cert, key });
+    let endpoints = parse_store(&store, tls.is_some())?;
+    let node_ip = node_ip
+        .map(|text| {
+            text.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                NetdError::Invalid(format!("--node-ip: {text:?} is not an IPv4 address"))
+            })
+        })
+        .transpose()?;
+    let node_name = match node_name {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .map_err(|e| {
+                NetdError::Invalid(format!("--node-name: no hostname to default to: {e}"))
+            })?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    bridge_driver::names::validate_name("--node-name", &node_name)?;
+    let lease_ttl = match lease_ttl {
+        Some(text) => parse_duration("--lease-ttl", &text)?,
+        None => std::time::Duration::from_secs(24 * 3600),
+    };
+    let prefix = prefix.unwrap_or_else(|| "/netd".into());
+    if !prefix.starts_with('/') || prefix.contains("//") {
+        return Err(NetdError::Invalid(format!(
+            "--etcd-prefix: {prefix:?} must be an absolute key path such as /netd"
+        )));
+    }
+    Ok(Some(ClusterSettings {
+        endpoints,
+        tls,
+        node_ip,
+        node_name,
+        lease_ttl,
+        prefix: prefix.trim_end_matches('/').to_string(),
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {

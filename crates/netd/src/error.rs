@@ -31,6 +31,9 @@ pub enum NetdError {
         #[source]
         source: std::io::Error,
     },
+    /// A service the operation needs does not answer now (the cluster store).
+    #[error("{0}")]
+    Unavailable(String),
     /// Something that should not happen (a stopped engine thread, an inconsistent record).
     #[error("{0}")]
     Internal(String),
@@ -71,6 +74,7 @@ impl NetdError {
             | NetdError::Store { .. }
             | NetdError::Io { .. }
             | NetdError::Internal(_) => 500,
+            NetdError::Unavailable(_) => 503,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! shares with it.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod engine;

@@ -131,6 +131,9 @@ pub struct State {
     pub networks: BTreeMap<String, Network>,
     pub sandboxes: BTreeMap<String, Sandbox>,
     pub pools: HashMap<String, Pool>,
+    /// Sandboxes of other nodes on cluster networks (by network id), for DNS; from the
+    /// cluster store, not recorded.
+    pub remote_names: HashMap<String, Vec<crate::cluster::NameRecord>>,
 }
 
 /// Resolves a reference the way Docker does: exact name, then full id, then a unique id

@@ -95,6 +95,45 @@ fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ModelError>
 }
 
 impl FlannelConfig {
+    /// The configuration of `network create` when its driver is a cluster driver;
+    /// `None` for a local (bridge) network. Options a cluster network cannot have
+    /// (`--gateway`, `--ip-range`, `--internal`) are refused.
+    pub fn from_network_request(
+        request: &crate::model::NetworkRequest,
+    ) -> Result<Option<FlannelConfig>, ModelError> {
+        let Some(driver) = request.driver.as_deref().filter(|d| *d != "bridge") else {
+            return Ok(None);
+        };
+        let driver = Driver::parse(driver)?;
+        crate::names::validate_name("name", &request.name)?;
+        let subnet = request.subnet.as_deref().ok_or_else(|| {
+            ModelError::invalid(
+                "--subnet",
+                format!(
+                    "a {} network needs its cluster subnet (such as 10.244.0.0/16)",
+                    driver.as_str()
+                ),
+            )
+        })?;
+        let subnet = crate::model::parse_subnet("--subnet", subnet)?;
+        for (given, field) in [
+            (request.gateway.is_some(), "--gateway"),
+            (request.ip_range.is_some(), "--ip-range"),
+            (request.internal, "--internal"),
+        ] {
+            if given {
+                return Err(ModelError::invalid(
+                    field,
+                    format!(
+                        "not available on a {} network (each node's bridge takes the first address of its subnet)",
+                        driver.as_str()
+                    ),
+                ));
+            }
+        }
+        FlannelConfig::from_request(subnet, driver, &request.options).map(Some)
+    }
+
     /// The configuration of a new cluster network from `network create`'s flags: the
     /// cluster subnet, the driver and `--opt` options. Checks every value, so that
     /// nothing is written for bad input.

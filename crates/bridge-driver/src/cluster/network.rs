@@ -196,8 +196,7 @@ mod tests {
         for (subnet, ip) in peers {
             let mut peer = m.clone();
             peer.node_ip = ip.parse().expect("ip");
-            m.peers
-                .push((subnet.parse().expect("net"), peer.lease()));
+            m.peers.push((subnet.parse().expect("net"), peer.lease()));
         }
         m
     }
@@ -207,10 +206,19 @@ mod tests {
         let m = membership(
             Driver::Vxlan,
             true,
-            &[("10.244.2.0/24", "192.168.50.2"), ("10.244.3.0/24", "10.9.0.3")],
+            &[
+                ("10.244.2.0/24", "192.168.50.2"),
+                ("10.244.3.0/24", "10.9.0.3"),
+            ],
         );
-        let net = build_cluster_network("n", "t".into(), "10.244.1.0/24".parse().expect("net"), m, 1500)
-            .expect("network");
+        let net = build_cluster_network(
+            "n",
+            "t".into(),
+            "10.244.1.0/24".parse().expect("net"),
+            m,
+            1500,
+        )
+        .expect("network");
         assert_eq!(net.gateway.to_string(), "10.244.1.1");
         assert_eq!(net.mtu, 1450);
         assert_eq!(net.driver, "vxlan");
@@ -230,10 +238,19 @@ mod tests {
         let m = membership(
             Driver::HostGw,
             false,
-            &[("10.244.2.0/24", "192.168.50.2"), ("10.244.3.0/24", "10.9.0.3")],
+            &[
+                ("10.244.2.0/24", "192.168.50.2"),
+                ("10.244.3.0/24", "10.9.0.3"),
+            ],
         );
-        let net = build_cluster_network("n", "t".into(), "10.244.1.0/24".parse().expect("net"), m, 1500)
-            .expect("network");
+        let net = build_cluster_network(
+            "n",
+            "t".into(),
+            "10.244.1.0/24".parse().expect("net"),
+            m,
+            1500,
+        )
+        .expect("network");
         assert_eq!(net.mtu, 1500);
         let (overlay, plans) =
             overlay_plan(&net, &["192.168.50.0/24".parse().expect("net")]).expect("cluster");

@@ -8,13 +8,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use bridge_driver::cluster::FlannelConfig;
 use bridge_driver::NetworkRequest;
 use serde::Deserialize;
 
 use super::types::{
     ConnectRequest, DisconnectRequest, Empty, ErrorMessage, NetworkCreated, NetworkInfo,
-    NetworkRemoved, NetworksPruned, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
+    NetworkRemoved, NetworksPruned, NodeRemoved, ProcessRequest, Reconciled, RunRequest, SandboxId,
+    SandboxInfo,
 };
+use crate::cluster::{ClusterHandle, NodeLease};
 use crate::engine::EngineHandle;
 use crate::error::NetdError;
 
@@ -44,7 +47,30 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-pub fn router(engine: EngineHandle) -> Router {
+/// What the handlers reach: the engine, and the cluster agent when netd is clustered.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub engine: EngineHandle,
+    pub cluster: Option<ClusterHandle>,
+}
+
+impl axum::extract::FromRef<Services> for EngineHandle {
+    fn from_ref(services: &Services) -> EngineHandle {
+        services.engine.clone()
+    }
+}
+
+impl Services {
+    fn cluster(&self, what: &str) -> Result<&ClusterHandle, ApiError> {
+        self.cluster.as_ref().ok_or_else(|| {
+            ApiError(NetdError::Invalid(format!(
+                "{what}: this netd has no cluster store (start it with --cluster-store etcd://HOST:PORT)"
+            )))
+        })
+    }
+}
+
+pub fn router(services: Services) -> Router {
     Router::new()
         .route("/_ping", get(|| async { "OK" }))
         .route("/networks", get(list_networks).post(create_network))
@@ -60,7 +86,9 @@ pub fn router(engine: EngineHandle) -> Router {
         .route("/sandboxes/{name}", delete(remove_sandbox))
         .route("/sandboxes/{name}/processes", post(add_process))
         .route("/system/reconcile", post(reconcile))
-        .with_state(engine)
+        .route("/cluster/nodes", get(cluster_nodes))
+        .route("/cluster/nodes/{name}", delete(remove_cluster_node))
+        .with_state(services)
 }
 
 async fn list_networks(State(e): State<EngineHandle>) -> ApiResult<Vec<NetworkInfo>> {
@@ -68,10 +96,19 @@ async fn list_networks(State(e): State<EngineHandle>) -> ApiResult<Vec<NetworkIn
 }
 
 async fn create_network(
-    State(e): State<EngineHandle>,
+    State(services): State<Services>,
     Json(req): Json<NetworkRequest>,
 ) -> ApiResult<NetworkCreated> {
-    let network = e.call(move |e| e.create_network(req)).await?;
+    if let Some(config) = FlannelConfig::from_network_request(&req).map_err(NetdError::from)? {
+        let driver = req.driver.clone().unwrap_or_default();
+        let cluster = services.cluster(&format!("--driver {driver}"))?;
+        let id = cluster.create(req.name, config).await?;
+        return Ok(Json(NetworkCreated {
+            id,
+            warning: String::new(),
+        }));
+    }
+    let network = services.engine.call(move |e| e.create_network(req)).await?;
     Ok(Json(NetworkCreated {
         id: network.id,
         warning: String::new(),
@@ -90,11 +127,38 @@ async fn inspect_network(
 }
 
 async fn remove_network(
-    State(e): State<EngineHandle>,
+    State(services): State<Services>,
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<NetworkRemoved> {
-    let name = e.call(move |e| e.remove_network(&name)).await?;
+    let reference = name.clone();
+    let cluster_name = services
+        .engine
+        .call(move |e| Ok(e.cluster_network_name(&reference)))
+        .await?;
+    if let (Some(name), Some(cluster)) = (cluster_name, services.cluster.as_ref()) {
+        let name = cluster.remove(name).await?;
+        return Ok(Json(NetworkRemoved { name }));
+    }
+    let name = services
+        .engine
+        .call(move |e| e.remove_network(&name))
+        .await?;
     Ok(Json(NetworkRemoved { name }))
+}
+
+async fn cluster_nodes(State(services): State<Services>) -> ApiResult<Vec<NodeLease>> {
+    Ok(Json(services.cluster("cluster nodes")?.nodes().await?))
+}
+
+async fn remove_cluster_node(
+    State(services): State<Services>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<NodeRemoved> {
+    let released = services
+        .cluster("cluster node rm")?
+        .remove_node(name)
+        .await?;
+    Ok(Json(NodeRemoved { released }))
 }
 
 async fn prune_networks(State(e): State<EngineHandle>) -> ApiResult<NetworksPruned> {

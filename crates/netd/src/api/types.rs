@@ -45,6 +45,26 @@ pub struct NetworkInfo {
     pub containers: BTreeMap<String, NetworkContainer>,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// A cluster network's whole subnet (IPAM shows this node's part of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_subnet: Option<String>,
+    /// A cluster network's nodes, this one first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// A node of a cluster network, as `network inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClusterNode {
+    pub name: String,
+    #[serde(rename = "NodeIP")]
+    pub node_ip: String,
+    pub subnet: String,
+    /// Whether this node can reach the node's subnet; why not.
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +204,13 @@ pub struct NetworkCreated {
 #[serde(rename_all = "PascalCase")]
 pub struct NetworkRemoved {
     pub name: String,
+}
+
+/// `DELETE /cluster/nodes/{name}`: the leases released (`<network> <subnet>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeRemoved {
+    pub released: Vec<String>,
 }
 
 /// `POST /networks/prune`.

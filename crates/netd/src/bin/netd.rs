@@ -62,6 +62,21 @@ fn run() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let cluster = match &config.cluster {
+            Some(settings) => {
+                let (ip, name) = (settings.node_ip, settings.node_name.clone());
+                let node = engine.call(move |e| e.cluster_node(ip, &name)).await?;
+                tracing::info!(
+                    "cluster node {} at {} (underlay {}), store {}",
+                    node.node_name,
+                    node.node_ip,
+                    node.underlay,
+                    settings.endpoints.join(",")
+                );
+                Some(netd::cluster::spawn(settings.clone(), node, engine.clone()))
+            }
+            None => None,
+        };
         let listener = server::bind(&config.socket)
             .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
         tracing::info!("netd listening on {}", config.socket.display());
@@ -73,10 +88,13 @@ fn run() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {},
             }
         };
-        axum::serve(listener, server::router(engine))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("API server failed")?;
+        axum::serve(
+            listener,
+            server::router(server::Services { engine, cluster }),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("API server failed")?;
         let _ = std::fs::remove_file(&config.socket);
         tracing::info!("netd stopped; networks and sandboxes keep running");
         Ok(())

@@ -97,6 +97,28 @@ impl Records {
                 records.scopes.insert(endpoint.ip, scope);
             }
         }
+        // Sandboxes of other nodes on cluster networks: their name, short id and aliases.
+        for (network_id, remote) in &state.remote_names {
+            let Some(&index) = index_of.get(network_id.as_str()) else {
+                continue;
+            };
+            let network = &mut records.networks[index];
+            for record in remote {
+                let short_id = &record.id[..record.id.len().min(12)];
+                let names = [record.name.as_str(), short_id]
+                    .into_iter()
+                    .chain(record.aliases.iter().map(String::as_str));
+                for name in names {
+                    let entry = network.names.entry(name.to_ascii_lowercase()).or_default();
+                    if !entry.contains(&record.ip) {
+                        entry.push(record.ip);
+                    }
+                }
+                if let Some(fqdn) = qualified(&record.name) {
+                    network.reverse.insert(record.ip, fqdn);
+                }
+            }
+        }
         records
     }
 

@@ -8,7 +8,7 @@ use linkd::format_mac;
 
 use super::Engine;
 use crate::api::types::{
-    ConfigFrom, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    ClusterNode, ConfigFrom, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
     NetworkContainer, NetworkInfo, NetworkSettings, PortBinding, PortMap, SandboxConfig,
     SandboxInfo, SandboxState,
 };
@@ -40,7 +40,11 @@ impl Engine {
             name: network.name.clone(),
             id: network.id.clone(),
             created: network.created.clone(),
-            scope: "local".into(),
+            scope: if network.cluster.is_some() {
+                "global".into()
+            } else {
+                "local".into()
+            },
             driver: network.driver.clone(),
             enable_ipv4: true,
             enable_ipv6: false,
@@ -63,7 +67,42 @@ impl Engine {
             containers,
             options: network.options.clone(),
             labels: network.labels.clone(),
+            cluster_subnet: network
+                .cluster
+                .as_ref()
+                .map(|c| c.config.network.to_string()),
+            nodes: self.cluster_nodes(network),
         }
+    }
+
+    /// A cluster network's nodes: this one, then each peer with whether it is reached.
+    fn cluster_nodes(&self, network: &Network) -> Vec<ClusterNode> {
+        let Some(membership) = &network.cluster else {
+            return Vec::new();
+        };
+        let mut nodes = vec![ClusterNode {
+            name: membership.node_name.clone(),
+            node_ip: membership.node_ip.to_string(),
+            subnet: network.subnet.to_string(),
+            reachable: true,
+            reason: String::new(),
+        }];
+        if let Some((_, peers)) = bridge_driver::cluster::overlay_plan(network, &self.connected) {
+            nodes.extend(peers.into_iter().map(|p| {
+                let reason = match p.route {
+                    bridge_driver::cluster::PeerRoute::Unreachable { reason } => reason,
+                    _ => String::new(),
+                };
+                ClusterNode {
+                    name: p.node_name,
+                    node_ip: p.node_ip.to_string(),
+                    subnet: p.subnet.to_string(),
+                    reachable: reason.is_empty(),
+                    reason,
+                }
+            }));
+        }
+        nodes
     }
 
     pub fn inspect_networks(&self, references: &[String]) -> Result<Vec<NetworkInfo>> {

@@ -4,6 +4,7 @@
 //! serialised without locks, and namespace switches (`setns`) happen on a thread that
 //! nothing else uses. The API sends it jobs and awaits the answers.
 
+mod cluster;
 mod dataplane;
 mod inspect;
 mod networks;
@@ -102,6 +103,11 @@ pub struct Engine {
     /// Counts committed changes; the DNS records are rebuilt when it moves.
     changes: std::cell::Cell<u64>,
     published: u64,
+    /// Where this node's names on cluster networks go (the cluster agent), when clustered.
+    names: Option<tokio::sync::watch::Sender<crate::cluster::LocalNames>>,
+    /// The subnets of this host's own interfaces when last looked at (where host-gw peers
+    /// can be), for `network inspect`.
+    connected: Vec<Ipv4Net>,
 }
 
 const DEFAULT_NETWORK_NAME: &str = "bridge";
@@ -133,6 +139,8 @@ impl Engine {
             dns: crate::dns::DnsService::start(config.resolv_conf.clone())?,
             changes: std::cell::Cell::new(0),
             published: 0,
+            names: None,
+            connected: Vec::new(),
             host: system.host,
             namespaces: system.namespaces,
             firewall: system.firewall,
@@ -162,6 +170,7 @@ impl Engine {
         for problem in &problems {
             tracing::warn!("{problem}");
         }
+        self.publish_cluster_names();
         problems
     }
 
@@ -314,7 +323,7 @@ impl Engine {
         self.store.commit(changes)
     }
 
-    fn paths(&self) -> &Paths {
+    pub fn paths(&self) -> &Paths {
         &self.config.paths
     }
 
@@ -336,6 +345,7 @@ fn serve(engine: &mut Engine, jobs: &mpsc::Receiver<Job>, check: Option<Duration
                 let now = Instant::now();
                 if now >= deadline {
                     engine.check_firewall();
+                    engine.check_overlays();
                     due = Some(Instant::now() + interval);
                     continue;
                 }

@@ -95,7 +95,9 @@ impl Engine {
     fn apply_network(&mut self, network: &Network) -> Result<()> {
         dataplane::ensure_bridge(&mut self.host, &bridge_plan(network))?;
         self.apply_host_sysctls()?;
-        self.apply_firewall(&StaleChains::default())
+        self.apply_firewall(&StaleChains::default())?;
+        self.apply_overlay(network)?;
+        Ok(())
     }
 
     pub(super) fn apply_host_sysctls(&mut self) -> Result<()> {
@@ -154,8 +156,10 @@ impl Engine {
             filter: vec![network_chain(&network.id)],
             nat: vec![hostport_chain(&network.id)],
         };
+        let overlay = self.remove_overlay(network);
         let firewall = self.apply_firewall(&stale);
         let link = self.host.delete_link_by_name(&network.bridge);
+        overlay?;
         firewall?;
         link?;
         Ok(())
@@ -167,6 +171,12 @@ impl Engine {
         if network.default {
             return Err(NetdError::Conflict(format!(
                 "{} is a pre-defined network and cannot be removed",
+                network.name
+            )));
+        }
+        if network.cluster.is_some() {
+            return Err(NetdError::Unavailable(format!(
+                "{} is a cluster network: it is removed through the cluster store, which this netd is not connected to",
                 network.name
             )));
         }
@@ -192,7 +202,9 @@ impl Engine {
             .state
             .networks
             .values()
-            .filter(|n| !n.default && self.state.attached(&n.id).next().is_none())
+            .filter(|n| {
+                !n.default && n.cluster.is_none() && self.state.attached(&n.id).next().is_none()
+            })
             .cloned()
             .collect();
         let mut removed = Vec::new();

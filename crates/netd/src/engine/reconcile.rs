@@ -37,6 +37,11 @@ impl Engine {
                 repairs.push(format!("network {}: {repair}", network.name));
             }
         }
+        for network in networks.iter().filter(|n| n.cluster.is_some()) {
+            for repair in self.apply_overlay(network)? {
+                repairs.push(format!("network {}: {repair}", network.name));
+            }
+        }
         self.apply_host_sysctls()?;
         let wanted = self.firewall_networks();
         let firewall = dataplane::reconcile_firewall(&mut *self.firewall, &wanted)?;

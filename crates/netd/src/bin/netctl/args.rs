@@ -71,6 +71,25 @@ pub enum Cmd {
     /// System operations.
     #[command(subcommand)]
     System(SystemCmd),
+    /// The cluster this node is in (netd --cluster-store).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// List the nodes: their address and, per cluster network, subnet, backend and the
+    /// lease's expiry.
+    Nodes,
+    /// Manage a node.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Release a dead node's leases and names now, instead of when they expire.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

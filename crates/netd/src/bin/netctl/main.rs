@@ -14,10 +14,10 @@ use hyper::Method;
 use netd::api::client::Client;
 use netd::api::types::{
     ConnectRequest, DisconnectRequest, Empty, NetworkCreated, NetworkInfo, NetworkRequest,
-    NetworksPruned, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
+    NetworksPruned, NodeRemoved, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
 };
 
-use args::{Cli, Cmd, ListArgs, NetworkCmd, RunArgs, SystemCmd};
+use args::{Cli, ClusterCmd, Cmd, ListArgs, NetworkCmd, NodeCmd, RunArgs, SystemCmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -110,6 +110,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 format!("/sandboxes/{name}?force={force}")
             })
             .await
+        }
+        Cmd::Cluster(ClusterCmd::Nodes) => {
+            let nodes: Vec<netd::cluster::NodeLease> = client.get("/cluster/nodes").await?;
+            output::print_nodes(&nodes);
+            Ok(0)
+        }
+        Cmd::Cluster(ClusterCmd::Node(NodeCmd::Rm { name })) => {
+            let answer: NodeRemoved = client
+                .send(Method::DELETE, &format!("/cluster/nodes/{name}"))
+                .await?;
+            for lease in answer.released {
+                println!("released {lease}");
+            }
+            Ok(0)
         }
         Cmd::System(SystemCmd::Reconcile) => {
             let answer: Reconciled = client.send(Method::POST, "/system/reconcile").await?;

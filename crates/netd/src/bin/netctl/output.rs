@@ -55,6 +55,39 @@ fn print_rows(
     }
 }
 
+pub fn print_nodes(nodes: &[netd::cluster::NodeLease]) {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.node_ip.to_string(),
+                n.network.clone(),
+                n.subnet.to_string(),
+                n.backend.clone(),
+                match n.expires_in {
+                    Some(seconds) => humantime::format_duration(std::time::Duration::from_secs(
+                        u64::try_from(seconds).unwrap_or(0),
+                    ))
+                    .to_string(),
+                    None => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME",
+            "NODE IP",
+            "NETWORK",
+            "SUBNET",
+            "BACKEND",
+            "EXPIRES IN",
+        ],
+        &rows,
+    );
+}
+
 pub fn print_networks(list: &[NetworkInfo], quiet: bool, format: Option<&str>) {
     let rows: Vec<Vec<String>> = list
         .iter()

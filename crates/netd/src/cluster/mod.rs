@@ -1,0 +1,151 @@
+//! Cluster networks across hosts: the agent that keeps this node's part of the cluster in
+//! etcd (its leases, its sandboxes' names) and follows everyone else's, handing what it
+//! learns to the engine, which alone changes the kernel.
+//!
+//! Keys (flannel's layout under a per-network prefix; `--etcd-prefix` moves the root):
+//! - `<prefix>/networks/<name>/config`: flannel's network configuration JSON;
+//! - `<prefix>/networks/<name>/subnets/<ip>-<len>`: a node's lease (flannel's LeaseAttrs),
+//!   attached to the node's etcd lease, so it goes when the node stops renewing;
+//! - `<prefix>/networks/<name>/names/<node>/<sandbox id>`: a sandbox's name, aliases and
+//!   address, for every node's DNS (attached to the same etcd lease).
+
+mod agent;
+mod keys;
+mod settings;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use bridge_driver::cluster::{FlannelConfig, LeaseAttrs};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use agent::spawn;
+pub use keys::Keys;
+pub use settings::{parse_duration, parse_store, ClusterSettings, TlsFiles};
+
+use crate::error::{NetdError, Result};
+
+/// A sandbox's name as published for the DNS of every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRecord {
+    #[serde(rename = "Id")]
+    pub id: String,
+    #[serde(rename = "Name")]
+    pub name: String,
+    #[serde(rename = "Aliases", default)]
+    pub aliases: Vec<String>,
+    #[serde(rename = "IP")]
+    pub ip: Ipv4Addr,
+}
+
+/// What the engine is told about one cluster network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkView {
+    pub config: FlannelConfig,
+    /// This node's lease; `None` until it has one.
+    pub own: Option<Ipv4Net>,
+    /// Every other node's lease.
+    pub peers: Vec<(Ipv4Net, LeaseAttrs)>,
+    /// Sandboxes on other nodes.
+    pub names: Vec<NameRecord>,
+}
+
+/// Every cluster network as the store has it, by name.
+pub type ClusterView = BTreeMap<String, NetworkView>;
+
+/// Sandboxes of this node on each cluster network (by network name), for publishing.
+pub type LocalNames = BTreeMap<String, Vec<NameRecord>>;
+
+/// This node as its peers know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub node_ip: Ipv4Addr,
+    pub node_name: String,
+    /// The interface that carries the node IP, and its MTU.
+    pub underlay: String,
+    pub underlay_mtu: u32,
+}
+
+/// One row of `netctl cluster nodes`: a node's lease on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeLease {
+    pub name: String,
+    #[serde(rename = "NodeIP")]
+    pub node_ip: Ipv4Addr,
+    pub network: String,
+    pub subnet: Ipv4Net,
+    pub backend: String,
+    /// Seconds until the lease expires unless renewed; `None` when unknown.
+    pub expires_in: Option<i64>,
+}
+
+/// A request from the API to the agent.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Create {
+        name: String,
+        config: FlannelConfig,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    Nodes {
+        reply: oneshot::Sender<Result<Vec<NodeLease>>>,
+    },
+    RemoveNode {
+        name: String,
+        reply: oneshot::Sender<Result<Vec<String>>>,
+    },
+}
+
+/// The API's way to the agent.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    requests: mpsc::Sender<Request>,
+    /// Whether the store answers now; why not.
+    status: watch::Receiver<std::result::Result<(), String>>,
+}
+
+impl ClusterHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+        if let Err(why) = &*self.status.borrow() {
+            return Err(NetdError::Unavailable(why.clone()));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| NetdError::Internal("the cluster agent has stopped".into()))?;
+        rx.await
+            .map_err(|_| NetdError::Unavailable("the cluster store stopped answering".into()))?
+    }
+
+    /// Stores a new cluster network; returns its id once this node has its part of it.
+    pub async fn create(&self, name: String, config: FlannelConfig) -> Result<String> {
+        self.ask(|reply| Request::Create {
+            name,
+            config,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes a cluster network from every node, once no node has sandboxes on it.
+    pub async fn remove(&self, name: String) -> Result<String> {
+        self.ask(|reply| Request::Remove { name, reply }).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeLease>> {
+        self.ask(|reply| Request::Nodes { reply }).await
+    }
+
+    /// Releases a (dead) node's leases and names at once.
+    pub async fn remove_node(&self, name: String) -> Result<Vec<String>> {
+        self.ask(|reply| Request::RemoveNode { name, reply }).await
+    }
+}
