@@ -248,7 +248,7 @@ fn cluster_settings(args: &Args, file: &FileConfig) -> Result<Option<ClusterSett
             )));
         }
     }
-    let tls = (ca.is_some() || cert.is_some()).then(|| TlsFiles { ca, cert, key });
+    let tls = (ca.is_some() || cert.is_some()).then_some(TlsFiles { ca, cert, key });
     let endpoints = parse_store(&store, tls.is_some())?;
     let node_ip = node_ip
         .map(|text| {
