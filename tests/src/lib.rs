@@ -9,6 +9,8 @@
 // Test support: a setup step that cannot be done fails the test, by panicking with a reason.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::new_without_default)]
 
+pub mod cluster;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -215,6 +217,11 @@ impl TestHost {
             .args(&self.netd_args)
             .args(extra);
         cmd
+    }
+
+    /// Sets the flags netd starts with (from now on, restarts included).
+    pub fn set_netd_args(&mut self, args: Vec<String>) {
+        self.netd_args = args;
     }
 
     /// Starts netd and waits until its API answers.
@@ -667,6 +674,13 @@ pub fn umount_lazy(path: &str) -> std::io::Result<()> {
 /// when dropped.
 #[derive(Debug)]
 pub struct Server(Child);
+
+impl Server {
+    /// Takes charge of a server process started by the test.
+    pub fn new(child: Child) -> Server {
+        Server(child)
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
