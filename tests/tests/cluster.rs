@@ -104,12 +104,17 @@ fn wait_for_network(hosts: &[&TestHost], name: &str, nodes: usize) {
                     .map(|v| v[0]["Nodes"].as_array().map_or(0, Vec::len) == nodes)
                     .unwrap_or(false)
         });
-        assert!(
-            ok,
-            "{name} did not reach {} with {nodes} nodes: {}",
-            host.name,
-            host.netd_log()
-        );
+        if !ok {
+            let logs: Vec<String> = hosts
+                .iter()
+                .map(|h| format!("--- {}:\n{}", h.name, h.netd_log()))
+                .collect();
+            panic!(
+                "{name} did not reach {} with {nodes} nodes:\n{}",
+                host.name,
+                logs.join("\n")
+            );
+        }
     }
 }
 

@@ -43,6 +43,9 @@ fn etcd(what: &'static str) -> impl FnOnce(etcd_client::Error) -> SessionEnd {
 
 type Session<T> = std::result::Result<T, SessionEnd>;
 
+/// How long the agent waits for more watch events before acting on what it has.
+const COALESCE: Duration = Duration::from_millis(5);
+
 /// Starts the agent on the current tokio runtime; returns the API's handle at once (the
 /// store is reached in the background).
 pub fn spawn(settings: ClusterSettings, node: NodeIdentity, engine: EngineHandle) -> ClusterHandle {
@@ -65,6 +68,7 @@ pub fn spawn(settings: ClusterSettings, node: NodeIdentity, engine: EngineHandle
         lease: 0,
         sent: None,
         previous: HashMap::new(),
+        reported: BTreeSet::new(),
     };
     tokio::spawn(agent.run(names_tx));
     ClusterHandle {
@@ -91,6 +95,8 @@ struct Agent {
     /// after a restart when still free.
     previous: HashMap<String, Ipv4Net>,
     lease_file: Option<std::path::PathBuf>,
+    /// Corrupt records already logged.
+    reported: BTreeSet<String>,
 }
 
 impl Agent {
@@ -119,12 +125,30 @@ impl Agent {
                 .unwrap_or(0);
         }
         let mut delay = Duration::from_millis(200);
+        // One member at a time, the next one when it fails: a balanced channel keeps
+        // sending a share of the requests to a dead member.
+        let members = self.settings.endpoints.len().max(1);
+        let mut member = 0usize;
+        let mut failed_in_a_row = 0usize;
         loop {
-            let ended = self.session().await;
+            let endpoint = self.settings.endpoints[member % members].clone();
+            let started = tokio::time::Instant::now();
+            let ended = self.session(&endpoint).await;
             let why = match ended {
                 Ok(()) => return,
                 Err(e) => e.to_string(),
             };
+            member += 1;
+            if started.elapsed() > Duration::from_secs(10) {
+                failed_in_a_row = 0;
+                delay = Duration::from_millis(200);
+            }
+            failed_in_a_row += 1;
+            if failed_in_a_row < members {
+                tracing::warn!("cluster store member {endpoint}: {why}; trying the next member");
+                continue;
+            }
+            failed_in_a_row = 0;
             tracing::error!(
                 "cluster store {}: {why}; retrying (local networks and known peers keep working)",
                 self.settings.endpoints.join(",")
@@ -149,7 +173,7 @@ impl Agent {
         }
     }
 
-    async fn connect(&self) -> Session<Client> {
+    async fn connect(&self, endpoint: &str) -> Session<Client> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
@@ -157,15 +181,15 @@ impl Agent {
         if let Some(tls) = &self.settings.tls {
             options = options.with_tls(tls_options(tls).map_err(SessionEnd::Lost)?);
         }
-        Client::connect(&self.settings.endpoints, Some(options))
+        Client::connect([endpoint], Some(options))
             .await
             .map_err(etcd("cannot connect"))
     }
 
     /// One connection's life: lease, list, sync, then watch until something breaks.
     /// `Ok` only when netd is stopping.
-    async fn session(&mut self) -> Session<()> {
-        let mut client = self.connect().await?;
+    async fn session(&mut self, endpoint: &str) -> Session<()> {
+        let mut client = self.connect(endpoint).await?;
         self.ensure_lease(&mut client).await?;
         let (mut keeper, mut alive) = client
             .lease_keep_alive(self.lease)
@@ -203,19 +227,27 @@ impl Agent {
                             );
                             break;
                         }
-                        for event in response.events() {
-                            let Some(kv) = event.kv() else { continue };
-                            let key = String::from_utf8_lossy(kv.key()).into_owned();
-                            match event.event_type() {
-                                EventType::Put => {
-                                    self.held.insert(key, Held { value: kv.value().to_vec(), lease: kv.lease() });
+                        self.apply_events(&response);
+                        // Events that came with it (a node's many keys, a burst of
+                        // leases) are taken together: one sync for all of them.
+                        let mut relist = false;
+                        for _ in 0..1000 {
+                            match tokio::time::timeout(COALESCE, stream.message()).await {
+                                Ok(Ok(Some(more))) if !more.canceled() && more.compact_revision() == 0 => {
+                                    self.apply_events(&more);
                                 }
-                                EventType::Delete => {
-                                    self.held.remove(&key);
+                                Ok(Ok(Some(_))) | Ok(Ok(None)) => {
+                                    relist = true;
+                                    break;
                                 }
+                                Ok(Err(e)) => return Err(etcd("watch failed")(e)),
+                                Err(_) => break,
                             }
                         }
                         self.sync(&mut client).await?;
+                        if relist {
+                            break;
+                        }
                     }
                     _ = renew.tick() => {
                         keeper.keep_alive().await.map_err(etcd("cannot renew the lease"))?;
@@ -236,6 +268,28 @@ impl Agent {
                         let Some(request) = request else { return Ok(()) };
                         self.handle(&mut client, request).await?;
                     }
+                }
+            }
+        }
+    }
+
+    /// Applies a watch response's events to the held keys.
+    fn apply_events(&mut self, response: &etcd_client::WatchResponse) {
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match event.event_type() {
+                EventType::Put => {
+                    self.held.insert(
+                        key,
+                        Held {
+                            value: kv.value().to_vec(),
+                            lease: kv.lease(),
+                        },
+                    );
+                }
+                EventType::Delete => {
+                    self.held.remove(&key);
                 }
             }
         }
@@ -291,11 +345,14 @@ impl Agent {
         Ok(answer.header().map(|h| h.revision()).unwrap_or(0))
     }
 
-    fn records(&self) -> BTreeMap<String, NetworkRecords> {
+    fn records(&mut self) -> BTreeMap<String, NetworkRecords> {
         let (records, problems) = keys::parse(&self.keys, &self.held);
-        for problem in problems {
+        // Each corrupt record is told once, not at every sync.
+        let problems: BTreeSet<String> = problems.into_iter().collect();
+        for problem in problems.difference(&self.reported) {
             tracing::warn!("cluster store: {problem}");
         }
+        self.reported = problems;
         records
     }
 
