@@ -763,3 +763,150 @@ fn bad_input_leaves_etcd_and_the_kernel_as_they_were() {
     ]);
     assert!(err.contains("--cluster-store"), "{err}");
 }
+
+/// Runs `netd-flannel` in a test host as a runtime does.
+fn flannel(
+    host: &TestHost,
+    command: &str,
+    id: &str,
+    netns: &str,
+    conf: &serde_json::Value,
+) -> (bool, serde_json::Value) {
+    use std::io::Write;
+    let bin = netd_tests::bin_dir();
+    let mut cmd = host.cmd(bin.join("netd-flannel").to_str().expect("utf-8"), &[]);
+    cmd.env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", &bin)
+        .env("NETD_CNI_RUN_DIR", host.dir.path().join("netd-cni"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("netd-flannel");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.to_string().as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), json)
+}
+
+/// The kubelet's path: netd-flannel under a CNI runtime on two nodes. Pods get addresses
+/// from the node's lease, reach pods and netd sandboxes on the other node, and share the
+/// node's address store with netd's own sandboxes.
+#[test]
+fn netd_flannel_pods_across_hosts_share_the_nodes_subnet_with_sandboxes() {
+    let Bed {
+        hosts,
+        etcd: _etcd,
+        underlay: _underlay,
+    } = bed(&[], false);
+    let subnet_file = hosts[0].dir.path().join("flannel-subnet.env");
+    let opt = format!("subnet-file={}", subnet_file.display());
+    hosts[0].netctl_ok(&[
+        "network",
+        "create",
+        "--driver",
+        "vxlan",
+        "--subnet",
+        "10.100.0.0/16",
+        "--opt",
+        &opt,
+        "ov",
+    ]);
+
+    let all: Vec<&TestHost> = hosts.iter().collect();
+    wait_for_network(&all, "ov", 3);
+    let conf = |host: &TestHost| {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "cbr0",
+            "type": "netd-flannel",
+            "subnetFile": host.run_dir().join("cluster/ov/subnet.env"),
+            "dataDir": host.dir.path().join("flannel"),
+        })
+    };
+    let env = hosts[0].sh_ok(
+        "cat",
+        &[hosts[0]
+            .run_dir()
+            .join("cluster/ov/subnet.env")
+            .to_str()
+            .expect("utf-8")],
+    );
+    assert!(env.contains("FLANNEL_NETWORK=10.100.0.0/16"), "{env}");
+    assert!(env.contains("FLANNEL_MTU=1450"), "{env}");
+    // Every node writes it (on one machine, the same file): one node's lease.
+    let also = std::fs::read_to_string(&subnet_file).expect("--opt subnet-file");
+    assert!(
+        also.contains("FLANNEL_NETWORK=10.100.0.0/16\nFLANNEL_SUBNET=10.100."),
+        "{also}"
+    );
+
+    // A netd sandbox first, then a pod on the same node: different addresses.
+    hosts[0].netctl_ok(&["run", "--name", "s1", "--network", "ov"]);
+    let s1 = hosts[0].ip_of("s1", "ov");
+    let pod1 = hosts[0].add_container_netns();
+    let (ok, result) = flannel(&hosts[0], "ADD", "pod1", &pod1, &conf(&hosts[0]));
+    assert!(ok, "{result}");
+    let pod1_ip = result["ips"][0]["address"]
+        .as_str()
+        .expect("address")
+        .split('/')
+        .next()
+        .expect("ip")
+        .to_string();
+    assert_ne!(pod1_ip, s1);
+    let subnet = network_json(&hosts[0], "ov")["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .expect("subnet")
+        .to_string();
+    let prefix = subnet.rsplit_once('.').expect("subnet").0.to_string();
+    assert!(pod1_ip.starts_with(&prefix), "{pod1_ip} in {subnet}");
+    // ... and a sandbox after the pod does not take the pod's address.
+    hosts[0].netctl_ok(&["run", "--name", "s1b", "--network", "ov"]);
+    assert_ne!(hosts[0].ip_of("s1b", "ov"), pod1_ip);
+
+    let pod2 = hosts[1].add_container_netns();
+    let (ok, result) = flannel(&hosts[1], "ADD", "pod2", &pod2, &conf(&hosts[1]));
+    assert!(ok, "{result}");
+    let pod2_ip = result["ips"][0]["address"]
+        .as_str()
+        .expect("address")
+        .split('/')
+        .next()
+        .expect("ip")
+        .to_string();
+    hosts[1].netctl_ok(&["run", "--name", "s2", "--network", "ov"]);
+    let s2 = hosts[1].ip_of("s2", "ov");
+    let ping = |netns: &str, ip: &str| {
+        netd_tests::run(&mut TestHost::in_netns(netns, "ping", &["-c1", "-W2", ip]))
+            .status
+            .success()
+    };
+    assert!(ping(&pod1, &pod2_ip), "pod to pod across hosts");
+    assert!(ping(&pod1, &s2), "pod to a netd sandbox on another host");
+    assert!(
+        hosts[1].can_ping("s2", &pod1_ip),
+        "sandbox to a pod on another host"
+    );
+
+    // DEL replays the saved configuration and frees the address.
+    let (ok, result) = flannel(&hosts[0], "DEL", "pod1", &pod1, &conf(&hosts[0]));
+    assert!(ok, "{result}");
+    assert!(!hosts[0].dir.path().join("flannel/pod1").exists());
+    let reserved: Vec<String> = std::fs::read_dir(hosts[0].root().join("cluster-ipam/ov"))
+        .expect("reservations")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("10."))
+        .collect();
+    assert!(!reserved.contains(&pod1_ip), "{reserved:?}");
+    assert!(reserved.contains(&s1), "{reserved:?}");
+}

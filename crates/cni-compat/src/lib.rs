@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod delegate;
+pub mod flannel;
 pub mod host;
 pub mod ipam;
 pub mod masq;

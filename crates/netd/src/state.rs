@@ -118,6 +118,22 @@ impl Paths {
     pub fn sandbox_file(&self, sandbox_id: &str, name: &str) -> PathBuf {
         self.sandbox_dir(sandbox_id).join(name)
     }
+    /// host-local's data directory of cluster networks' addresses, shared with the CNI
+    /// pods of the node (netd-flannel's delegate IPAM uses it too).
+    pub fn cluster_ipam_dir(&self) -> PathBuf {
+        self.root.join("cluster-ipam")
+    }
+    /// Where netd-ipam-style indexes of the daemon's reservations live.
+    pub fn cluster_ipam_index(&self) -> PathBuf {
+        self.run_dir.join("cni")
+    }
+    /// A cluster network's flannel-compatible `subnet.env`.
+    pub fn subnet_env(&self, network: &str) -> PathBuf {
+        self.run_dir
+            .join("cluster")
+            .join(network)
+            .join("subnet.env")
+    }
 }
 
 /// Reads a pid from a file written by netd.

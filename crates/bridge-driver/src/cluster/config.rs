@@ -70,6 +70,13 @@ pub struct FlannelConfig {
     pub subnet_max: Option<Ipv4Addr>,
     #[serde(rename = "Backend")]
     pub backend: Backend,
+    /// Where every node also writes its `subnet.env` (netd's key; flannel ignores it).
+    #[serde(
+        rename = "SubnetFile",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subnet_file: Option<std::path::PathBuf>,
 }
 
 /// vxlan's default UDP port (the Linux kernel's and flannel's, not IANA's 4789).
@@ -232,6 +239,18 @@ impl FlannelConfig {
             }
             None => None,
         };
+        let subnet_file = match get("subnet-file") {
+            Some(path) if path.starts_with('/') && !path.ends_with('/') && !path.contains('\0') => {
+                Some(std::path::PathBuf::from(path))
+            }
+            Some(path) => {
+                return Err(ModelError::invalid(
+                    "--opt subnet-file",
+                    format!("{path:?} is not an absolute file path"),
+                ))
+            }
+            None => None,
+        };
         if driver == Driver::HostGw && (vni.is_some() || port.is_some() || direct_routing) {
             return Err(ModelError::invalid(
                 "--opt",
@@ -250,6 +269,7 @@ impl FlannelConfig {
                 direct_routing,
                 mtu,
             },
+            subnet_file,
         })
     }
 
@@ -297,6 +317,12 @@ impl FlannelConfig {
         }
         if let Some(mtu) = self.backend.mtu {
             options.insert("mtu".into(), mtu.to_string());
+        }
+        if self.backend.direct_routing {
+            options.insert("direct-routing".into(), "true".into());
+        }
+        if let Some(path) = &self.subnet_file {
+            options.insert("subnet-file".into(), path.to_string_lossy().into_owned());
         }
         FlannelConfig::from_request(self.network, self.backend.kind, &options).map(|_| ())
     }

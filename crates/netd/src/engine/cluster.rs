@@ -10,6 +10,7 @@ use bridge_driver::cluster::{
 };
 use bridge_driver::pools::subnets_overlap;
 use bridge_driver::Network;
+use cni_compat::ipam::store::{Holder, Store};
 use ipnet::Ipv4Net;
 
 use super::Engine;
@@ -205,6 +206,7 @@ impl Engine {
             for change in self.apply_overlay(&network)? {
                 changes.push(format!("network {name}: {change}"));
             }
+            self.write_subnet_env(&network)?;
             remote_names.insert(network.id.clone(), wanted.names.clone());
         }
         let gone: Vec<Network> = self
@@ -312,6 +314,172 @@ impl Engine {
                 Err(e) => tracing::error!("overlay check: network {}: {e}", network.name),
             }
         }
+    }
+
+    /// The host-local store of a cluster network's addresses on this node, locked.
+    fn shared_addresses(&self, network: &Network) -> Result<Store> {
+        Store::open_in(
+            &self.paths().cluster_ipam_dir(),
+            &network.name,
+            &self.paths().cluster_ipam_index(),
+        )
+        .map_err(|e| NetdError::store(format!("the address reservations of {}", network.name), e))
+    }
+
+    /// Takes an address on a cluster network through host-local's files and lock, which
+    /// the node's CNI pods (netd-flannel's delegate IPAM) use too: neither side hands out
+    /// an address the other holds.
+    pub(super) fn take_shared_address(
+        &mut self,
+        network: &Network,
+        ip: Option<&str>,
+        sandbox_id: &str,
+        interface: u32,
+    ) -> Result<Ipv4Addr> {
+        let store = self.shared_addresses(network)?;
+        let fail = |e: cni_compat::spec::CniError| {
+            NetdError::store(format!("the address reservations of {}", network.name), e)
+        };
+        let held: std::collections::HashSet<std::net::IpAddr> = store
+            .reservations()
+            .map_err(fail)?
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        let pool =
+            self.state.pools.get_mut(&network.id).ok_or_else(|| {
+                NetdError::Internal(format!("no address pool for {}", network.name))
+            })?;
+        let ip = match ip {
+            Some(text) => {
+                let ip = bridge_driver::model::parse_ip("--ip", text)?;
+                if held.contains(&ip.into()) {
+                    return Err(NetdError::Conflict(format!(
+                        "--ip: {ip} is held by a CNI pod on this node"
+                    )));
+                }
+                pool.reserve(ip)
+                    .map_err(|e| NetdError::Conflict(format!("--ip: {e}")))?;
+                ip
+            }
+            None => {
+                let mut skipped = Vec::new();
+                let found = loop {
+                    match pool.allocate() {
+                        Ok(ip) if held.contains(&ip.into()) => skipped.push(ip),
+                        other => break other,
+                    }
+                };
+                for ip in skipped {
+                    pool.release(ip);
+                }
+                found?
+            }
+        };
+        let holder = Holder {
+            container_id: sandbox_id.to_string(),
+            ifname: format!("eth{interface}"),
+        };
+        let reserved = store
+            .reserve(ip.into(), &holder, 0)
+            .and_then(|ok| {
+                if ok {
+                    store.record(&holder, &[ip.into()])?;
+                }
+                store.stamp()?;
+                Ok(ok)
+            })
+            .map_err(fail);
+        match reserved {
+            Ok(true) => Ok(ip),
+            Ok(false) => {
+                if let Some(pool) = self.state.pools.get_mut(&network.id) {
+                    pool.release(ip);
+                }
+                Err(NetdError::Conflict(format!(
+                    "{ip} was just taken by a CNI pod; try again"
+                )))
+            }
+            Err(e) => {
+                if let Some(pool) = self.state.pools.get_mut(&network.id) {
+                    pool.release(ip);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back the shared reservations of endpoints on cluster networks (best effort:
+    /// the pool is given back regardless).
+    pub(super) fn release_shared_addresses(&mut self, endpoints: &[crate::state::Endpoint]) {
+        for ep in endpoints {
+            let Some(network) = self.state.networks.get(&ep.network_id).cloned() else {
+                continue;
+            };
+            if network.cluster.is_none() {
+                continue;
+            }
+            let released = self.shared_addresses(&network).and_then(|store| {
+                let ip = std::net::IpAddr::from(ep.ip);
+                let fail = |e| NetdError::store("the address reservations", e);
+                if let Some((_, holder)) = store
+                    .reservations()
+                    .map_err(fail)?
+                    .into_iter()
+                    .find(|(held, _)| *held == ip)
+                {
+                    store.forget(&holder).map_err(fail)?;
+                }
+                store.release(ip).map_err(fail)?;
+                store.stamp().map_err(fail)
+            });
+            if let Err(e) = released {
+                tracing::warn!("network {}: cannot release {}: {e}", network.name, ep.ip);
+            }
+        }
+    }
+
+    /// Writes a cluster network's `subnet.env` (flannel's keys, and netd's bridge,
+    /// network name and address store for netd-flannel), where netd keeps it and where
+    /// `--opt subnet-file` says.
+    pub(super) fn write_subnet_env(&self, network: &Network) -> Result<()> {
+        let Some(membership) = &network.cluster else {
+            return Ok(());
+        };
+        let text = format!(
+            "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ=true\nNETD_BRIDGE={}\nNETD_NETWORK={}\nNETD_IPAM_DATA_DIR={}\n",
+            membership.config.network,
+            network.gateway_net(),
+            network.mtu,
+            network.bridge,
+            network.name,
+            self.paths().cluster_ipam_dir().display()
+        );
+        let mut paths = vec![self.paths().subnet_env(&network.name)];
+        paths.extend(membership.config.subnet_file.clone());
+        for path in paths {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
+            }
+            if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+                continue;
+            }
+            crate::files::write_atomic(&path, &text)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what [`Engine::write_subnet_env`] wrote.
+    pub(super) fn remove_subnet_env(&self, network: &Network) {
+        let mut paths = vec![self.paths().subnet_env(&network.name)];
+        if let Some(m) = &network.cluster {
+            paths.extend(m.config.subnet_file.clone());
+        }
+        for path in paths {
+            let _ = std::fs::remove_file(&path);
+        }
+        let _ = std::fs::remove_dir(self.paths().run_dir.join("cluster").join(&network.name));
     }
 
     /// This node's sandboxes on each cluster network, as published for other nodes.

@@ -157,6 +157,7 @@ impl Engine {
             nat: vec![hostport_chain(&network.id)],
         };
         let overlay = self.remove_overlay(network);
+        self.remove_subnet_env(network);
         let firewall = self.apply_firewall(&stale);
         let link = self.host.delete_link_by_name(&network.bridge);
         overlay?;

@@ -85,7 +85,16 @@ impl Engine {
     }
 
     /// Takes an address on a network: the requested one, or the next free one.
-    fn take_address(&mut self, network: &Network, ip: Option<&str>) -> Result<Ipv4Addr> {
+    fn take_address(
+        &mut self,
+        network: &Network,
+        ip: Option<&str>,
+        sandbox_id: &str,
+        interface: u32,
+    ) -> Result<Ipv4Addr> {
+        if network.cluster.is_some() {
+            return self.take_shared_address(network, ip, sandbox_id, interface);
+        }
         let pool =
             self.state.pools.get_mut(&network.id).ok_or_else(|| {
                 NetdError::Internal(format!("no address pool for {}", network.name))
@@ -102,6 +111,7 @@ impl Engine {
     }
 
     fn release_addresses(&mut self, endpoints: &[Endpoint]) {
+        self.release_shared_addresses(endpoints);
         for ep in endpoints {
             if let Some(pool) = self.state.pools.get_mut(&ep.network_id) {
                 pool.release(ep.ip);
@@ -161,7 +171,7 @@ impl Engine {
                 engine.ports.release(mapping, &id);
             }
         };
-        let modes = self.sandbox_endpoints(&mode, &request);
+        let modes = self.sandbox_endpoints(&mode, &request, &id);
         let (network_mode, joined, endpoints) = match modes {
             Ok(m) => m,
             Err(e) => {
@@ -210,6 +220,7 @@ impl Engine {
         &mut self,
         mode: &Mode,
         request: &RunRequest,
+        sandbox_id: &str,
     ) -> Result<(NetworkMode, Option<String>, Vec<Endpoint>)> {
         Ok(match mode {
             Mode::None => (NetworkMode::None, None, Vec::new()),
@@ -219,7 +230,7 @@ impl Engine {
                 Vec::new(),
             ),
             Mode::Network(network) => {
-                let ip = self.take_address(network, request.ip.as_deref())?;
+                let ip = self.take_address(network, request.ip.as_deref(), sandbox_id, 0)?;
                 let endpoint = Endpoint {
                     network_id: network.id.clone(),
                     endpoint_id: new_id()?,
@@ -450,10 +461,10 @@ impl Engine {
                 sandbox.name, network.name
             )));
         }
-        let ip = self.take_address(&network, request.ip.as_deref())?;
         let interface = (0..)
             .find(|n| !sandbox.endpoints.iter().any(|e| e.interface == *n))
             .unwrap_or(0);
+        let ip = self.take_address(&network, request.ip.as_deref(), &sandbox.id, interface)?;
         let has_default = sandbox.endpoints.iter().any(|e| e.default_route);
         let endpoint = Endpoint {
             network_id: network.id.clone(),
