@@ -17,6 +17,16 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use crate::error::{LinkdError, Result};
 
 const RECV_BUF: usize = 64 * 1024;
+/// Requests per `send`: the kernel queues one acknowledgement per request on the socket
+/// before it is read, and more than a few hundred overflow its receive buffer (ENOBUFS),
+/// losing acknowledgements (a cluster network's overlay with a thousand peers is three
+/// thousand requests).
+const MAX_PER_SEND: usize = 128;
+/// How long an answer may take before the operation fails instead of waiting for ever.
+const RECV_TIMEOUT: libc::timeval = libc::timeval {
+    tv_sec: 30,
+    tv_usec: 0,
+};
 
 /// An rtnetlink socket in one network namespace.
 #[derive(Debug)]
@@ -56,6 +66,23 @@ impl Netlink {
         // Both are optimisations (filtered dumps, error strings); old kernels lack them.
         let _ = socket.set_netlink_get_strict_chk(true);
         let _ = socket.set_ext_ack(true);
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setsockopt on a socket we own, with a pointer to a timeval that
+            // lives through the call and its size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    std::ptr::from_ref(&RECV_TIMEOUT).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(LinkdError::Socket(io::Error::last_os_error()));
+            }
+        }
         Ok(Netlink {
             socket,
             seq: 0,
@@ -73,8 +100,27 @@ impl Netlink {
     /// processes them in order; the first failure is returned (later requests that depend
     /// on it fail too and are not reported separately).
     pub fn batch(&mut self, requests: Vec<Request>) -> Result<()> {
+        let mut first_error = None;
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            let chunk: Vec<Request> = requests.by_ref().take(MAX_PER_SEND).collect();
+            // A refused request does not stop later chunks (the kernel goes on after a
+            // failed request within one send, too); a socket that fails stops all.
+            if let Err(refused) = self.send_batch(chunk)? {
+                first_error.get_or_insert(refused);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One `send` of at most [`MAX_PER_SEND`] requests, and their acknowledgements: the
+    /// socket's failure outside, the first refused request inside.
+    fn send_batch(&mut self, requests: Vec<Request>) -> Result<Result<()>> {
         if requests.is_empty() {
-            return Ok(());
+            return Ok(Ok(()));
         }
         self.send.clear();
         let first_seq = self.seq.wrapping_add(1);
@@ -121,10 +167,10 @@ impl Netlink {
                 }
             }
         }
-        match first_error {
+        Ok(match first_error {
             Some(e) => Err(e),
             None => Ok(()),
-        }
+        })
     }
 
     /// Runs a dump request and returns every message of the answer.

@@ -17,7 +17,7 @@ use etcd_client::{
 use ipnet::Ipv4Net;
 use tokio::sync::{mpsc, watch};
 
-use super::keys::{self, Held, KeyKind, Keys, NetworkRecords};
+use super::keys::{self, Held, Index, Keys, NetworkRecords};
 use super::{
     ClusterHandle, ClusterSettings, ClusterView, LocalNames, NodeIdentity, NodeLease, Request,
 };
@@ -57,6 +57,7 @@ pub fn spawn(settings: ClusterSettings, node: NodeIdentity, engine: EngineHandle
     let (names_tx, names) = watch::channel(LocalNames::new());
     let agent = Agent {
         keys: Keys::new(&settings.prefix),
+        index: Index::new(Keys::new(&settings.prefix)),
         lease_file: None,
         settings,
         node,
@@ -64,7 +65,6 @@ pub fn spawn(settings: ClusterSettings, node: NodeIdentity, engine: EngineHandle
         requests,
         status: status_tx,
         names,
-        held: BTreeMap::new(),
         lease: 0,
         sent: None,
         previous: HashMap::new(),
@@ -85,8 +85,9 @@ struct Agent {
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<std::result::Result<(), String>>,
     names: watch::Receiver<LocalNames>,
-    /// Every key under `<prefix>/networks/`, as of the last list and watch events.
-    held: BTreeMap<String, Held>,
+    /// Every key under `<prefix>/networks/`, as of the last list and watch events, and
+    /// what the keys say.
+    index: Index,
     /// This node's etcd lease.
     lease: i64,
     /// The view the engine has, so an unchanged one is not sent again.
@@ -177,7 +178,10 @@ impl Agent {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+            // HTTP/2 pings find a dead member; etcd closes connections that ping more
+            // often than every 5 s (its --grpc-keepalive-min-time).
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
         if let Some(tls) = &self.settings.tls {
             options = options.with_tls(tls_options(tls).map_err(SessionEnd::Lost)?);
         }
@@ -280,7 +284,7 @@ impl Agent {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             match event.event_type() {
                 EventType::Put => {
-                    self.held.insert(
+                    self.index.put(
                         key,
                         Held {
                             value: kv.value().to_vec(),
@@ -289,7 +293,7 @@ impl Agent {
                     );
                 }
                 EventType::Delete => {
-                    self.held.remove(&key);
+                    self.index.delete(&key);
                 }
             }
         }
@@ -329,45 +333,53 @@ impl Agent {
             )
             .await
             .map_err(etcd("cannot list the cluster networks"))?;
-        self.held = answer
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    Held {
-                        value: kv.value().to_vec(),
-                        lease: kv.lease(),
-                    },
-                )
-            })
-            .collect();
+        self.index.clear();
+        for kv in answer.kvs() {
+            self.index.put(
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                Held {
+                    value: kv.value().to_vec(),
+                    lease: kv.lease(),
+                },
+            );
+        }
         Ok(answer.header().map(|h| h.revision()).unwrap_or(0))
     }
 
+    /// Every network's records (a copy, for requests that look at all of them).
     fn records(&mut self) -> BTreeMap<String, NetworkRecords> {
-        let (records, problems) = keys::parse(&self.keys, &self.held);
-        // Each corrupt record is told once, not at every sync.
-        let problems: BTreeSet<String> = problems.into_iter().collect();
+        self.report_problems();
+        self.index.networks().clone()
+    }
+
+    /// Logs each corrupt record once, not at every sync.
+    fn report_problems(&mut self) {
+        let problems: BTreeSet<String> = self.index.problems().collect();
         for problem in problems.difference(&self.reported) {
             tracing::warn!("cluster store: {problem}");
         }
         self.reported = problems;
-        records
     }
 
     /// Takes what this node lacks (a lease of each network, names), then gives the
     /// engine the view if it changed.
     async fn sync(&mut self, client: &mut Client) -> Session<()> {
-        let records = self.records();
-        for (name, network) in &records {
-            let Some(config) = &network.config else {
-                continue;
-            };
-            self.ensure_own_lease(client, name, config, network).await?;
+        self.report_problems();
+        let configs: Vec<(String, FlannelConfig)> = self
+            .index
+            .networks()
+            .iter()
+            .filter_map(|(name, r)| r.config.clone().map(|c| (name.clone(), c)))
+            .collect();
+        for (name, config) in &configs {
+            self.ensure_own_lease(client, name, config).await?;
         }
         self.publish_names(client).await?;
-        let view = keys::view(&self.records(), self.node.node_ip, &self.node.node_name);
+        let view = keys::view(
+            self.index.networks(),
+            self.node.node_ip,
+            &self.node.node_name,
+        );
         for (name, network) in &view {
             if let Some(own) = network.own {
                 self.previous.insert(name.clone(), own);
@@ -403,29 +415,30 @@ impl Agent {
         client: &mut Client,
         name: &str,
         config: &FlannelConfig,
-        network: &NetworkRecords,
     ) -> Session<()> {
         let attrs = own_attrs(config, &self.node);
         let value = serde_json::to_vec(&attrs).map_err(|e| SessionEnd::Lost(e.to_string()))?;
-        let own: Vec<(&String, &(Ipv4Net, LeaseAttrs, i64))> = network
-            .leases
-            .iter()
-            .filter(|(_, (_, a, _))| a.public_ip == self.node.node_ip)
-            .collect();
-        if let Some((key, (_, held_attrs, lease))) = own.first() {
-            if *lease != self.lease || *held_attrs != attrs {
+        let network = self.index.networks().get(name);
+        let own = network.and_then(|n| {
+            n.leases
+                .iter()
+                .find(|(_, (_, a, _))| a.public_ip == self.node.node_ip)
+                .map(|(key, (_, a, lease))| (key.clone(), a.clone(), *lease))
+        });
+        if let Some((key, held_attrs, lease)) = own {
+            if lease != self.lease || held_attrs != attrs {
                 client
                     .put(
-                        (*key).clone(),
+                        key.clone(),
                         value.clone(),
                         Some(PutOptions::new().with_lease(self.lease)),
                     )
                     .await
                     .map_err(etcd("cannot renew this node's subnet"))?;
-                self.held.insert(
-                    (*key).clone(),
+                self.index.put(
+                    key,
                     Held {
-                        value: value.clone(),
+                        value,
                         lease: self.lease,
                     },
                 );
@@ -433,10 +446,8 @@ impl Agent {
             return Ok(());
         }
         let mut leases: Vec<(Ipv4Net, LeaseAttrs)> = network
-            .leases
-            .values()
-            .map(|(s, a, _)| (*s, a.clone()))
-            .collect();
+            .map(|n| n.leases.values().map(|(s, a, _)| (*s, a.clone())).collect())
+            .unwrap_or_default();
         let mut previous = self.previous.get(name).copied();
         for _ in 0..64 {
             let Some(subnet) = choose_subnet(config, self.node.node_ip, &leases, previous) else {
@@ -459,7 +470,7 @@ impl Agent {
                 .succeeded();
             if taken {
                 tracing::info!("cluster network {name}: this node leased {subnet}");
-                self.held.insert(
+                self.index.put(
                     key,
                     Held {
                         value,
@@ -482,43 +493,36 @@ impl Agent {
     /// Makes `names/<this node>/` of each network hold exactly the engine's names.
     async fn publish_names(&mut self, client: &mut Client) -> Session<()> {
         let local = self.names.borrow_and_update().clone();
-        let networks: BTreeSet<String> = self
-            .records()
-            .into_iter()
-            .filter(|(_, r)| r.config.is_some())
-            .map(|(n, _)| n)
-            .collect();
+        let node = self.node.node_name.clone();
         let mut wanted: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for (network, records) in &local {
-            if !networks.contains(network) {
+        let mut mine: Vec<String> = Vec::new();
+        for (network, records) in self.index.networks() {
+            mine.extend(
+                records
+                    .names
+                    .keys()
+                    .filter(|(n, _)| *n == node)
+                    .map(|(n, sandbox)| self.keys.name(network, n, sandbox)),
+            );
+            if records.config.is_none() {
                 continue;
             }
-            for record in records {
+            for record in local.get(network).into_iter().flatten() {
                 let value =
                     serde_json::to_vec(record).map_err(|e| SessionEnd::Lost(e.to_string()))?;
-                wanted.insert(
-                    self.keys.name(network, &self.node.node_name, &record.id),
-                    value,
-                );
+                wanted.insert(self.keys.name(network, &node, &record.id), value);
             }
         }
-        let mine: Vec<String> = self
-            .held
-            .keys()
-            .filter(|k| {
-                matches!(self.keys.kind(k), Some(KeyKind::Name { node, .. }) if node == self.node.node_name)
-            })
-            .cloned()
-            .collect();
         let mut ops = Vec::new();
-        for key in &mine {
-            if !wanted.contains_key(key) {
-                ops.push(TxnOp::delete(key.clone(), None));
-            }
+        for key in mine.iter().filter(|k| !wanted.contains_key(*k)) {
+            ops.push(TxnOp::delete(key.clone(), None));
         }
+        let held = self.index.held();
         for (key, value) in &wanted {
-            let current = self.held.get(key);
-            if current.is_none_or(|h| h.value != *value || h.lease != self.lease) {
+            if held
+                .get(key)
+                .is_none_or(|h| h.value != *value || h.lease != self.lease)
+            {
                 ops.push(TxnOp::put(
                     key.clone(),
                     value.clone(),
@@ -535,13 +539,11 @@ impl Agent {
                 .await
                 .map_err(etcd("cannot publish names"))?;
         }
-        for key in mine {
-            if !wanted.contains_key(&key) {
-                self.held.remove(&key);
-            }
+        for key in mine.iter().filter(|k| !wanted.contains_key(*k)) {
+            self.index.delete(key);
         }
         for (key, value) in wanted {
-            self.held.insert(
+            self.index.put(
                 key,
                 Held {
                     value,
@@ -632,7 +634,7 @@ impl Agent {
                 "network with name {name} already exists in the cluster"
             ))));
         }
-        self.held.insert(key, Held { value, lease: 0 });
+        self.index.put(key, Held { value, lease: 0 });
         self.sync(client).await?;
         let name = name.to_string();
         Ok(self
@@ -687,7 +689,7 @@ impl Agent {
             .delete(prefix.clone(), Some(DeleteOptions::new().with_prefix()))
             .await
             .map_err(etcd("cannot remove the network"))?;
-        self.held.retain(|k, _| !k.starts_with(&prefix));
+        self.index.delete_prefix(&prefix);
         self.sync(client).await?;
         Ok(Ok(name.to_string()))
     }
@@ -765,7 +767,7 @@ impl Agent {
                 .map_err(etcd("cannot release the node's leases"))?;
         }
         for key in &keys {
-            self.held.remove(key);
+            self.index.delete(key);
         }
         self.sync(client).await?;
         Ok(Ok(released))

@@ -101,57 +101,152 @@ pub struct NetworkRecords {
     pub names: BTreeMap<(String, String), NameRecord>,
 }
 
-/// Every network's records from the held keys; problems (corrupt records) are returned
-/// to be logged.
-pub fn parse(
-    keys: &Keys,
-    held: &BTreeMap<String, Held>,
-) -> (BTreeMap<String, NetworkRecords>, Vec<String>) {
-    let mut networks: BTreeMap<String, NetworkRecords> = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (key, held) in held {
-        match keys.kind(key) {
-            Some(KeyKind::Config { network }) => {
-                match serde_json::from_slice::<FlannelConfig>(&held.value)
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| c.check().map(|()| c).map_err(|e| e.to_string()))
-                {
-                    Ok(config) => {
-                        networks.entry(network.to_string()).or_default().config = Some(config)
-                    }
-                    Err(e) => {
-                        problems.push(format!("{key}: skipped, not a network configuration: {e}"))
-                    }
-                }
+/// Every key netd holds and what it says, kept up to date one key at a time (a watch
+/// event re-reads one record, not all of them).
+#[derive(Debug, Clone)]
+pub struct Index {
+    keys: Keys,
+    held: BTreeMap<String, Held>,
+    networks: BTreeMap<String, NetworkRecords>,
+    /// Key -> why its record was skipped.
+    problems: BTreeMap<String, String>,
+}
+
+impl Index {
+    pub fn new(keys: Keys) -> Index {
+        Index {
+            keys,
+            held: BTreeMap::new(),
+            networks: BTreeMap::new(),
+            problems: BTreeMap::new(),
+        }
+    }
+
+    pub fn held(&self) -> &BTreeMap<String, Held> {
+        &self.held
+    }
+
+    pub fn networks(&self) -> &BTreeMap<String, NetworkRecords> {
+        &self.networks
+    }
+
+    /// Records skipped (corrupt), with the reason.
+    pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
+        self.problems
+            .iter()
+            .map(|(key, why)| format!("{key}: skipped: {why}"))
+    }
+
+    pub fn clear(&mut self) {
+        self.held.clear();
+        self.networks.clear();
+        self.problems.clear();
+    }
+
+    /// A key's new value.
+    pub fn put(&mut self, key: String, held: Held) {
+        self.forget(&key);
+        let kind = self.keys.kind(&key).map(|k| match k {
+            KeyKind::Config { network } => (network.to_string(), None, None),
+            KeyKind::Lease { network, subnet } => {
+                (network.to_string(), Some(subnet.to_string()), None)
             }
-            Some(KeyKind::Lease { network, subnet }) => match parse_lease(subnet, &held.value) {
-                Ok((net, attrs)) => {
-                    networks
-                        .entry(network.to_string())
-                        .or_default()
-                        .leases
-                        .insert(key.clone(), (net, attrs, held.lease));
-                }
-                Err(e) => problems.push(format!("{key}: skipped: {e}")),
-            },
-            Some(KeyKind::Name {
+            KeyKind::Name {
                 network,
                 node,
                 sandbox,
-            }) => match serde_json::from_slice::<NameRecord>(&held.value) {
-                Ok(record) => {
-                    networks
-                        .entry(network.to_string())
+            } => (
+                network.to_string(),
+                None,
+                Some((node.to_string(), sandbox.to_string())),
+            ),
+        });
+        let outcome = match kind {
+            None => Ok(()),
+            Some((network, None, None)) => serde_json::from_slice::<FlannelConfig>(&held.value)
+                .map_err(|e| format!("not a network configuration: {e}"))
+                .and_then(|c| {
+                    c.check()
+                        .map(|()| c)
+                        .map_err(|e| format!("not a network configuration: {e}"))
+                })
+                .map(|config| self.networks.entry(network).or_default().config = Some(config)),
+            Some((network, Some(subnet), _)) => parse_lease(&subnet, &held.value)
+                .map_err(|e| e.to_string())
+                .map(|(net, attrs)| {
+                    self.networks
+                        .entry(network)
+                        .or_default()
+                        .leases
+                        .insert(key.clone(), (net, attrs, held.lease));
+                }),
+            Some((network, None, Some(at))) => serde_json::from_slice::<NameRecord>(&held.value)
+                .map_err(|e| format!("not a name record: {e}"))
+                .map(|record| {
+                    self.networks
+                        .entry(network)
                         .or_default()
                         .names
-                        .insert((node.to_string(), sandbox.to_string()), record);
-                }
-                Err(e) => problems.push(format!("{key}: skipped, not a name record: {e}")),
-            },
-            None => {}
+                        .insert(at, record);
+                }),
+        };
+        if let Err(why) = outcome {
+            self.problems.insert(key.clone(), why);
+        }
+        self.held.insert(key, held);
+    }
+
+    /// A key deleted.
+    pub fn delete(&mut self, key: &str) {
+        self.forget(key);
+        self.held.remove(key);
+    }
+
+    /// Every key under a prefix deleted.
+    pub fn delete_prefix(&mut self, prefix: &str) {
+        let gone: Vec<String> = self
+            .held
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.delete(&key);
         }
     }
-    (networks, problems)
+
+    /// Takes what a key said out of the parsed records.
+    fn forget(&mut self, key: &str) {
+        self.problems.remove(key);
+        if !self.held.contains_key(key) {
+            return;
+        }
+        let Some(kind) = self.keys.kind(key) else {
+            return;
+        };
+        let network = match &kind {
+            KeyKind::Config { network }
+            | KeyKind::Lease { network, .. }
+            | KeyKind::Name { network, .. } => network.to_string(),
+        };
+        let Some(records) = self.networks.get_mut(&network) else {
+            return;
+        };
+        match kind {
+            KeyKind::Config { .. } => records.config = None,
+            KeyKind::Lease { .. } => {
+                records.leases.remove(key);
+            }
+            KeyKind::Name { node, sandbox, .. } => {
+                records
+                    .names
+                    .remove(&(node.to_string(), sandbox.to_string()));
+            }
+        }
+        if records.config.is_none() && records.leases.is_empty() && records.names.is_empty() {
+            self.networks.remove(&network);
+        }
+    }
 }
 
 /// The engine's view: networks with a valid configuration, this node's lease (by node
@@ -224,10 +319,9 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_skipped_and_reported() {
-        let keys = Keys::new("/netd");
-        let mut held = BTreeMap::new();
-        let put = |held: &mut BTreeMap<String, Held>, k: &str, v: &str| {
-            held.insert(
+        let mut held = Index::new(Keys::new("/netd"));
+        let put = |held: &mut Index, k: &str, v: &str| {
+            held.put(
                 k.to_string(),
                 Held {
                     value: v.as_bytes().to_vec(),
@@ -261,17 +355,35 @@ mod tests {
             "/netd/networks/n/names/b/s1",
             r#"{"Id":"s1","Name":"web","IP":"10.244.2.2"}"#,
         );
-        let (networks, problems) = parse(&keys, &held);
+        let problems: Vec<String> = held.problems().collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        let view = view(&networks, "192.168.50.1".parse().expect("ip"), "a");
+        let seen = view(held.networks(), "192.168.50.1".parse().expect("ip"), "a");
         assert_eq!(
-            view.len(),
+            seen.len(),
             1,
             "the corrupt configuration's network is left out"
         );
-        let n = &view["n"];
+        let n = &seen["n"];
         assert_eq!(n.own, Some("10.244.1.0/24".parse().expect("net")));
         assert_eq!(n.peers.len(), 1);
         assert_eq!(n.names.len(), 1);
+        // One key at a time: a lease replaced, a name and a corrupt lease deleted.
+        put(
+            &mut held,
+            "/netd/networks/n/subnets/10.244.2.0-24",
+            r#"{"PublicIP":"192.168.50.9","BackendType":"host-gw","NodeName":"b"}"#,
+        );
+        held.delete("/netd/networks/n/names/b/s1");
+        held.delete("/netd/networks/n/subnets/10.244.3.0-24");
+        assert_eq!(held.problems().count(), 1);
+        let seen = view(held.networks(), "192.168.50.1".parse().expect("ip"), "a");
+        assert_eq!(seen["n"].peers[0].1.public_ip.to_string(), "192.168.50.9");
+        assert!(seen["n"].names.is_empty());
+        held.delete_prefix("/netd/networks/n/");
+        assert!(held.networks().is_empty());
+        assert!(held
+            .held()
+            .keys()
+            .all(|k| k.starts_with("/netd/networks/m/")));
     }
 }

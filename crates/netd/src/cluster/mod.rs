@@ -82,6 +82,9 @@ pub struct NodeLease {
     pub expires_in: Option<i64>,
 }
 
+/// How long a cluster request waits for a store that does not answer yet.
+const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A request from the API to the agent.
 #[derive(Debug)]
 pub(crate) enum Request {
@@ -113,8 +116,19 @@ pub struct ClusterHandle {
 
 impl ClusterHandle {
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
-        if let Err(why) = &*self.status.borrow() {
-            return Err(NetdError::Unavailable(why.clone()));
+        // A store that is being reached (netd just started, or a member failed over)
+        // gets a moment before the request is refused.
+        let mut status = self.status.clone();
+        let ready = matches!(
+            tokio::time::timeout(STORE_GRACE, status.wait_for(|s| s.is_ok())).await,
+            Ok(Ok(_))
+        );
+        if !ready {
+            let why = match &*self.status.borrow() {
+                Err(why) => why.clone(),
+                Ok(()) => "the cluster store stopped answering".to_string(),
+            };
+            return Err(NetdError::Unavailable(why));
         }
         let (tx, rx) = oneshot::channel();
         self.requests
