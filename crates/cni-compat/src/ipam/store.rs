@@ -238,6 +238,15 @@ impl Store {
             .ok()
     }
 
+    /// The reserved addresses, from the file names alone (no file is read).
+    pub fn reserved(&self) -> Result<std::collections::HashSet<IpAddr>> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot read", &self.dir, e))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect())
+    }
+
     /// Every reservation: (address, holder), read from the files.
     pub fn reservations(&self) -> Result<Vec<(IpAddr, Holder)>> {
         let entries = fs::read_dir(&self.dir).map_err(|e| io_error("cannot read", &self.dir, e))?;

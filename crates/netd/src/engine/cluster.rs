@@ -340,12 +340,7 @@ impl Engine {
         let fail = |e: cni_compat::spec::CniError| {
             NetdError::store(format!("the address reservations of {}", network.name), e)
         };
-        let held: std::collections::HashSet<std::net::IpAddr> = store
-            .reservations()
-            .map_err(fail)?
-            .into_iter()
-            .map(|(ip, _)| ip)
-            .collect();
+        let held = store.reserved().map_err(fail)?;
         let pool =
             self.state.pools.get_mut(&network.id).ok_or_else(|| {
                 NetdError::Internal(format!("no address pool for {}", network.name))
@@ -411,7 +406,11 @@ impl Engine {
 
     /// Gives back the shared reservations of endpoints on cluster networks (best effort:
     /// the pool is given back regardless).
-    pub(super) fn release_shared_addresses(&mut self, endpoints: &[crate::state::Endpoint]) {
+    pub(super) fn release_shared_addresses(
+        &mut self,
+        sandbox_id: &str,
+        endpoints: &[crate::state::Endpoint],
+    ) {
         for ep in endpoints {
             let Some(network) = self.state.networks.get(&ep.network_id).cloned() else {
                 continue;
@@ -420,17 +419,13 @@ impl Engine {
                 continue;
             }
             let released = self.shared_addresses(&network).and_then(|store| {
-                let ip = std::net::IpAddr::from(ep.ip);
                 let fail = |e| NetdError::store("the address reservations", e);
-                if let Some((_, holder)) = store
-                    .reservations()
-                    .map_err(fail)?
-                    .into_iter()
-                    .find(|(held, _)| *held == ip)
-                {
-                    store.forget(&holder).map_err(fail)?;
-                }
-                store.release(ip).map_err(fail)?;
+                let holder = Holder {
+                    container_id: sandbox_id.to_string(),
+                    ifname: format!("eth{}", ep.interface),
+                };
+                store.forget(&holder).map_err(fail)?;
+                store.release(ep.ip.into()).map_err(fail)?;
                 store.stamp().map_err(fail)
             });
             if let Err(e) = released {

@@ -110,8 +110,8 @@ impl Engine {
         }
     }
 
-    fn release_addresses(&mut self, endpoints: &[Endpoint]) {
-        self.release_shared_addresses(endpoints);
+    fn release_addresses(&mut self, sandbox_id: &str, endpoints: &[Endpoint]) {
+        self.release_shared_addresses(sandbox_id, endpoints);
         for ep in endpoints {
             if let Some(pool) = self.state.pools.get_mut(&ep.network_id) {
                 pool.release(ep.ip);
@@ -189,7 +189,7 @@ impl Engine {
             ports: ports.clone(),
         };
         if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &id, &sandbox)?]) {
-            self.release_addresses(&sandbox.endpoints);
+            self.release_addresses(&id, &sandbox.endpoints);
             release_ports(self);
             return Err(e);
         }
@@ -336,7 +336,7 @@ impl Engine {
     fn forget_sandbox(&mut self, sandbox: &Sandbox, kill_all: bool) -> Result<()> {
         self.commit(vec![Change::delete(Kind::Sandbox, &sandbox.id)])?;
         self.state.sandboxes.remove(&sandbox.id);
-        self.release_addresses(&sandbox.endpoints);
+        self.release_addresses(&sandbox.id, &sandbox.endpoints);
         // Best effort: rules a failed run never added are simply not there.
         let _ = self.remove_port_rules(sandbox);
         self.release_ports(sandbox);
@@ -478,7 +478,7 @@ impl Engine {
         };
         sandbox.endpoints.push(endpoint.clone());
         if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &sandbox.id, &sandbox)?]) {
-            self.release_addresses(std::slice::from_ref(&endpoint));
+            self.release_addresses(&sandbox.id, std::slice::from_ref(&endpoint));
             return Err(e);
         }
         let previous = self
@@ -493,7 +493,7 @@ impl Engine {
                 }
                 self.state.sandboxes.insert(previous.id.clone(), previous);
             }
-            self.release_addresses(std::slice::from_ref(&endpoint));
+            self.release_addresses(&sandbox.id, std::slice::from_ref(&endpoint));
             let plan = endpoint_plan(&network, &sandbox.id, interface, ip, endpoint.default_route);
             let _ = self.host.delete_link_by_name(&plan.host_veth);
             return Err(e);
@@ -554,7 +554,7 @@ impl Engine {
         self.state
             .sandboxes
             .insert(sandbox.id.clone(), sandbox.clone());
-        self.release_addresses(std::slice::from_ref(&removed));
+        self.release_addresses(&sandbox.id, std::slice::from_ref(&removed));
         if ports_move {
             // Published ports follow the first endpoint (or lapse with the last one).
             let _ = self.remove_port_rules(&before);
