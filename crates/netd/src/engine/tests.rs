@@ -466,3 +466,205 @@ fn network_rm_takes_its_bridge_and_chains() {
     assert!(!world.firewall.has_chain("filter", &network_chain(&net.id)));
     assert!(!world.firewall.has_chain("nat", &hostport_chain(&net.id)));
 }
+
+mod cluster {
+    use super::*;
+    use crate::cluster::{NameRecord, NetworkView};
+    use bridge_driver::cluster::{ClusterMembership, Driver, FlannelConfig};
+
+    fn net(s: &str) -> ipnet::Ipv4Net {
+        s.parse().expect("test literal")
+    }
+
+    /// A fixture whose host has an underlay interface at 192.168.50.1/24.
+    fn clustered() -> (Fixture, crate::cluster::NodeIdentity) {
+        let mut fx = Fixture::new();
+        {
+            let mut world = fx.fake.world();
+            world.host.links.push(Link::new(50, "eth0", Some("veth")));
+            world
+                .host
+                .addresses
+                .insert(50, vec![net("192.168.50.1/24")]);
+        }
+        let node = fx
+            .engine
+            .cluster_node(Some("192.168.50.1".parse().expect("ip")), "a")
+            .expect("node");
+        assert_eq!(node.underlay, "eth0");
+        (fx, node)
+    }
+
+    fn config() -> FlannelConfig {
+        FlannelConfig::from_request(net("10.244.0.0/16"), Driver::Vxlan, &BTreeMap::new())
+            .expect("config")
+    }
+
+    fn peer(ip: &str, subnet: &str) -> (ipnet::Ipv4Net, bridge_driver::cluster::LeaseAttrs) {
+        let m = ClusterMembership {
+            config: config(),
+            node_ip: ip.parse().expect("ip"),
+            node_name: format!("node-{ip}"),
+            underlay: "eth0".into(),
+            peers: Vec::new(),
+        };
+        (net(subnet), m.lease())
+    }
+
+    fn view(
+        peers: Vec<(ipnet::Ipv4Net, bridge_driver::cluster::LeaseAttrs)>,
+    ) -> crate::cluster::ClusterView {
+        [(
+            "ov".to_string(),
+            NetworkView {
+                config: config(),
+                own: Some(net("10.244.1.0/24")),
+                peers,
+                names: vec![NameRecord {
+                    id: "f".repeat(64),
+                    name: "far".into(),
+                    aliases: Vec::new(),
+                    ip: "10.244.2.2".parse().expect("ip"),
+                }],
+            },
+        )]
+        .into()
+    }
+
+    #[test]
+    fn a_view_becomes_a_network_with_its_overlay_and_follows_the_peers() {
+        let (mut fx, node) = clustered();
+        fx.engine
+            .sync_cluster(view(vec![peer("192.168.50.2", "10.244.2.0/24")]), &node)
+            .expect("sync");
+        let vxlan = fx.host_link("netd.1").expect("vxlan device");
+        assert_eq!(vxlan.kind.as_deref(), Some("vxlan"));
+        assert_eq!(vxlan.mtu, 1450);
+        {
+            let world = fx.fake.world();
+            assert_eq!(
+                world.host.neighbours.len(),
+                1,
+                "{:?}",
+                world.host.neighbours
+            );
+            assert_eq!(world.host.fdb.len(), 1);
+            assert_eq!(world.host.fdb[0].remote.to_string(), "192.168.50.2");
+            assert!(world
+                .host
+                .routes
+                .iter()
+                .any(|r| r.destination == net("10.244.2.0/24")
+                    && r.gateway == Some("10.244.2.0".parse().expect("ip"))
+                    && r.oif == Some(vxlan.index)));
+            let chains = world.firewall.all_rules("filter");
+            assert!(
+                chains.iter().any(|r| r.contains("-s 10.244.0.0/16 -o br-")),
+                "{chains:?}"
+            );
+        }
+        // Sandboxes of other nodes are in the network's names.
+        let records = crate::dns::Records::from_state(&fx.engine.state);
+        let names = records
+            .network_at("10.244.1.1".parse().expect("ip"))
+            .expect("the cluster network's DNS");
+        assert_eq!(
+            names.addresses("far"),
+            Some(&["10.244.2.2".parse().expect("ip")][..])
+        );
+        assert!(names.name_of("10.244.2.2".parse().expect("ip")).is_some());
+        // A sandbox on it takes an address of the node's subnet, through the shared store.
+        let web = fx.run("web", "ov");
+        assert_eq!(web.endpoints[0].ip.to_string(), "10.244.1.2");
+        let reserved = fx.engine.paths().cluster_ipam_dir().join("ov/10.244.1.2");
+        assert!(reserved.exists(), "host-local reservation file");
+        let subnet_env =
+            std::fs::read_to_string(fx.engine.paths().subnet_env("ov")).expect("subnet.env");
+        assert!(
+            subnet_env.contains("FLANNEL_SUBNET=10.244.1.1/24"),
+            "{subnet_env}"
+        );
+
+        // The peer restarts with a new node IP (so a new VTEP MAC): reprogrammed at once.
+        fx.engine
+            .sync_cluster(view(vec![peer("192.168.50.9", "10.244.2.0/24")]), &node)
+            .expect("sync");
+        {
+            let world = fx.fake.world();
+            assert_eq!(world.host.fdb.len(), 1, "{:?}", world.host.fdb);
+            assert_eq!(world.host.fdb[0].remote.to_string(), "192.168.50.9");
+        }
+        // The peer goes: its entries go.
+        fx.engine
+            .sync_cluster(view(Vec::new()), &node)
+            .expect("sync");
+        {
+            let world = fx.fake.world();
+            assert!(world.host.fdb.is_empty() && world.host.neighbours.is_empty());
+            assert!(!world
+                .host
+                .routes
+                .iter()
+                .any(|r| r.destination == net("10.244.2.0/24")));
+        }
+        // The network leaves the store while web uses it: kept; once web is gone, removed.
+        fx.engine
+            .sync_cluster(crate::cluster::ClusterView::new(), &node)
+            .expect("sync");
+        assert!(fx.host_link("netd.1").is_some());
+        fx.engine.remove_sandbox("web", false).expect("rm");
+        assert!(!reserved.exists(), "the reservation goes with the sandbox");
+        fx.engine
+            .sync_cluster(crate::cluster::ClusterView::new(), &node)
+            .expect("sync");
+        assert!(fx.host_link("netd.1").is_none());
+        assert!(!fx.engine.paths().subnet_env("ov").exists());
+    }
+
+    #[test]
+    fn a_restart_without_the_store_programs_the_recorded_peers() {
+        let (mut fx, node) = clustered();
+        fx.engine
+            .sync_cluster(view(vec![peer("192.168.50.2", "10.244.2.0/24")]), &node)
+            .expect("sync");
+        // Someone flushes the overlay while netd is down; netd starts with no store.
+        {
+            let mut world = fx.fake.world();
+            world.host.fdb.clear();
+            world.host.neighbours.clear();
+            world
+                .host
+                .routes
+                .retain(|r| r.destination != net("10.244.2.0/24"));
+        }
+        let fx = fx.restart();
+        assert!(
+            fx.repairs.iter().any(|r| r.contains("added fdb entry")),
+            "{:?}",
+            fx.repairs
+        );
+        let world = fx.fake.world();
+        assert_eq!(world.host.fdb.len(), 1);
+        assert!(world
+            .host
+            .routes
+            .iter()
+            .any(|r| r.destination == net("10.244.2.0/24")));
+    }
+
+    #[test]
+    fn a_cluster_network_that_clashes_with_this_node_is_refused() {
+        let (mut fx, _) = clustered();
+        fx.network("local", "10.244.9.0/24");
+        let err = fx
+            .engine
+            .check_cluster_network("ov", &config())
+            .expect_err("overlap");
+        assert!(err.to_string().contains("--subnet"), "{err}");
+        let err = fx
+            .engine
+            .check_cluster_network("local", &config())
+            .expect_err("name");
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
+}
