@@ -262,6 +262,62 @@ fn vxlan_hosts_reach_each_other_with_their_own_addresses_and_names() {
     assert!(link.contains("dstport 8472"), "{link}");
     assert!(link.contains("nolearning"), "{link}");
     assert!(link.contains("mtu 1450"), "{link}");
+
+    // Aliases, short ids and reverse names across hosts.
+    hosts[1].netctl_ok(&[
+        "run",
+        "--name",
+        "api",
+        "--network",
+        "ov",
+        "--alias",
+        "backend",
+    ]);
+    let api = hosts[1].inspect("api");
+    let api_ip = api["NetworkSettings"]["Networks"]["ov"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let short = api["Id"].as_str().expect("id")[..12].to_string();
+    // (dig, not getent: the C library reads an all-digit short id as an address)
+    for name in ["backend", short.as_str()] {
+        assert!(
+            TestHost::eventually(Duration::from_secs(1), || {
+                let out = hosts[0].exec("s1", &["dig", "+short", "+tries=1", "+time=1", name]);
+                String::from_utf8_lossy(&out.stdout).trim() == api_ip
+            }),
+            "{name} resolves on node1"
+        );
+    }
+    let reverse = hosts[0].exec("s1", &["getent", "hosts", &api_ip]);
+    assert!(
+        String::from_utf8_lossy(&reverse.stdout).contains("api"),
+        "PTR of {api_ip}: {reverse:?}"
+    );
+
+    // network rm: refused while any node has a sandbox on it, naming the node; then
+    // gone from every node, etcd and the kernel.
+    let err = hosts[2].netctl_err(&["network", "rm", "ov"]);
+    assert!(err.contains("api on node node2"), "{err}");
+    for (i, host) in hosts.iter().enumerate() {
+        host.netctl_ok(&["rm", "-f", &format!("s{}", i + 1)]);
+    }
+    hosts[1].netctl_ok(&["rm", "-f", "api"]);
+    hosts[3].netctl_ok(&["rm", "-f", "late"]);
+    assert!(TestHost::eventually(Duration::from_secs(2), || {
+        hosts[2].netctl(&["network", "rm", "ov"]).status.success()
+    }));
+    for host in &hosts {
+        assert!(
+            TestHost::eventually(Duration::from_secs(3), || {
+                !host.netctl_ok(&["network", "ls"]).contains(" ov ")
+                    && !host.links().iter().any(|l| l.contains("netd.1"))
+            }),
+            "{} still has ov",
+            host.name
+        );
+    }
+    assert_eq!(etcd.dump("/netd/networks/ov/"), "");
 }
 
 #[test]
@@ -749,6 +805,72 @@ fn bad_input_leaves_etcd_and_the_kernel_as_they_were() {
     let without_names: Vec<&str> = now.lines().filter(|l| !l.contains("/names/")).collect();
     let before: Vec<&str> = keys.lines().filter(|l| !l.contains("/names/")).collect();
     assert_eq!(without_names, before, "etcd unchanged by the bad requests");
+
+    // A store that does not answer, or is no etcd: netd starts, local networks work,
+    // cluster operations are refused with the reason.
+    for store in ["etcd://127.0.0.1:1", "etcd://127.0.0.1:7002"] {
+        let mut host = TestHost::bare();
+        let _not_etcd = serve_peer_address(&host.netns_path(), 7002);
+        host.set_netd_args(vec![
+            "--cluster-store".into(),
+            store.into(),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+        ]);
+        host.start_netd();
+        host.netctl_ok(&["network", "create", "--subnet", "10.201.0.0/24", "mine"]);
+        let err = host.netctl_err(&[
+            "network",
+            "create",
+            "--driver",
+            "vxlan",
+            "--subnet",
+            "10.95.0.0/16",
+            "n",
+        ]);
+        assert!(err.contains("cluster store"), "{store}: {err}");
+        let err = host.netctl_err(&["cluster", "nodes"]);
+        assert!(err.contains("cluster store"), "{store}: {err}");
+    }
+    let bad = TestHost::bare();
+    for args in [
+        vec!["--cluster-store", "http://127.0.0.1:2379"],
+        vec!["--cluster-store", "etcd://127.0.0.1"],
+        vec![
+            "--cluster-store",
+            "etcd://127.0.0.1:2379",
+            "--node-ip",
+            "10.0.0.300",
+        ],
+        vec![
+            "--cluster-store",
+            "etcd://127.0.0.1:2379",
+            "--lease-ttl",
+            "soon",
+        ],
+        vec!["--node-ip", "127.0.0.1"],
+    ] {
+        let extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut child = bad
+            .netd_command(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("netd");
+        let exited = TestHost::eventually(Duration::from_secs(5), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("netd {args:?} started instead of refusing");
+        }
+        let out = child.wait_with_output().expect("netd output");
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[args.len() - 2]), "{args:?}: {err}");
+    }
 
     // A netd without a cluster store refuses cluster drivers.
     let local = TestHost::new();

@@ -72,6 +72,12 @@ impl Engine {
             if let Some(runtime) = self.runtime.remove(&sandbox.id) {
                 self.teardown_sandbox(&sandbox.id, true, &runtime, false);
             }
+            // The kernel frees a namespace lazily: the host ends of its veths can outlive
+            // it for a moment, and would keep the new ones from being made.
+            for endpoint in &sandbox.endpoints {
+                let veth = bridge_driver::names::host_veth_name(&sandbox.id, endpoint.interface);
+                self.host.delete_link_by_name(&veth)?;
+            }
             let pid = self.create_sandbox(sandbox)?;
             self.runtime.insert(
                 sandbox.id.clone(),
