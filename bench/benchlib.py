@@ -83,11 +83,7 @@ class Netd:
         return [os.path.join(BIN, "netctl"), "--socket", self.socket, *args]
 
     def rss_mib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mib(self.proc.pid)
 
     def close(self):
         # Sandboxes left by a failed run: their pause processes live in this host.
@@ -100,6 +96,15 @@ class Netd:
             self.proc.wait()
             remove_mounts_under(f"{self.tmp}/run")
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def rss_mib(pid):
+    """A process's resident memory."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def timed(argv, stdin=None, env=None):

@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.request
 
-from benchlib import BIN, CLONE_NEWNET, build, enter_netns, libc, remove_mounts_under
+from benchlib import BIN, CLONE_NEWNET, build, enter_netns, libc, remove_mounts_under, rss_mib
 
 UL = "192.168.70"
 TAG = f"ndcl{os.getpid()}"
@@ -220,11 +220,7 @@ class Node:
         return len(json.loads(out)[0].get("Nodes", [])) if out.startswith("[") else 0
 
     def rss_mib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mib(self.proc.pid)
 
 
 def wait(pred, timeout, step=0.005):

@@ -347,6 +347,21 @@ impl Drop for Etcd {
     }
 }
 
+/// netd's flags for a node of the cluster.
+fn cluster_args(etcd: &Etcd, name: &str, node_ip: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--cluster-store".to_string(),
+        etcd.store(),
+        "--node-name".to_string(),
+        name.to_string(),
+    ];
+    if let Some(ip) = node_ip {
+        args.extend(["--node-ip".to_string(), ip.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A test host on the underlay at `UNDERLAY.<n>` running netd in the cluster as `name`.
 pub fn cluster_host(
     underlay: &Underlay,
@@ -358,16 +373,7 @@ pub fn cluster_host(
     let mut host = TestHost::bare();
     let ip = format!("{UNDERLAY}.{n}");
     underlay.plug(&host.netns_path(), "eth0", &format!("{ip}/24"));
-    let mut args = vec![
-        "--cluster-store".to_string(),
-        etcd.store(),
-        "--node-name".to_string(),
-        name.to_string(),
-        "--node-ip".to_string(),
-        ip,
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    host.set_netd_args(args);
+    host.set_netd_args(cluster_args(etcd, name, Some(&ip), extra));
     host.start_netd();
     host
 }
@@ -384,14 +390,7 @@ pub fn remote_host(
 ) -> TestHost {
     let mut host = TestHost::bare();
     underlay.plug_remote(router, &host.netns_path(), &format!("{REMOTE}.{n}"));
-    let mut args = vec![
-        "--cluster-store".to_string(),
-        etcd.store(),
-        "--node-name".to_string(),
-        name.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    host.set_netd_args(args);
+    host.set_netd_args(cluster_args(etcd, name, None, extra));
     host.start_netd();
     host
 }

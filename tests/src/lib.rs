@@ -691,6 +691,12 @@ impl Drop for Server {
 
 /// Starts a [`Server`] on `port` in the namespace at `netns`.
 pub fn serve_hello(netns: &str, port: u16) -> Server {
+    serve_tcp(netns, port, "SYSTEM:echo hello")
+}
+
+/// A TCP server on `port` in the namespace at `netns` whose every connection is answered
+/// by socat's `answer` (`SYSTEM:echo $SOCAT_PEERADDR` tells the client's address).
+pub fn serve_tcp(netns: &str, port: u16, answer: &str) -> Server {
     let child = TestHost::in_netns(
         netns,
         "timeout",
@@ -698,7 +704,7 @@ pub fn serve_hello(netns: &str, port: u16) -> Server {
             "60",
             "socat",
             &format!("TCP-LISTEN:{port},fork,reuseaddr"),
-            "SYSTEM:echo hello",
+            answer,
         ],
     )
     .stdout(Stdio::null())

@@ -16,21 +16,7 @@ const ETCD_IPS: [&str; 3] = ["192.168.60.101", "192.168.60.102", "192.168.60.103
 
 /// A TCP server in a namespace that answers with the address the connection came from.
 fn serve_peer_address(netns: &str, port: u16) -> Server {
-    let child = TestHost::in_netns(
-        netns,
-        "timeout",
-        &[
-            "60",
-            "socat",
-            &format!("TCP-LISTEN:{port},fork,reuseaddr"),
-            "SYSTEM:echo $SOCAT_PEERADDR",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("start server");
-    Server::new(child)
+    netd_tests::serve_tcp(netns, port, "SYSTEM:echo $SOCAT_PEERADDR")
 }
 
 fn sandbox_netns(host: &TestHost, name: &str) -> String {
