@@ -8,8 +8,9 @@ set -euo pipefail
 # (the CRI client): the test that runs our plugins under containerd's CRI.
 # protobuf-compiler and libprotobuf-dev (google/protobuf/*.proto): protoc, which the
 # etcd-client crate runs at build time; etcd-server and
-# etcd-client: the store the multi-host tests start on test-host addresses.
-packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3
+# etcd-client: the store the multi-host tests start on test-host addresses; openssl: the
+# certificates of the TLS one.
+packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3 openssl
   containernetworking-plugins containerd runc busybox-static python3-grpcio python3-protobuf
   protobuf-compiler libprotobuf-dev etcd-server etcd-client)
 missing=()

@@ -171,12 +171,99 @@ struct Member {
 pub struct Etcd {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    /// Served over TLS with client certificates (files in `dir`, see [`Etcd::tls_files`]).
+    tls: bool,
 }
 
 impl Etcd {
     /// Starts `ips.len()` members at those underlay addresses and waits until the cluster
     /// answers.
     pub fn start(underlay: &mut Underlay, ips: &[&str]) -> Etcd {
+        Self::start_with(underlay, ips, false)
+    }
+
+    /// [`Etcd::start`] over TLS, wanting client certificates: a CA, a server certificate
+    /// for the members' addresses and a client certificate, made with openssl.
+    pub fn start_tls(underlay: &mut Underlay, ips: &[&str]) -> Etcd {
+        Self::start_with(underlay, ips, true)
+    }
+
+    /// The CA, client certificate and key netd is given (`--etcd-cafile` ...).
+    pub fn tls_files(&self) -> [PathBuf; 3] {
+        ["ca.pem", "client.pem", "client.key"].map(|f| self.dir.path().join(f))
+    }
+
+    fn make_certificates(dir: &std::path::Path, ips: &[&str]) {
+        let openssl = |args: &[&str]| {
+            must(Command::new("openssl").current_dir(dir).args(args));
+        };
+        let key = |name: &str| {
+            openssl(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN=netd-test-{name}"),
+            ]);
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=netd-test-ca",
+        ]);
+        let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+        std::fs::write(
+            dir.join("server.cnf"),
+            format!(
+                "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+                sans.join(",")
+            ),
+        )
+        .expect("server.cnf");
+        std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n")
+            .expect("client.cnf");
+        for name in ["server", "client"] {
+            key(name);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.cnf"),
+            ]);
+        }
+    }
+
+    fn start_with(underlay: &mut Underlay, ips: &[&str], tls: bool) -> Etcd {
         let dir = tempfile::Builder::new()
             .prefix("netd-etcd-")
             .tempdir()
@@ -189,7 +276,10 @@ impl Etcd {
                 child: None,
             })
             .collect();
-        let mut etcd = Etcd { members, dir };
+        if tls {
+            Self::make_certificates(dir.path(), ips);
+        }
+        let mut etcd = Etcd { members, dir, tls };
         for i in 0..etcd.members.len() {
             etcd.start_member(i);
         }
@@ -223,7 +313,22 @@ impl Etcd {
             .collect();
         let m = &self.members[i];
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
-        let child = TestHost::in_netns(
+        let scheme = if self.tls { "https" } else { "http" };
+        let file = |f: &str| self.dir.path().join(f).to_string_lossy().into_owned();
+        let tls_args: Vec<String> = if self.tls {
+            vec![
+                "--cert-file".into(),
+                file("server.pem"),
+                "--key-file".into(),
+                file("server.key"),
+                "--trusted-ca-file".into(),
+                file("ca.pem"),
+                "--client-cert-auth".into(),
+            ]
+        } else {
+            Vec::new()
+        };
+        let mut cmd = TestHost::in_netns(
             &m.netns,
             "etcd",
             &[
@@ -236,9 +341,9 @@ impl Etcd {
                     .to_str()
                     .expect("utf-8"),
                 "--listen-client-urls",
-                &format!("http://{}:2379", m.ip),
+                &format!("{scheme}://{}:2379", m.ip),
                 "--advertise-client-urls",
-                &format!("http://{}:2379", m.ip),
+                &format!("{scheme}://{}:2379", m.ip),
                 "--listen-peer-urls",
                 &format!("http://{}:2380", m.ip),
                 "--initial-advertise-peer-urls",
@@ -250,12 +355,14 @@ impl Etcd {
                 "--election-timeout",
                 "500",
             ],
-        )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start etcd (apt-get install etcd-server)");
+        );
+        cmd.args(&tls_args);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)");
         self.members[i].child = Some(child);
     }
 
@@ -309,15 +416,25 @@ impl Etcd {
         let Some(first) = live.first() else {
             panic!("no etcd member is running");
         };
+        let scheme = if self.tls { "https" } else { "http" };
         let endpoints: Vec<String> = live
             .iter()
-            .map(|m| format!("http://{}:2379", m.ip))
+            .map(|m| format!("{scheme}://{}:2379", m.ip))
             .collect();
         let mut cmd = TestHost::in_netns(&first.netns, "etcdctl", &[]);
         cmd.env("ETCDCTL_API", "3")
             .arg("--endpoints")
-            .arg(endpoints.join(","))
-            .args(args);
+            .arg(endpoints.join(","));
+        if self.tls {
+            let [ca, cert, key] = self.tls_files();
+            cmd.arg("--cacert")
+                .arg(ca)
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
+        }
+        cmd.args(args);
         run(&mut cmd)
     }
 

@@ -1018,3 +1018,40 @@ fn netd_flannel_pods_across_hosts_share_the_nodes_subnet_with_sandboxes() {
     assert!(!reserved.contains(&pod1_ip), "{reserved:?}");
     assert!(reserved.contains(&s1), "{reserved:?}");
 }
+
+/// An etcd that wants TLS and client certificates: nodes given `--etcd-cafile`,
+/// `--etcd-certfile` and `--etcd-keyfile` join; a node without a client certificate is
+/// refused with the reason.
+#[test]
+fn an_etcd_over_tls_with_client_certificates() {
+    let mut underlay = Underlay::new();
+    let etcd = Etcd::start_tls(&mut underlay, &ETCD_IPS[..1]);
+    let [ca, cert, key] = etcd.tls_files();
+    let tls = [
+        "--etcd-cafile",
+        ca.to_str().expect("utf-8"),
+        "--etcd-certfile",
+        cert.to_str().expect("utf-8"),
+        "--etcd-keyfile",
+        key.to_str().expect("utf-8"),
+    ];
+    let a = cluster_host(&underlay, &etcd, 1, "node1", &tls);
+    let b = cluster_host(&underlay, &etcd, 2, "node2", &tls);
+    a.netctl_ok(&[
+        "network",
+        "create",
+        "--driver",
+        "host-gw",
+        "--subnet",
+        "10.110.0.0/16",
+        "t",
+    ]);
+    wait_for_network(&[&a, &b], "t", 2);
+    a.netctl_ok(&["run", "--name", "x", "--network", "t"]);
+    b.netctl_ok(&["run", "--name", "y", "--network", "t"]);
+    assert!(a.can_ping("x", "y"));
+    assert!(etcd.dump("/netd/networks/t/").contains("subnets/10.110."));
+    let no_cert = cluster_host(&underlay, &etcd, 3, "node3", &tls[..2]);
+    let err = no_cert.netctl_err(&["cluster", "nodes"]);
+    assert!(err.contains("cluster store"), "{err}");
+}
