@@ -250,12 +250,15 @@ def iperf(client_ns, server_ns, server_ip, seconds):
         server.wait()
 
 
-def by_hand(bed, mode, tag):
-    """Two hosts and a sandbox on each, configured with ip as netd configures them."""
+def by_hand(bed, mode, tag, nat=False):
+    """Two hosts and a sandbox on each, configured with ip as netd configures them; with
+    `nat`, also what any host that masquerades its sandboxes has: conntrack in FORWARD and
+    a MASQUERADE rule (for traffic leaving the cluster subnet, so not this traffic)."""
     hosts, sandboxes = [], []
+    base = 200 if not nat else 210
     mtu = 1500 if mode == "host-gw" else 1450
     for i in (1, 2):
-        h = bed.host(f"{tag}m{i}", f"{UL}.{200 + i}")
+        h = bed.host(f"{tag}m{i}", f"{UL}.{base + i}")
         run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=h)
         s = bed.netns(f"{tag}s{i}")
         run("ip", "link", "add", "br0", "type", "bridge", ns=h)
@@ -266,9 +269,14 @@ def by_hand(bed, mode, tag):
         run("ip", "addr", "add", f"10.99.{i}.2/24", "dev", "eth0", ns=s)
         run("ip", "link", "set", "eth0", "mtu", mtu, "up", ns=s)
         run("ip", "route", "add", "default", "via", f"10.99.{i}.1", ns=s)
+        if nat:
+            run("iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                "-j", "ACCEPT", ns=h)
+            run("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", f"10.99.{i}.0/24", "!", "-d",
+                "10.99.0.0/16", "-j", "MASQUERADE", ns=h)
         if mode != "host-gw":
             run("ip", "link", "add", "vx", "address", f"06:00:00:00:00:0{i}", "mtu", mtu, "type", "vxlan",
-                "id", "1", "local", f"{UL}.{200 + i}", "dev", "eth0", "dstport", "8472", "nolearning", ns=h)
+                "id", "1", "local", f"{UL}.{base + i}", "dev", "eth0", "dstport", "8472", "nolearning", ns=h)
             run("ip", "addr", "add", f"10.99.{i}.0/32", "dev", "vx", ns=h)
             run("ip", "link", "set", "vx", "up", ns=h)
         hosts.append(h)
@@ -277,17 +285,17 @@ def by_hand(bed, mode, tag):
         h = hosts[i - 1]
         if mode == "vxlan":
             run("ip", "neigh", "add", f"10.99.{j}.0", "lladdr", f"06:00:00:00:00:0{j}", "dev", "vx", "nud", "permanent", ns=h)
-            run("bridge", "fdb", "append", f"06:00:00:00:00:0{j}", "dev", "vx", "dst", f"{UL}.{200 + j}", "self", "permanent", ns=h)
+            run("bridge", "fdb", "append", f"06:00:00:00:00:0{j}", "dev", "vx", "dst", f"{UL}.{base + j}", "self", "permanent", ns=h)
             run("ip", "route", "add", f"10.99.{j}.0/24", "via", f"10.99.{j}.0", "dev", "vx", "onlink", ns=h)
         else:
-            run("ip", "route", "add", f"10.99.{j}.0/24", "via", f"{UL}.{200 + j}", ns=h)
+            run("ip", "route", "add", f"10.99.{j}.0/24", "via", f"{UL}.{base + j}", ns=h)
     return sandboxes[0], sandboxes[1], "10.99.2.2"
 
 
 def part_throughput(args):
     print("1. iperf3, one TCP stream sandbox to sandbox across two hosts, Gbit/s "
           f"(median of {args.rounds} alternating runs of {args.seconds} s)")
-    print(f"{'mode':<16} {'netd':>7} {'by hand':>8} {'netd/hand':>10}")
+    print(f"{'mode':<16} {'netd':>7} {'by hand':>8} {'netd/hand':>10} {'hand+nat':>9} {'netd/(hand+nat)':>16}")
     for mode, driver, opts in (("vxlan", "vxlan", []), ("host-gw", "host-gw", []),
                                ("direct-routing", "vxlan", ["--opt", "direct-routing=true"])):
         bed = Bed()
@@ -303,15 +311,19 @@ def part_throughput(args):
             ours = (a.netns_of("s1"), b.netns_of("s2"), b.ip_of("s2", "ov"))
             hand_mode = "host-gw" if mode == "direct-routing" else mode
             theirs = by_hand(bed, hand_mode, "x")
-            n, h = [], []
+            natted = by_hand(bed, hand_mode, "y", nat=True)
+            n, h, hn = [], [], []
             for _ in range(args.rounds):
                 n.append(iperf(ours[0], ours[1], ours[2], args.seconds))
                 h.append(iperf(theirs[0], theirs[1], theirs[2], args.seconds))
-            mn, mh = statistics.median(n), statistics.median(h)
-            print(f"{mode:<16} {mn:>7.2f} {mh:>8.2f} {mn / mh:>9.0%}")
+                hn.append(iperf(natted[0], natted[1], natted[2], args.seconds))
+            mn, mh, mhn = statistics.median(n), statistics.median(h), statistics.median(hn)
+            print(f"{mode:<16} {mn:>7.2f} {mh:>8.2f} {mn / mh:>9.0%} {mhn:>9.2f} {mn / mhn:>15.0%}")
         finally:
             bed.close()
-    print("(direct-routing by hand: plain routes, as netd programs adjacent peers with it)")
+    print("(direct-routing by hand: plain routes, as netd programs adjacent peers with it; "
+          "hand+nat: the same with conntrack and a masquerade rule, as every host that NATs its "
+          "sandboxes has)")
 
 
 def part_convergence(args):
