@@ -144,6 +144,22 @@ impl Netns {
     }
 
     /// Whether `path` is a live namespace mount (not just a leftover empty file).
+    /// The identity (device, inode) of the namespace at `path` (a mount or
+    /// `/proc/PID/ns/net`), without keeping it open; an error when `path` is not a
+    /// network namespace.
+    pub fn identity(path: impl AsRef<Path>) -> Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let path = path.as_ref();
+        if !Netns::is_mounted(path) {
+            return Err(netns_error(
+                path,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace"),
+            ));
+        }
+        let meta = fs::metadata(path).map_err(|e| netns_error(path, e))?;
+        Ok((meta.dev(), meta.ino()))
+    }
+
     pub fn is_mounted(path: impl AsRef<Path>) -> bool {
         const NSFS_MAGIC: i64 = 0x6e73_6673;
         match nix::sys::statfs::statfs(path.as_ref()) {

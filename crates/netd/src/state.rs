@@ -67,6 +67,25 @@ impl std::fmt::Display for NetworkMode {
     }
 }
 
+/// A namespace netd did not make (`netctl attach`): its owner keeps it alive; netd keeps
+/// no descriptor on it and watches that the path (or pid) still names the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    /// As given: a mount such as `/run/netns/x`, or `/proc/PID/ns/net`.
+    pub path: PathBuf,
+    pub pid: Option<i32>,
+    /// The namespace's identity when attached (device, inode).
+    pub dev: u64,
+    pub inode: u64,
+}
+
+impl Attached {
+    /// Whether the path still names the namespace that was attached.
+    pub fn alive(&self) -> bool {
+        linkd::Netns::identity(&self.path).is_ok_and(|id| id == (self.dev, self.inode))
+    }
+}
+
 /// A sandbox: a network namespace held by a pause process, with endpoints on networks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sandbox {
@@ -81,6 +100,9 @@ pub struct Sandbox {
     /// Published ports, one per host port, forwarded to the first endpoint's address.
     #[serde(default)]
     pub ports: Vec<bridge_driver::ports::PortMapping>,
+    /// Set for a namespace of another runtime's (`netctl attach`); netd made none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<Attached>,
 }
 
 impl Sandbox {

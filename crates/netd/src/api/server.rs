@@ -18,7 +18,7 @@ use super::types::{
     SandboxInfo,
 };
 use crate::cluster::{ClusterHandle, NodeLease};
-use crate::engine::EngineHandle;
+use crate::engine::{AttachRequest, EngineHandle};
 use crate::error::NetdError;
 
 /// An engine error as an HTTP answer.
@@ -82,6 +82,7 @@ pub fn router(services: Services) -> Router {
         .route("/networks/{name}/connect", post(connect))
         .route("/networks/{name}/disconnect", post(disconnect))
         .route("/sandboxes", get(list_sandboxes).post(run))
+        .route("/sandboxes/attach", post(attach))
         .route("/sandboxes/{name}", get(inspect_sandbox))
         .route("/sandboxes/{name}", delete(remove_sandbox))
         .route("/sandboxes/{name}/processes", post(add_process))
@@ -191,6 +192,16 @@ async fn list_sandboxes(State(e): State<EngineHandle>) -> ApiResult<Vec<SandboxI
 async fn run(State(e): State<EngineHandle>, Json(req): Json<RunRequest>) -> ApiResult<SandboxInfo> {
     let info = e
         .call(move |e| e.run(req).map(|s| e.sandbox_info(&s)))
+        .await?;
+    Ok(Json(info))
+}
+
+async fn attach(
+    State(e): State<EngineHandle>,
+    Json(req): Json<AttachRequest>,
+) -> ApiResult<SandboxInfo> {
+    let info = e
+        .call(move |e| e.attach(req).map(|s| e.sandbox_info(&s)))
         .await?;
     Ok(Json(info))
 }

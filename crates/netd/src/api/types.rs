@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::engine::{ConnectRequest, RunRequest};
+pub use crate::engine::{AttachRequest, ConnectRequest, RunRequest};
 pub use bridge_driver::NetworkRequest;
 
 /// Body of `POST /networks/{name}/disconnect`.
@@ -108,6 +108,9 @@ pub struct NetworkContainer {
 #[serde(rename_all = "PascalCase")]
 pub struct SandboxInfo {
     pub id: String,
+    /// Whether netd made the namespace (`false`: attached, another runtime's).
+    #[serde(default = "managed_default")]
+    pub managed: bool,
     pub created: String,
     /// `/name`, as Docker writes it.
     pub name: String,
@@ -119,6 +122,10 @@ pub struct SandboxInfo {
     pub config: SandboxConfig,
     pub host_config: HostConfig,
     pub network_settings: NetworkSettings,
+}
+
+fn managed_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -125,7 +125,10 @@ impl Engine {
             .get(&sandbox.id)
             .and_then(|r| r.pause_pid)
             .unwrap_or(0);
-        let running = self.processes.is_pause_of(pid, &sandbox.id);
+        let (running, pid) = match &sandbox.attached {
+            Some(attached) => (attached.alive(), attached.pid.unwrap_or(0)),
+            None => (self.processes.is_pause_of(pid, &sandbox.id), pid),
+        };
         let mut networks = BTreeMap::new();
         for ep in &sandbox.endpoints {
             let Some(network) = self.state.networks.get(&ep.network_id) else {
@@ -162,6 +165,7 @@ impl Engine {
         let files_of = sandbox.netns_owner();
         let file = |name: &str| paths.sandbox_file(files_of, name).display().to_string();
         SandboxInfo {
+            managed: sandbox.attached.is_none(),
             id: sandbox.id.clone(),
             created: sandbox.created.clone(),
             name: format!("/{}", sandbox.name),

@@ -31,7 +31,7 @@ use crate::state::{Paths, Sandbox, State};
 use crate::store::{Change, Kind, Store};
 
 pub use ports::PublishRequest;
-pub use sandboxes::{ConnectRequest, RunRequest};
+pub use sandboxes::{AttachRequest, ConnectRequest, RunRequest};
 
 /// How the engine is set up (from netd's flags).
 #[derive(Debug, Clone)]
@@ -328,7 +328,10 @@ impl Engine {
     }
 
     fn netns_path(&self, sandbox: &Sandbox) -> PathBuf {
-        self.paths().netns(sandbox.netns_owner())
+        match &sandbox.attached {
+            Some(attached) => attached.path.clone(),
+            None => self.paths().netns(sandbox.netns_owner()),
+        }
     }
 }
 
@@ -346,6 +349,7 @@ fn serve(engine: &mut Engine, jobs: &mpsc::Receiver<Job>, check: Option<Duration
                 if now >= deadline {
                     engine.check_firewall();
                     engine.check_overlays();
+                    engine.check_attached();
                     due = Some(Instant::now() + interval);
                     continue;
                 }

@@ -63,8 +63,44 @@ impl Engine {
         Ok(repairs)
     }
 
+    /// The periodic check's part for attached namespaces: one whose owner removed it (the
+    /// container exited, the mount went) has its record, address, ports and names released.
+    pub(super) fn check_attached(&mut self) {
+        let gone: Vec<Sandbox> = self
+            .state
+            .sandboxes
+            .values()
+            .filter(|s| s.attached.as_ref().is_some_and(|a| !a.alive()))
+            .cloned()
+            .collect();
+        for sandbox in gone {
+            match self.forget_sandbox(&sandbox, false) {
+                Ok(()) => tracing::info!(
+                    "sandbox {}: its namespace is gone; released its address, ports and names",
+                    sandbox.name
+                ),
+                Err(e) => tracing::error!("sandbox {}: cannot release it: {e}", sandbox.name),
+            }
+        }
+        if self.changes.get() != self.published {
+            self.publish_dns();
+        }
+    }
+
     fn reconcile_sandbox(&mut self, sandbox: &Sandbox, repairs: &mut Vec<String>) -> Result<()> {
         let name = &sandbox.name;
+        if let Some(attached) = &sandbox.attached {
+            if !attached.alive() {
+                self.forget_sandbox(sandbox, false)?;
+                repairs.push(format!(
+                    "sandbox {name}: its namespace {} is gone; released it",
+                    attached.path.display()
+                ));
+                return Ok(());
+            }
+            self.reconcile_endpoints(sandbox, repairs)?;
+            return self.write_files(sandbox);
+        }
         let netns_path = self.netns_path(sandbox);
         if sandbox.joined.is_none() && !self.namespaces.is_mounted(&netns_path) {
             // The namespace is gone (a reboot, or a crash before it was made): rebuild the
@@ -82,12 +118,13 @@ impl Engine {
             self.runtime.insert(
                 sandbox.id.clone(),
                 Runtime {
-                    pause_pid: Some(pid),
+                    pause_pid: pid,
                     processes: Vec::new(),
                 },
             );
             repairs.push(format!(
-                "sandbox {name}: recreated its network namespace (pause pid {pid})"
+                "sandbox {name}: recreated its network namespace (pause pid {})",
+                pid.unwrap_or(0)
             ));
             return Ok(());
         }

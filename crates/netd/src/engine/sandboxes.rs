@@ -39,6 +39,24 @@ pub struct RunRequest {
     pub expose: Vec<String>,
 }
 
+/// `netctl attach`'s request: a namespace another runtime made, by path or by pid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AttachRequest {
+    #[serde(default)]
+    pub netns: Option<String>,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    pub name: String,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
 /// `netctl connect`'s request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConnectRequest {
@@ -122,6 +140,92 @@ impl Engine {
     /// `netctl run`: records the sandbox, then creates its namespace, pause process,
     /// endpoint and files. On failure everything is undone and the error returned.
     pub fn run(&mut self, request: RunRequest) -> Result<Sandbox> {
+        self.start_sandbox(request, None)
+    }
+
+    /// `netctl attach`: a sandbox record for a namespace another runtime made, with all
+    /// that `run` gives but the namespace and the pause process.
+    pub fn attach(&mut self, request: AttachRequest) -> Result<Sandbox> {
+        validate_name("--name", &request.name)?;
+        let (path, pid) = match (&request.netns, request.pid) {
+            (Some(path), None) => (std::path::PathBuf::from(path), None),
+            (None, Some(pid)) if pid > 0 => (format!("/proc/{pid}/ns/net").into(), Some(pid)),
+            (None, Some(pid)) => {
+                return Err(NetdError::Invalid(format!(
+                    "--pid: {pid} is not a process id"
+                )))
+            }
+            _ => {
+                return Err(NetdError::Invalid(
+                    "give the namespace with --netns PATH or --pid PID (one of them)".into(),
+                ))
+            }
+        };
+        let field = if pid.is_some() { "--pid" } else { "--netns" };
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(NetdError::NotFound(format!("--pid: no process {pid}")));
+            }
+        }
+        let (dev, inode) = linkd::Netns::identity(&path).map_err(|_| {
+            NetdError::Invalid(format!(
+                "{field}: {} is not a network namespace",
+                path.display()
+            ))
+        })?;
+        if linkd::Netns::identity("/proc/self/ns/net").ok() == Some((dev, inode)) {
+            return Err(NetdError::Invalid(format!(
+                "{field}: {} is netd's own namespace (the host's); it is never configured",
+                path.display()
+            )));
+        }
+        if let Some(other) = self
+            .state
+            .sandboxes
+            .values()
+            .find(|s| linkd::Netns::identity(self.netns_path(s)).ok() == Some((dev, inode)))
+        {
+            return Err(NetdError::Conflict(format!(
+                "{field}: {} is the namespace of sandbox {} already",
+                path.display(),
+                other.name
+            )));
+        }
+        let run = RunRequest {
+            name: Some(request.name),
+            network: request.network,
+            ip: request.ip,
+            aliases: request.aliases,
+            publish: request.publish,
+            publish_all: false,
+            expose: Vec::new(),
+        };
+        if matches!(run.network.as_deref(), Some("none"))
+            || run
+                .network
+                .as_deref()
+                .is_some_and(|n| n.starts_with("container:"))
+        {
+            return Err(NetdError::Invalid(
+                "--network: an attached namespace joins a network (not none or container:)".into(),
+            ));
+        }
+        self.start_sandbox(
+            run,
+            Some(crate::state::Attached {
+                path,
+                pid,
+                dev,
+                inode,
+            }),
+        )
+    }
+
+    fn start_sandbox(
+        &mut self,
+        request: RunRequest,
+        attached: Option<crate::state::Attached>,
+    ) -> Result<Sandbox> {
         if let Some(name) = &request.name {
             validate_name("--name", name)?;
             if self.state.sandboxes.values().any(|s| &s.name == name) {
@@ -132,6 +236,14 @@ impl Engine {
         }
         validate_aliases(&request.aliases)?;
         let mode = self.parse_mode(request.network.as_deref())?;
+        if let Mode::Joined(owner) = &mode {
+            if owner.attached.is_some() {
+                return Err(NetdError::Invalid(format!(
+                    "--network: {} is another runtime's namespace; join it there",
+                    owner.name
+                )));
+            }
+        }
         if request.ip.is_some() && !matches!(mode, Mode::Network(_)) {
             return Err(NetdError::Invalid("--ip: needs --network NET".into()));
         }
@@ -187,6 +299,7 @@ impl Engine {
             joined,
             endpoints,
             ports: ports.clone(),
+            attached,
         };
         if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &id, &sandbox)?]) {
             self.release_addresses(&id, &sandbox.endpoints);
@@ -202,7 +315,7 @@ impl Engine {
                 self.runtime.insert(
                     id,
                     Runtime {
-                        pause_pid: Some(pid),
+                        pause_pid: pid,
                         processes: Vec::new(),
                     },
                 );
@@ -265,12 +378,28 @@ impl Engine {
             .collect()
     }
 
-    /// Creates the kernel side of a recorded sandbox; returns the pause pid.
-    pub(super) fn create_sandbox(&mut self, sandbox: &Sandbox) -> Result<i32> {
+    /// Creates the kernel side of a recorded sandbox; returns the pause pid (none for an
+    /// attached namespace, whose owner holds it).
+    pub(super) fn create_sandbox(&mut self, sandbox: &Sandbox) -> Result<Option<i32>> {
         let dir = self.paths().sandbox_dir(&sandbox.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
         let netns_path = self.netns_path(sandbox);
+        if sandbox.attached.is_some() {
+            let (netns, mut inner) = self.namespaces.open(&netns_path)?;
+            for (plan, bridge) in self.endpoint_plans(sandbox)? {
+                let bridge_index = self.host.require_link(&bridge)?.index;
+                dataplane::create_endpoint(
+                    &mut self.host,
+                    &netns,
+                    &mut inner,
+                    bridge_index,
+                    &plan,
+                )?;
+            }
+            self.write_files(sandbox)?;
+            return Ok(None);
+        }
         let starting = if sandbox.joined.is_some() {
             self.start_pause(sandbox)?
         } else {
@@ -291,7 +420,7 @@ impl Engine {
             starting
         };
         self.write_files(sandbox)?;
-        starting.finish()
+        starting.finish().map(Some)
     }
 
     /// Starts a sandbox's pause process, which records its pid in the sandbox's directory.
@@ -333,7 +462,7 @@ impl Engine {
 
     /// Deletes a sandbox's record, then tears its kernel side down (best effort, ordered:
     /// processes, namespace, files).
-    fn forget_sandbox(&mut self, sandbox: &Sandbox, kill_all: bool) -> Result<()> {
+    pub(super) fn forget_sandbox(&mut self, sandbox: &Sandbox, kill_all: bool) -> Result<()> {
         self.commit(vec![Change::delete(Kind::Sandbox, &sandbox.id)])?;
         self.state.sandboxes.remove(&sandbox.id);
         self.release_addresses(&sandbox.id, &sandbox.endpoints);
@@ -341,7 +470,15 @@ impl Engine {
         let _ = self.remove_port_rules(sandbox);
         self.release_ports(sandbox);
         let runtime = self.runtime.remove(&sandbox.id).unwrap_or_default();
-        self.teardown_sandbox(&sandbox.id, sandbox.joined.is_none(), &runtime, kill_all);
+        if sandbox.attached.is_some() {
+            // The namespace stays with its owner: take netd's interfaces out of it.
+            for endpoint in &sandbox.endpoints {
+                let veth = bridge_driver::names::host_veth_name(&sandbox.id, endpoint.interface);
+                let _ = self.host.delete_link_by_name(&veth);
+            }
+        }
+        let owns = sandbox.joined.is_none() && sandbox.attached.is_none();
+        self.teardown_sandbox(&sandbox.id, owns, &runtime, kill_all && owns);
         Ok(())
     }
 

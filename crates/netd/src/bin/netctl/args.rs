@@ -31,6 +31,37 @@ pub enum Cmd {
     /// Create a sandbox (a network namespace held by a pause process), optionally running
     /// a command in it.
     Run(RunArgs),
+    /// Give a namespace another runtime made (runc, podman --network none, ip netns) a
+    /// sandbox on a network: address, routes, name, ports. netd keeps no hold on it.
+    Attach {
+        /// The namespace's path (/run/netns/NAME, /proc/PID/ns/net).
+        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+        netns: Option<String>,
+        /// A process whose namespace it is.
+        #[arg(long)]
+        pid: Option<i32>,
+        /// The sandbox's name (its DNS name).
+        #[arg(long)]
+        name: String,
+        /// The network to join (default: the default network).
+        #[arg(long)]
+        network: Option<String>,
+        /// The address on it (default: the next free one).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Another name it answers to (repeatable).
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Publish a port, [IP:]HOST:CONTAINER[/PROTO] (repeatable).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+    },
+    /// Take netd's interfaces, address, ports and names out of attached namespaces (the
+    /// namespaces and their processes stay).
+    Detach {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// List a sandbox's published ports, or the host address of one (PORT[/PROTO]).
     Port { name: String, port: Option<String> },
     /// Run a command inside a sandbox.

@@ -13,8 +13,9 @@ use clap::Parser;
 use hyper::Method;
 use netd::api::client::Client;
 use netd::api::types::{
-    ConnectRequest, DisconnectRequest, Empty, NetworkCreated, NetworkInfo, NetworkRequest,
-    NetworksPruned, NodeRemoved, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
+    AttachRequest, ConnectRequest, DisconnectRequest, Empty, NetworkCreated, NetworkInfo,
+    NetworkRequest, NetworksPruned, NodeRemoved, ProcessRequest, Reconciled, RunRequest, SandboxId,
+    SandboxInfo,
 };
 
 use args::{Cli, ClusterCmd, Cmd, ListArgs, NetworkCmd, NodeCmd, RunArgs, SystemCmd};
@@ -59,6 +60,37 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Network(cmd) => network(&client, cmd).await,
         Cmd::Run(args) => run_sandbox(&client, args).await,
+        Cmd::Attach {
+            netns,
+            pid,
+            name,
+            network,
+            ip,
+            aliases,
+            publish,
+        } => {
+            let body = AttachRequest {
+                netns,
+                pid,
+                name,
+                network,
+                ip,
+                aliases,
+                publish,
+            };
+            let info: SandboxInfo = client.post("/sandboxes/attach", &body).await?;
+            println!("{}", info.id);
+            Ok(0)
+        }
+        Cmd::Detach { names } => {
+            for name in &names {
+                let info: SandboxInfo = client.get(&format!("/sandboxes/{name}")).await?;
+                if info.managed {
+                    bail!("{name} is netd's own sandbox, not an attached namespace; use netctl rm");
+                }
+            }
+            remove_all(&client, &names, |name| format!("/sandboxes/{name}")).await
+        }
         Cmd::Port { name, port } => {
             let info: SandboxInfo = client.get(&format!("/sandboxes/{name}")).await?;
             let lines = output::port_lines(&info.network_settings.ports, port.as_deref());

@@ -1,0 +1,253 @@
+//! `netctl attach`: namespaces netd did not make (`ip netns add`, `unshare`) joined to
+//! netd's networks by path and by pid, observed by traffic, names and `ip`; netd cleans up
+//! by itself when their owner removes them.
+
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use netd_tests::{run, serve_hello, tcp_answer, Server, TestHost, HOST_UPLINK_IP};
+
+fn in_ns(path: &str, program: &str, args: &[&str]) -> std::process::Output {
+    run(&mut TestHost::in_netns(path, program, args))
+}
+
+fn pings(path: &str, ip: &str) -> bool {
+    in_ns(path, "ping", &["-c1", "-W1", ip]).status.success()
+}
+
+fn listed(host: &TestHost) -> String {
+    host.netctl_ok(&["ps", "--format", "{{.Names}}"])
+}
+
+#[test]
+fn namespaces_of_other_runtimes_join_by_path_and_by_pid() {
+    let mut host = TestHost::new();
+    host.add_internet();
+    host.netctl_ok(&["network", "create", "--subnet", "10.34.0.0/24", "mynet"]);
+    host.netctl_ok(&["run", "--name", "web", "--network", "mynet"]);
+    let web = host.ip_of("web", "mynet");
+
+    // By path: a namespace made with `ip netns add`, with a published port.
+    let ns = host.add_container_netns();
+    host.netctl_ok(&[
+        "attach",
+        "--netns",
+        &ns,
+        "--name",
+        "c1",
+        "--network",
+        "mynet",
+        "--alias",
+        "one",
+        "-p",
+        "8080:80",
+    ]);
+    let c1 = host.inspect("c1");
+    assert_eq!(c1["Managed"], false);
+    assert_eq!(c1["NetworkSettings"]["SandboxKey"], ns);
+    assert_eq!(c1["State"]["Running"], true);
+    let c1_ip = host.ip_of("c1", "mynet");
+    assert!(pings(&ns, &web), "attached namespace reaches a sandbox");
+    assert!(host.can_ping("web", &c1_ip), "and is reached");
+    let gateway = "10.34.0.1";
+    let dig = in_ns(&ns, "dig", &["+short", &format!("@{gateway}"), "web"]);
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), web);
+    for name in ["c1", "one"] {
+        let dig = host.exec("web", &["dig", "+short", name]);
+        assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), c1_ip, "{name}");
+    }
+    let _server = serve_hello(&ns, 80);
+    let answer = tcp_answer(|| {
+        host.internet_cmd(
+            "socat",
+            &[
+                "-T2",
+                "-",
+                &format!("TCP:{HOST_UPLINK_IP}:8080,connect-timeout=2"),
+            ],
+        )
+    });
+    assert_eq!(
+        answer, "hello",
+        "the published port answers from the attached namespace"
+    );
+
+    // By pid: a process in a namespace of its own (`unshare -n`).
+    // (nsenter and unshare exec, so the child's pid ends up being sleep's)
+    let child = host
+        .cmd("unshare", &["-n", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let pid = child.id() as i32;
+    let owner = Server::new(child);
+    let host_ns =
+        std::fs::read_link(format!("/proc/{}/ns/net", host.netd_pid().expect("netd"))).ok();
+    assert!(TestHost::eventually(Duration::from_secs(3), || {
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        ns.is_some()
+            && ns != host_ns
+            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+    }));
+    host.netctl_ok(&[
+        "attach",
+        "--pid",
+        &pid.to_string(),
+        "--name",
+        "c2",
+        "--network",
+        "mynet",
+    ]);
+    let c2 = host.inspect("c2");
+    assert_eq!(c2["State"]["Pid"], pid);
+    let proc_ns = format!("/proc/{pid}/ns/net");
+    assert!(pings(&proc_ns, &web));
+
+    // connect/disconnect work on it.
+    host.netctl_ok(&["network", "create", "--subnet", "10.35.0.0/24", "other"]);
+    host.netctl_ok(&["connect", "other", "c2"]);
+    let eth1 = in_ns(&proc_ns, "ip", &["-br", "addr", "show", "eth1"]);
+    assert!(
+        String::from_utf8_lossy(&eth1.stdout).contains("10.35.0."),
+        "{eth1:?}"
+    );
+    host.netctl_ok(&["disconnect", "other", "c2"]);
+
+    // detach takes netd's objects out and leaves the namespace and its processes.
+    host.netctl_ok(&["detach", "c2"]);
+    let links = in_ns(&proc_ns, "ip", &["-br", "link"]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("eth0"),
+        "{links:?}"
+    );
+    assert!(
+        std::path::Path::new(&proc_ns).exists(),
+        "the owner still runs"
+    );
+    let err = host.netctl_err(&["detach", "web"]);
+    assert!(err.contains("netctl rm"), "{err}");
+    // The owner exits: its namespace goes, and so does the record.
+    host.netctl_ok(&[
+        "attach",
+        "--pid",
+        &pid.to_string(),
+        "--name",
+        "c3",
+        "--network",
+        "mynet",
+    ]);
+    drop(owner);
+    assert!(
+        TestHost::eventually(Duration::from_secs(8), || !listed(&host).contains("c3")),
+        "c3 still listed: {}",
+        listed(&host)
+    );
+
+    // The owner removes its namespace: netd notices and releases the address and name.
+    let _ = run(Command::new("ip").args(["netns", "del", ns.trim_start_matches("/run/netns/")]));
+    assert!(
+        TestHost::eventually(Duration::from_secs(8), || !listed(&host).contains("c1")),
+        "c1 still listed: {}",
+        listed(&host)
+    );
+    let dig = host.exec("web", &["dig", "+short", "c1"]);
+    assert!(String::from_utf8_lossy(&dig.stdout).trim().is_empty());
+    host.netctl_ok(&[
+        "run",
+        "--name",
+        "reuse",
+        "--network",
+        "mynet",
+        "--ip",
+        &c1_ip,
+    ]);
+    assert!(!host.sandbox_veths().iter().any(|v| v.contains("c1")));
+}
+
+#[test]
+fn bad_attachments_change_nothing() {
+    let host = TestHost::new();
+    host.netctl_ok(&["network", "create", "--subnet", "10.36.0.0/24", "mynet"]);
+    host.netctl_ok(&["run", "--name", "web", "--network", "mynet"]);
+    let ns = host.add_container_netns();
+    host.netctl_ok(&[
+        "attach",
+        "--netns",
+        &ns,
+        "--name",
+        "c1",
+        "--network",
+        "mynet",
+    ]);
+    let before = (listed(&host), host.links(), host.iptables());
+    let not_ns = host.resolv_conf();
+    let netd_pid = host.netd_pid().expect("netd").to_string();
+    let web_ns = host.inspect("web")["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let other = host.add_container_netns();
+    for (args, says) in [
+        (
+            vec!["--netns", not_ns.to_str().expect("utf-8"), "--name", "x"],
+            "not a network namespace",
+        ),
+        (vec!["--pid", "999999999", "--name", "x"], "no process"),
+        (vec!["--netns", &ns, "--name", "x"], "already"),
+        (vec!["--netns", &web_ns, "--name", "x"], "already"),
+        (vec!["--pid", &netd_pid, "--name", "x"], "own namespace"),
+        (vec!["--netns", &other, "--name", "web"], "in use"),
+        (
+            vec!["--netns", &other, "--name", "x", "--network", "none"],
+            "--network",
+        ),
+        (
+            vec!["--netns", &other, "--name", "x", "--network", "nonet"],
+            "nonet",
+        ),
+        (
+            vec![
+                "--netns",
+                &other,
+                "--name",
+                "x",
+                "--network",
+                "mynet",
+                "--ip",
+                "10.99.0.2",
+            ],
+            "--ip",
+        ),
+        (
+            vec![
+                "--netns",
+                &other,
+                "--name",
+                "x",
+                "--network",
+                "mynet",
+                "-p",
+                "99999:80",
+            ],
+            "99999",
+        ),
+    ] {
+        let mut all = vec!["attach"];
+        all.extend_from_slice(&args);
+        all.extend_from_slice(if args.contains(&"--network") {
+            &[]
+        } else {
+            &["--network", "mynet"][..]
+        });
+        let err = host.netctl_err(&all);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!((listed(&host), host.links(), host.iptables()), before);
+    let links = in_ns(&other, "ip", &["-br", "link"]);
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("eth0"));
+}
