@@ -680,6 +680,10 @@ impl Server {
     pub fn new(child: Child) -> Server {
         Server(child)
     }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 impl Drop for Server {

@@ -77,6 +77,9 @@ pub struct Attached {
     /// The namespace's identity when attached (device, inode).
     pub dev: u64,
     pub inode: u64,
+    /// The OCI container it belongs to (`netd-oci-hook`), found by id at poststop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 impl Attached {
@@ -140,6 +143,10 @@ impl Paths {
     pub fn sandbox_file(&self, sandbox_id: &str, name: &str) -> PathBuf {
         self.sandbox_dir(sandbox_id).join(name)
     }
+    /// An OCI container's hosts and resolv.conf (`netd-oci-hook`).
+    pub fn container_dir(&self, container_id: &str) -> PathBuf {
+        self.run_dir.join("containers").join(container_id)
+    }
     /// host-local's data directory of cluster networks' addresses, shared with the CNI
     /// pods of the node (netd-flannel's delegate IPAM uses it too).
     pub fn cluster_ipam_dir(&self) -> PathBuf {
@@ -156,6 +163,17 @@ impl Paths {
             .join(network)
             .join("subnet.env")
     }
+}
+
+/// Whether an OCI container id can name a directory.
+pub fn valid_container_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Reads a pid from a file written by netd.

@@ -83,6 +83,7 @@ pub fn router(services: Services) -> Router {
         .route("/networks/{name}/disconnect", post(disconnect))
         .route("/sandboxes", get(list_sandboxes).post(run))
         .route("/sandboxes/attach", post(attach))
+        .route("/containers/{id}", delete(detach_container))
         .route("/sandboxes/{name}", get(inspect_sandbox))
         .route("/sandboxes/{name}", delete(remove_sandbox))
         .route("/sandboxes/{name}/processes", post(add_process))
@@ -204,6 +205,14 @@ async fn attach(
         .call(move |e| e.attach(req).map(|s| e.sandbox_info(&s)))
         .await?;
     Ok(Json(info))
+}
+
+async fn detach_container(
+    State(e): State<EngineHandle>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Empty> {
+    e.call(move |e| e.detach_container(&id)).await?;
+    Ok(Json(Empty {}))
 }
 
 async fn inspect_sandbox(

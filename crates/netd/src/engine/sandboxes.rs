@@ -55,6 +55,10 @@ pub struct AttachRequest {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub publish: Vec<String>,
+    /// The OCI container this namespace is of (`netd-oci-hook`): its hosts and
+    /// resolv.conf also go to `RUN_DIR/containers/<id>/`, and it is detached by that id.
+    #[serde(default)]
+    pub container_id: Option<String>,
 }
 
 /// `netctl connect`'s request.
@@ -162,6 +166,19 @@ impl Engine {
             }
         };
         let field = if pid.is_some() { "--pid" } else { "--netns" };
+        if let Some(id) = &request.container_id {
+            if !crate::state::valid_container_id(id) {
+                return Err(NetdError::Invalid(format!(
+                    "container id {id:?}: letters, digits, '-', '_' and '.' only"
+                )));
+            }
+            if let Some(other) = self.sandbox_of_container(id) {
+                return Err(NetdError::Conflict(format!(
+                    "container {id} is attached already (sandbox {})",
+                    other.name
+                )));
+            }
+        }
         if let Some(pid) = pid {
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 return Err(NetdError::NotFound(format!("--pid: no process {pid}")));
@@ -217,6 +234,7 @@ impl Engine {
                 pid,
                 dev,
                 inode,
+                container_id: request.container_id,
             }),
         )
     }
@@ -430,6 +448,23 @@ impl Engine {
         self.processes.start_pause(&netns, &sandbox.id, &pid_file)
     }
 
+    /// The sandbox attached for an OCI container.
+    pub fn sandbox_of_container(&self, container_id: &str) -> Option<&Sandbox> {
+        self.state.sandboxes.values().find(|s| {
+            s.attached.as_ref().and_then(|a| a.container_id.as_deref()) == Some(container_id)
+        })
+    }
+
+    /// `netd-oci-hook` at poststop: the container's sandbox goes, if it has one (the hook
+    /// may run more than once). Returns its name.
+    pub fn detach_container(&mut self, container_id: &str) -> Result<Option<String>> {
+        let Some(sandbox) = self.sandbox_of_container(container_id).cloned() else {
+            return Ok(None);
+        };
+        self.forget_sandbox(&sandbox, false)?;
+        Ok(Some(sandbox.name))
+    }
+
     /// Writes the sandbox's hosts, resolv.conf and hostname files.
     pub(super) fn write_files(&self, sandbox: &Sandbox) -> Result<()> {
         let hostname = sandbox.short_id();
@@ -457,6 +492,20 @@ impl Engine {
             &paths.sandbox_file(&sandbox.id, "hostname"),
             &format!("{hostname}\n"),
         )?;
+        if let Some(id) = sandbox
+            .attached
+            .as_ref()
+            .and_then(|a| a.container_id.as_deref())
+        {
+            let dir = paths.container_dir(id);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
+            files::rewrite(
+                &dir.join("hosts"),
+                &files::hosts(hostname, &sandbox.name, &addresses),
+            )?;
+            files::rewrite(&dir.join("resolv.conf"), &resolv)?;
+        }
         Ok(())
     }
 
@@ -476,6 +525,13 @@ impl Engine {
                 let veth = bridge_driver::names::host_veth_name(&sandbox.id, endpoint.interface);
                 let _ = self.host.delete_link_by_name(&veth);
             }
+        }
+        if let Some(id) = sandbox
+            .attached
+            .as_ref()
+            .and_then(|a| a.container_id.as_deref())
+        {
+            let _ = std::fs::remove_dir_all(self.paths().container_dir(id));
         }
         let owns = sandbox.joined.is_none() && sandbox.attached.is_none();
         self.teardown_sandbox(&sandbox.id, owns, &runtime, kill_all && owns);

@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 ip,
                 aliases,
                 publish,
+                container_id: None,
             };
             let info: SandboxInfo = client.post("/sandboxes/attach", &body).await?;
             println!("{}", info.id);
