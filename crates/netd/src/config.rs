@@ -64,6 +64,9 @@ pub struct Args {
     /// The root of netd's keys in etcd [default: /netd].
     #[arg(long, value_name = "PREFIX")]
     pub etcd_prefix: Option<String>,
+    /// Also serve Docker's Engine network API here (`DOCKER_HOST=unix://PATH`), mode 0660.
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
     /// CA certificate (PEM) of an etcd served over TLS.
     #[arg(long, value_name = "FILE")]
     pub etcd_cafile: Option<PathBuf>,
@@ -89,6 +92,7 @@ struct FileConfig {
     /// Spelled as the flag is; the plural was this key's first spelling.
     #[serde(rename = "default-network-opt", alias = "default-network-opts")]
     default_network_opts: Option<Vec<String>>,
+    docker_socket: Option<PathBuf>,
     cluster_store: Option<String>,
     node_ip: Option<String>,
     node_name: Option<String>,
@@ -115,6 +119,8 @@ pub struct Config {
     pub default_network_options: std::collections::BTreeMap<String, String>,
     /// Set when netd joins a cluster (`--cluster-store`).
     pub cluster: Option<ClusterSettings>,
+    /// Where Docker's network API is served (`--docker-socket`); off when `None`.
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -192,7 +198,14 @@ impl Config {
         }
         bridge_driver::BridgeOptions::parse(&default_network_options)
             .map_err(|e| NetdError::Invalid(format!("--default-network-opt: {e}")))?;
+        let docker_socket = args.docker_socket.clone().or(file.docker_socket);
+        if docker_socket.as_ref() == Some(&socket) {
+            return Err(NetdError::Invalid(
+                "--docker-socket: must differ from --socket".into(),
+            ));
+        }
         Ok(Config {
+            docker_socket,
             cluster,
             default_network_options,
             resolv_conf,

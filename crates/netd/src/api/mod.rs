@@ -2,5 +2,6 @@
 //! status that says what kind of failure it was, as in Docker's Engine API.
 
 pub mod client;
+pub mod docker;
 pub mod server;
 pub mod types;

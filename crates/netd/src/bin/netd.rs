@@ -79,6 +79,17 @@ fn run() -> anyhow::Result<()> {
         };
         let listener = server::bind(&config.socket)
             .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+        if let Some(path) = &config.docker_socket {
+            let docker = server::bind(path)
+                .with_context(|| format!("--docker-socket: cannot listen on {}", path.display()))?;
+            tracing::info!("Docker network API on {}", path.display());
+            let router = netd::api::docker::router(engine.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(docker, router).await {
+                    tracing::error!("Docker API server failed: {e}");
+                }
+            });
+        }
         tracing::info!("netd listening on {}", config.socket.display());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?;
@@ -96,6 +107,9 @@ fn run() -> anyhow::Result<()> {
         .await
         .context("API server failed")?;
         let _ = std::fs::remove_file(&config.socket);
+        if let Some(path) = &config.docker_socket {
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!("netd stopped; networks and sandboxes keep running");
         Ok(())
     })
