@@ -23,3 +23,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# The docker CLI (the client alone), taken out of Debian's docker.io package without
+# installing it, so that no dockerd is set up or started: the Docker API test runs it.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/target/test-tools/docker" ]; then
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && apt-get download -q docker.io >/dev/null 2>&1)
+  dpkg-deb -x "$tmp"/docker.io_*.deb "$tmp/x"
+  install -D -m 0755 "$tmp/x/usr/bin/docker" "$root/target/test-tools/docker"
+  rm -rf "$tmp"
+fi

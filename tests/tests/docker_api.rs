@@ -88,3 +88,93 @@ fn the_docker_sdk_drives_netds_networks() {
     });
     assert_eq!(mode.expect("socket"), 0o660);
 }
+
+/// The docker CLI (Debian's, client only) runs every network verb against netd's socket;
+/// what it shows is what netctl shows.
+#[test]
+fn the_docker_cli_runs_every_network_verb() {
+    let mut host = TestHost::bare();
+    let socket = host.dir.path().join("docker.sock");
+    host.set_netd_args(vec!["--docker-socket".into(), socket.display().to_string()]);
+    host.start_netd();
+    host.netctl_ok(&["run", "--name", "web"]);
+    let docker = netd_tests::bin_dir()
+        .parent()
+        .expect("target")
+        .join("test-tools/docker");
+    assert!(
+        docker.exists(),
+        "{} is missing: scripts/install-test-deps.sh extracts it",
+        docker.display()
+    );
+    let cli = |args: &[&str]| {
+        let mut cmd = host.cmd(docker.to_str().expect("utf-8"), args);
+        cmd.env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .env("DOCKER_CONFIG", host.dir.path().join("docker-config"));
+        run(&mut cmd)
+    };
+    let ok = |args: &[&str]| {
+        let out = cli(args);
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.42.0.0/24",
+        "--label",
+        "k=v",
+        "cli1",
+    ]);
+    assert_eq!(id.len(), 64, "{id}");
+    let names = ok(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}} {{.Driver}} {{.Scope}}",
+    ]);
+    let ours = host.netctl_ok(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}} {{.Driver}} {{.Scope}}",
+    ]);
+    assert_eq!(
+        names,
+        ours.trim(),
+        "docker and netctl list the same networks"
+    );
+    assert_eq!(
+        ok(&["network", "ls", "-q", "--filter", "label=k=v"]),
+        &id[..12]
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&["network", "inspect", "cli1"])).expect("inspect JSON");
+    assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.42.0.0/24");
+    ok(&[
+        "network",
+        "connect",
+        "--ip",
+        "10.42.0.7",
+        "--alias",
+        "w",
+        "cli1",
+        "web",
+    ]);
+    assert_eq!(host.ip_of("web", "cli1"), "10.42.0.7");
+    let busy = cli(&["network", "rm", "cli1"]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("active endpoints"),
+        "{busy:?}"
+    );
+    ok(&["network", "disconnect", "cli1", "web"]);
+    ok(&["network", "rm", "cli1"]);
+    assert!(!host.netctl_ok(&["network", "ls"]).contains("cli1"));
+    let missing = cli(&["network", "inspect", "nosuch"]);
+    assert!(!missing.status.success());
+    ok(&["network", "create", "spare"]);
+    let pruned = ok(&["network", "prune", "-f"]);
+    assert!(pruned.contains("spare"), "{pruned}");
+}
