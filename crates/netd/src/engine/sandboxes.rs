@@ -196,12 +196,15 @@ impl Engine {
                 path.display()
             )));
         }
-        if let Some(other) = self
-            .state
-            .sandboxes
-            .values()
-            .find(|s| linkd::Netns::identity(self.netns_path(s)).ok() == Some((dev, inode)))
-        {
+        // Attached ones by their recorded identity (no system call each); netd's own by
+        // their mount.
+        if let Some(other) = self.state.sandboxes.values().find(|s| match &s.attached {
+            Some(a) => (a.dev, a.inode) == (dev, inode),
+            None => {
+                s.joined.is_none()
+                    && linkd::Netns::identity(self.netns_path(s)).ok() == Some((dev, inode))
+            }
+        }) {
             return Err(NetdError::Conflict(format!(
                 "{field}: {} is the namespace of sandbox {} already",
                 path.display(),
