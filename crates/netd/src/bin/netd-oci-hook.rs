@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use hyper::Method;
 use netd::api::client::Client;
-use netd::api::types::{AttachRequest, ConnectRequest, Empty, SandboxId, SandboxInfo};
+use netd::api::types::{AttachRequest, ConnectRequest, Empty, RunRequest, SandboxId, SandboxInfo};
 use oci_spec::runtime::{ContainerState, LinuxNamespaceType, Spec, State};
 
 /// The annotations the hook reads; others under `netd.` get a warning.
@@ -148,11 +148,14 @@ async fn attach(client: &Client, state: &State) -> anyhow::Result<()> {
     let request = AttachRequest {
         netns,
         pid,
-        name: name.clone(),
-        network: networks.first().cloned(),
-        ip: annotations.get("netd.ip").cloned(),
-        aliases: aliases.clone(),
-        publish: list(&annotations, "netd.ports"),
+        sandbox: RunRequest {
+            name: Some(name.clone()),
+            network: networks.first().cloned(),
+            ip: annotations.get("netd.ip").cloned(),
+            aliases: aliases.clone(),
+            publish: list(&annotations, "netd.ports"),
+            ..Default::default()
+        },
         container_id: Some(state.id().to_string()),
     };
     let info: SandboxInfo = client

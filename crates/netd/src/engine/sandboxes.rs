@@ -46,15 +46,9 @@ pub struct AttachRequest {
     pub netns: Option<String>,
     #[serde(default)]
     pub pid: Option<i32>,
-    pub name: String,
-    #[serde(default)]
-    pub network: Option<String>,
-    #[serde(default)]
-    pub ip: Option<String>,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    #[serde(default)]
-    pub publish: Vec<String>,
+    /// What the sandbox gets, as for `run` (its name is required here).
+    #[serde(flatten)]
+    pub sandbox: RunRequest,
     /// The OCI container this namespace is of (`netd-oci-hook`): its hosts and
     /// resolv.conf also go to `RUN_DIR/containers/<id>/`, and it is detached by that id.
     #[serde(default)]
@@ -150,7 +144,10 @@ impl Engine {
     /// `netctl attach`: a sandbox record for a namespace another runtime made, with all
     /// that `run` gives but the namespace and the pause process.
     pub fn attach(&mut self, request: AttachRequest) -> Result<Sandbox> {
-        validate_name("--name", &request.name)?;
+        let name = request.sandbox.name.clone().ok_or_else(|| {
+            NetdError::Invalid("--name: an attached namespace needs a name".into())
+        })?;
+        validate_name("--name", &name)?;
         let (path, pid) = match (&request.netns, request.pid) {
             (Some(path), None) => (std::path::PathBuf::from(path), None),
             (None, Some(pid)) if pid > 0 => (format!("/proc/{pid}/ns/net").into(), Some(pid)),
@@ -211,15 +208,7 @@ impl Engine {
                 other.name
             )));
         }
-        let run = RunRequest {
-            name: Some(request.name),
-            network: request.network,
-            ip: request.ip,
-            aliases: request.aliases,
-            publish: request.publish,
-            publish_all: false,
-            expose: Vec::new(),
-        };
+        let run = request.sandbox;
         if matches!(run.network.as_deref(), Some("none"))
             || run
                 .network

@@ -72,11 +72,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let body = AttachRequest {
                 netns,
                 pid,
-                name,
-                network,
-                ip,
-                aliases,
-                publish,
+                sandbox: RunRequest {
+                    name: Some(name),
+                    network,
+                    ip,
+                    aliases,
+                    publish,
+                    ..Default::default()
+                },
                 container_id: None,
             };
             let info: SandboxInfo = client.post("/sandboxes/attach", &body).await?;
