@@ -11,7 +11,5 @@ pub use config::{Backend, Driver, FlannelConfig};
 pub use lease::{
     choose_subnet, parse_lease, parse_subnet_key, subnet_key, vtep_mac, LeaseAttrs, VxlanData,
 };
-pub use network::{
-    build_cluster_network, cluster_network_id, is_cluster_driver, overlay_plan, ClusterMembership,
-};
+pub use network::{build_cluster_network, cluster_network_id, overlay_plan, ClusterMembership};
 pub use peers::{peer_plans, PeerPlan, PeerRoute};

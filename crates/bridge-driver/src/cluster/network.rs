@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::config::{Driver, FlannelConfig};
+use super::config::FlannelConfig;
 use super::lease::{vtep_mac, LeaseAttrs, VxlanData};
 use super::peers::{peer_plans, PeerPlan, PeerRoute};
 use crate::error::ModelError;
@@ -123,7 +123,7 @@ pub fn overlay_plan(
         connected,
     );
     let device = config.vxlan().map(|(vni, port)| linkd::VxlanState {
-        name: format!("netd.{vni}"),
+        name: membership.device().unwrap_or_default(),
         vni,
         port,
         local: membership.node_ip,
@@ -163,11 +163,6 @@ pub fn overlay_plan(
         },
         plans,
     ))
-}
-
-/// Whether a driver name is a cluster driver.
-pub fn is_cluster_driver(driver: &str) -> bool {
-    Driver::parse(driver).is_ok()
 }
 
 #[cfg(test)]

@@ -64,10 +64,6 @@ impl Keys {
         )
     }
 
-    pub fn names_of(&self, name: &str, node: &str) -> String {
-        format!("{}{name}/names/{node}/", self.networks)
-    }
-
     pub fn name(&self, name: &str, node: &str, sandbox: &str) -> String {
         format!("{}{name}/names/{node}/{sandbox}", self.networks)
     }

@@ -178,10 +178,15 @@ impl Engine {
                     continue;
                 }
                 Some(mut n) if n.subnet == subnet => {
+                    // Peers changed: reprogrammed. (A network just joined had its overlay
+                    // applied with it; an unchanged one is left to the periodic check.)
                     if n.cluster.as_ref() != Some(&membership) {
                         n.cluster = Some(membership);
                         self.commit(vec![Change::put(Kind::Network, &n.id, &n)?])?;
                         self.state.networks.insert(n.id.clone(), n.clone());
+                        for change in self.apply_overlay(&n)? {
+                            changes.push(format!("network {name}: {change}"));
+                        }
                     }
                     n
                 }
@@ -203,9 +208,6 @@ impl Engine {
                     n
                 }
             };
-            for change in self.apply_overlay(&network)? {
-                changes.push(format!("network {name}: {change}"));
-            }
             self.write_subnet_env(&network)?;
             remote_names.insert(network.id.clone(), wanted.names.clone());
         }

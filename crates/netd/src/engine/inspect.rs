@@ -163,7 +163,11 @@ impl Engine {
         }
         let paths = self.paths();
         let files_of = sandbox.netns_owner();
-        let file = |name: &str| paths.sandbox_file(files_of, name).display().to_string();
+        let files_dir = match self.state.sandboxes.get(files_of) {
+            Some(owner) => self.files_dir(owner),
+            None => paths.sandbox_dir(files_of),
+        };
+        let file = |name: &str| files_dir.join(name).display().to_string();
         SandboxInfo {
             managed: sandbox.attached.is_none(),
             id: sandbox.id.clone(),

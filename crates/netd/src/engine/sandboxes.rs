@@ -474,31 +474,30 @@ impl Engine {
         } else {
             files::resolv_conf_with_dns(&dns_servers, &host_resolv)
         };
-        let paths = self.paths();
+        let dir = self.files_dir(sandbox);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
         files::rewrite(
-            &paths.sandbox_file(&sandbox.id, "hosts"),
+            &dir.join("hosts"),
             &files::hosts(hostname, &sandbox.name, &addresses),
         )?;
-        files::rewrite(&paths.sandbox_file(&sandbox.id, "resolv.conf"), &resolv)?;
-        files::rewrite(
-            &paths.sandbox_file(&sandbox.id, "hostname"),
-            &format!("{hostname}\n"),
-        )?;
-        if let Some(id) = sandbox
+        files::rewrite(&dir.join("resolv.conf"), &resolv)?;
+        files::rewrite(&dir.join("hostname"), &format!("{hostname}\n"))?;
+        Ok(())
+    }
+
+    /// Where a sandbox's hosts, resolv.conf and hostname are: an OCI container's under
+    /// `RUN_DIR/containers/<id>/` (`netd-oci-hook` copies them into its rootfs), every
+    /// other sandbox's in its run directory.
+    pub(super) fn files_dir(&self, sandbox: &Sandbox) -> std::path::PathBuf {
+        match sandbox
             .attached
             .as_ref()
             .and_then(|a| a.container_id.as_deref())
         {
-            let dir = paths.container_dir(id);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
-            files::rewrite(
-                &dir.join("hosts"),
-                &files::hosts(hostname, &sandbox.name, &addresses),
-            )?;
-            files::rewrite(&dir.join("resolv.conf"), &resolv)?;
+            Some(id) => self.paths().container_dir(id),
+            None => self.paths().sandbox_dir(&sandbox.id),
         }
-        Ok(())
     }
 
     /// Deletes a sandbox's record, then tears its kernel side down (best effort, ordered:
