@@ -132,14 +132,14 @@ pub struct Chain {
 }
 
 impl Chain {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         Chain {
             name: name.to_string(),
             rules: Vec::new(),
         }
     }
 
-    fn add(&mut self, spec: impl AsRef<str>) {
+    pub(crate) fn add(&mut self, spec: impl AsRef<str>) {
         self.rules
             .push(format!("-A {} {}", self.name, spec.as_ref()));
     }

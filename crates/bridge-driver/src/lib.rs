@@ -11,6 +11,7 @@ pub mod mac;
 pub mod model;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod pools;
 pub mod ports;
 

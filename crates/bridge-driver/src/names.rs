@@ -5,6 +5,41 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ModelError;
 
+/// Validates a host name (`--hostname`, an OCI config's `hostname`) as RFC 1123 and the
+/// kernel take it: dot-separated labels of letters, digits, `-` (not first or last) and
+/// `_` (which resolvers accept and images use), at most 63 each and 64 in all (the
+/// kernel's `HOST_NAME_MAX`).
+pub fn validate_hostname(field: &str, name: &str) -> Result<(), ModelError> {
+    if name.is_empty() {
+        return Err(ModelError::invalid(field, "must not be empty"));
+    }
+    if name.len() > 64 {
+        return Err(ModelError::invalid(
+            field,
+            format!("host name {name:?} is longer than 64 characters"),
+        ));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(ModelError::invalid(
+                field,
+                format!(
+                    "invalid host name {name:?}: labels of letters, digits and '-' \
+                     (not first or last), separated by dots"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Validates a network or sandbox name the way Docker does: a letter or digit first, then
 /// letters, digits, `_`, `.` or `-`.
 pub fn validate_name(field: &str, name: &str) -> Result<(), ModelError> {
@@ -122,6 +157,35 @@ mod tests {
         assert!(validate_ifname("bridge-name", "br-0123456789ab").is_ok());
         assert!(validate_ifname("bridge-name", "0123456789abcdef").is_err());
         assert!(validate_ifname("bridge-name", "a/b").is_err());
+    }
+
+    #[test]
+    fn host_names_follow_rfc_1123() {
+        for good in [
+            "web",
+            "web-1",
+            "a.b.example",
+            "1st",
+            "my_host",
+            &"x".repeat(63),
+        ] {
+            assert!(validate_hostname("--hostname", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-web",
+            "web-",
+            "a..b",
+            "a/b",
+            "web.",
+            "sp ace",
+            &"x".repeat(65),
+        ] {
+            let error = validate_hostname("--hostname", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("--hostname"), "{bad}: {error}");
+        }
     }
 
     #[test]
