@@ -236,6 +236,36 @@ fn bad_attachments_change_nothing() {
             ],
             "99999",
         ),
+        (
+            vec![
+                "--netns",
+                &other,
+                "--name",
+                "x",
+                "--network",
+                "mynet",
+                "--network",
+                "nonet",
+            ],
+            "nonet",
+        ),
+        (
+            vec![
+                "--netns",
+                &other,
+                "--name",
+                "x",
+                "--network",
+                "mynet",
+                "--network",
+                "mynet",
+            ],
+            "given twice",
+        ),
+        (
+            vec!["--netns", &other, "--name", "x", "--hostname", "a..b"],
+            "--hostname",
+        ),
     ] {
         let mut all = vec!["attach"];
         all.extend_from_slice(&args);
@@ -250,4 +280,111 @@ fn bad_attachments_change_nothing() {
     assert_eq!((listed(&host), host.links(), host.iptables()), before);
     let links = in_ns(&other, "ip", &["-br", "link"]);
     assert!(!String::from_utf8_lossy(&links.stdout).contains("eth0"));
+}
+
+#[test]
+fn several_networks_and_a_hostname_at_once() {
+    let host = TestHost::new();
+    host.netctl_ok(&["network", "create", "--subnet", "10.37.0.0/24", "front"]);
+    host.netctl_ok(&["network", "create", "--subnet", "10.37.1.0/24", "back"]);
+    host.netctl_ok(&["network", "create", "--subnet", "10.37.2.0/30", "full"]);
+    host.netctl_ok(&["run", "--name", "f", "--network", "front"]);
+    host.netctl_ok(&["run", "--name", "b", "--network", "back"]);
+    let ns = host.add_container_netns();
+    host.netctl_ok(&[
+        "attach",
+        "--netns",
+        &ns,
+        "--name",
+        "both",
+        "--network",
+        "front",
+        "--network",
+        "back",
+        "--alias",
+        "api",
+        "--hostname",
+        "box.example",
+    ]);
+    let front = host.ip_of("both", "front");
+    let back = host.ip_of("both", "back");
+    let addresses = in_ns(&ns, "ip", &["-br", "-4", "addr"]);
+    let addresses = String::from_utf8_lossy(&addresses.stdout);
+    assert!(
+        addresses.contains(&format!("{front}/24")) && addresses.contains(&format!("{back}/24")),
+        "{addresses}"
+    );
+    // Its name and alias answer on each network, with that network's address.
+    for (peer, ip) in [("f", &front), ("b", &back)] {
+        for name in ["both", "api"] {
+            let dig = host.exec(peer, &["dig", "+short", name]);
+            assert_eq!(
+                String::from_utf8_lossy(&dig.stdout).trim(),
+                ip,
+                "{peer}: {name}"
+            );
+        }
+    }
+    assert!(pings(&ns, &host.ip_of("f", "front")));
+    assert!(pings(&ns, &host.ip_of("b", "back")));
+    // The host name is in its hosts and hostname files.
+    let info = host.inspect("both");
+    assert_eq!(info["Config"]["Hostname"], "box.example");
+    let hosts = std::fs::read_to_string(info["HostsPath"].as_str().expect("path")).expect("hosts");
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with(&format!("{front}\t")) && l.contains("box.example")),
+        "{hosts}"
+    );
+    let hostname =
+        std::fs::read_to_string(info["HostnamePath"].as_str().expect("path")).expect("hostname");
+    assert_eq!(hostname.trim(), "box.example");
+
+    // A network that cannot take it (its one address is taken) undoes the whole attach:
+    // nothing of it stays.
+    host.netctl_ok(&["run", "--name", "taken", "--network", "full"]);
+    let before = (listed(&host), host.links(), host.iptables());
+    let other = host.add_container_netns();
+    let err = host.netctl_err(&[
+        "attach",
+        "--netns",
+        &other,
+        "--name",
+        "x",
+        "--network",
+        "front",
+        "--network",
+        "full",
+    ]);
+    assert!(
+        err.contains("full") || err.contains("10.37.2.0/30"),
+        "{err}"
+    );
+    assert_eq!((listed(&host), host.links(), host.iptables()), before);
+    let links = in_ns(&other, "ip", &["-br", "link"]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("eth0"),
+        "{links:?}"
+    );
+
+    // run takes them too; its UTS namespace carries the host name.
+    host.netctl_ok(&[
+        "run",
+        "--name",
+        "r",
+        "--network",
+        "front",
+        "--network",
+        "back",
+        "--hostname",
+        "rbox",
+    ]);
+    let uname = host.exec("r", &["uname", "-n"]);
+    assert_eq!(String::from_utf8_lossy(&uname.stdout).trim(), "rbox");
+    let eth1 = host.exec("r", &["ip", "-br", "-4", "addr", "show", "eth1"]);
+    assert!(
+        String::from_utf8_lossy(&eth1.stdout).contains("10.37.1."),
+        "{eth1:?}"
+    );
 }

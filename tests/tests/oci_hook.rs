@@ -39,6 +39,7 @@ fn bundle(host: &TestHost, args: &[&str], annotations: Value) -> PathBuf {
     config["process"]["terminal"] = json!(false);
     config["process"]["args"] = json!(args);
     config["root"]["readonly"] = json!(false);
+    config["hostname"] = json!("boxhost");
     for set in ["bounding", "effective", "permitted"] {
         config["process"]["capabilities"][set]
             .as_array_mut()
@@ -100,7 +101,7 @@ fn a_runc_container_joins_by_annotations_and_leaves_nothing() {
         &[
             "sh",
             "-c",
-            "cat /etc/resolv.conf && ping -c1 -W2 web && ip addr",
+            "cat /etc/resolv.conf /etc/hosts && ping -c1 -W2 web && ip addr",
         ],
         json!({ "netd.networks": "mynet,other", "netd.name": "box", "netd.aliases": "b1",
                 "netd.ports": "8088:80", "netd.colour": "blue" }),
@@ -110,6 +111,12 @@ fn a_runc_container_joins_by_annotations_and_leaves_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("nameserver 10.38.0.1"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("10.38.0.") && l.ends_with("\tboxhost box")),
+        "the hosts file names the config's hostname and the sandbox: {stdout}"
+    );
     assert!(stdout.contains("1 packets received"), "{stdout}");
     assert!(
         stdout.contains("10.39.0."),

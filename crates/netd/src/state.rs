@@ -106,11 +106,19 @@ pub struct Sandbox {
     /// Set for a namespace of another runtime's (`netctl attach`); netd made none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached: Option<Attached>,
+    /// `--hostname`; the short id when absent, as Docker does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 impl Sandbox {
     pub fn short_id(&self) -> &str {
         &self.id[..self.id.len().min(12)]
+    }
+
+    /// The host name its hosts and hostname files (and a netd namespace's UTS) carry.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(self.short_id())
     }
 
     /// The sandbox that owns the namespace (itself unless joined).

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use hyper::Method;
 use netd::api::client::Client;
-use netd::api::types::{AttachRequest, ConnectRequest, Empty, RunRequest, SandboxId, SandboxInfo};
+use netd::api::types::{AttachRequest, Empty, RunRequest, SandboxInfo};
 use oci_spec::runtime::{ContainerState, LinuxNamespaceType, Spec, State};
 
 /// The annotations the hook reads; others under `netd.` get a warning.
@@ -144,16 +144,17 @@ async fn attach(client: &Client, state: &State) -> anyhow::Result<()> {
         .get("netd.name")
         .cloned()
         .unwrap_or_else(|| state.id().to_string());
-    let aliases = list(&annotations, "netd.aliases");
     let request = AttachRequest {
         netns,
         pid,
         sandbox: RunRequest {
-            name: Some(name.clone()),
+            name: Some(name),
             network: networks.first().cloned(),
+            more_networks: networks[1..].to_vec(),
             ip: annotations.get("netd.ip").cloned(),
-            aliases: aliases.clone(),
+            aliases: list(&annotations, "netd.aliases"),
             publish: list(&annotations, "netd.ports"),
+            hostname: spec.hostname().clone(),
             ..Default::default()
         },
         container_id: Some(state.id().to_string()),
@@ -165,28 +166,9 @@ async fn attach(client: &Client, state: &State) -> anyhow::Result<()> {
             format!(
                 "container {}: cannot attach it to {}",
                 state.id(),
-                networks[0]
+                networks.join(", ")
             )
         })?;
-    for network in &networks[1..] {
-        let body = ConnectRequest {
-            container: info.id.clone(),
-            ip: None,
-            aliases: aliases.clone(),
-        };
-        let connected: Result<SandboxId, _> = client
-            .post(&format!("/networks/{network}/connect"), &body)
-            .await;
-        if let Err(e) = connected {
-            let _: Result<Empty, _> = client
-                .send(Method::DELETE, &format!("/containers/{}", state.id()))
-                .await;
-            bail!(
-                "container {}: cannot connect it to {network}: {e}",
-                state.id()
-            );
-        }
-    }
     // The container's view of its names, also in its rootfs when that can be written
     // (runc has made its mounts before createRuntime hooks run).
     let readonly = spec

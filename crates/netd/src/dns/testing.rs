@@ -69,6 +69,7 @@ pub fn sandbox(id: &str, name: &str, endpoints: &[(&str, &str, &[&str])]) -> San
             .collect(),
         ports: Vec::new(),
         attached: None,
+        hostname: None,
     }
 }
 

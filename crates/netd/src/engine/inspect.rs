@@ -187,8 +187,8 @@ impl Engine {
                     .state
                     .sandboxes
                     .get(files_of)
-                    .map(|s| s.short_id())
-                    .unwrap_or(sandbox.short_id())
+                    .map(|s| s.hostname())
+                    .unwrap_or(sandbox.hostname())
                     .to_string(),
             },
             host_config: HostConfig {

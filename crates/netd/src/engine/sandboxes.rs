@@ -37,6 +37,13 @@ pub struct RunRequest {
     pub publish_all: bool,
     #[serde(default)]
     pub expose: Vec<String>,
+    /// `--hostname`: what the sandbox's hosts and hostname files say it is called.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The networks after the first when `--network` is given more than once; joined as
+    /// `connect` joins them (with the aliases, not the address), all or none.
+    #[serde(default)]
+    pub more_networks: Vec<String>,
 }
 
 /// `netctl attach`'s request: a namespace another runtime made, by path or by pid.
@@ -245,7 +252,11 @@ impl Engine {
             }
         }
         validate_aliases(&request.aliases)?;
+        if let Some(hostname) = &request.hostname {
+            bridge_driver::names::validate_hostname("--hostname", hostname)?;
+        }
         let mode = self.parse_mode(request.network.as_deref())?;
+        let more_networks = self.more_networks(&mode, &request.more_networks)?;
         if let Mode::Joined(owner) = &mode {
             if owner.attached.is_some() {
                 return Err(NetdError::Invalid(format!(
@@ -310,6 +321,7 @@ impl Engine {
             endpoints,
             ports: ports.clone(),
             attached,
+            hostname: request.hostname.clone(),
         };
         if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &id, &sandbox)?]) {
             self.release_addresses(&id, &sandbox.endpoints);
@@ -323,12 +335,27 @@ impl Engine {
         {
             Ok(pid) => {
                 self.runtime.insert(
-                    id,
+                    id.clone(),
                     Runtime {
                         pause_pid: pid,
                         processes: Vec::new(),
                     },
                 );
+                let mut sandbox = sandbox;
+                for network in more_networks {
+                    let request = ConnectRequest {
+                        container: id.clone(),
+                        ip: None,
+                        aliases: request.aliases.clone(),
+                    };
+                    match self.connect(&network.id, request) {
+                        Ok(connected) => sandbox = connected,
+                        Err(e) => {
+                            let _ = self.forget_sandbox(&sandbox, true);
+                            return Err(e);
+                        }
+                    }
+                }
                 Ok(sandbox)
             }
             Err(e) => {
@@ -336,6 +363,31 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// The networks a new sandbox joins after its first (`--network` given again): each
+    /// one once, and only beside a network (not `none` or `container:`).
+    fn more_networks(&self, mode: &Mode, names: &[String]) -> Result<Vec<Network>> {
+        let Mode::Network(first) = mode else {
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Err(NetdError::Invalid(
+                "--network: none and container: cannot be combined with other networks".into(),
+            ));
+        };
+        let mut networks: Vec<Network> = Vec::new();
+        for name in names {
+            let network = self.state.network(name)?;
+            if network.id == first.id || networks.iter().any(|n| n.id == network.id) {
+                return Err(NetdError::Invalid(format!(
+                    "--network: {} is given twice",
+                    network.name
+                )));
+            }
+            networks.push(network.clone());
+        }
+        Ok(networks)
     }
 
     /// The network mode, joined owner and endpoints (with addresses taken) of a new sandbox.
@@ -459,7 +511,7 @@ impl Engine {
 
     /// Writes the sandbox's hosts, resolv.conf and hostname files.
     pub(super) fn write_files(&self, sandbox: &Sandbox) -> Result<()> {
-        let hostname = sandbox.short_id();
+        let hostname = sandbox.hostname();
         let addresses: Vec<Ipv4Addr> = sandbox.endpoints.iter().map(|e| e.ip).collect();
         let host_resolv = std::fs::read_to_string(&self.config.resolv_conf).unwrap_or_default();
         let dns_servers: Vec<Ipv4Addr> = sandbox

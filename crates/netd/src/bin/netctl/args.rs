@@ -43,18 +43,8 @@ pub enum Cmd {
         /// The sandbox's name (its DNS name).
         #[arg(long)]
         name: String,
-        /// The network to join (default: the default network).
-        #[arg(long)]
-        network: Option<String>,
-        /// The address on it (default: the next free one).
-        #[arg(long)]
-        ip: Option<String>,
-        /// Another name it answers to (repeatable).
-        #[arg(long = "alias")]
-        aliases: Vec<String>,
-        /// Publish a port, [IP:]HOST:CONTAINER[/PROTO] (repeatable).
-        #[arg(short = 'p', long = "publish")]
-        publish: Vec<String>,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
     },
     /// Take netd's interfaces, address, ports and names out of attached namespaces (the
     /// namespaces and their processes stay).
@@ -194,13 +184,30 @@ pub struct RunArgs {
     /// The sandbox's name (default: none; the id names it).
     #[arg(long)]
     pub name: Option<String>,
-    /// NET, none, or container:NAME.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// Run CMD in the background (output to the sandbox's log file) and print the id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the sandbox when CMD exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// The command to run in the sandbox (none: just create it).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// What a new sandbox (run or attached) gets on its networks.
+#[derive(Debug, clap::Args)]
+pub struct EndpointArgs {
+    /// NET, none, or container:NAME (default: the default network); given again, the
+    /// sandbox joins each network, as `connect` would.
     #[arg(long, alias = "net")]
-    pub network: Option<String>,
-    /// The sandbox's address on its network (default: the next free one).
+    pub network: Vec<String>,
+    /// The sandbox's address on its (first) network (default: the next free one).
     #[arg(long)]
     pub ip: Option<String>,
-    /// Another name the sandbox answers to on its network (repeatable).
+    /// Another name the sandbox answers to on its networks (repeatable).
     #[arg(long = "alias")]
     pub aliases: Vec<String>,
     /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp].
@@ -212,13 +219,7 @@ pub struct RunArgs {
     /// A port the sandbox offers, PORT[-END][/PROTO] (published by -P).
     #[arg(long)]
     pub expose: Vec<String>,
-    /// Run CMD in the background (output to the sandbox's log file) and print the id.
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Remove the sandbox when CMD exits.
+    /// The host name in the sandbox's hosts and hostname files (default: the short id).
     #[arg(long)]
-    pub rm: bool,
-    /// The command to run in the sandbox (none: just create it).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    pub hostname: Option<String>,
 }

@@ -18,7 +18,7 @@ use netd::api::types::{
     SandboxInfo,
 };
 
-use args::{Cli, ClusterCmd, Cmd, ListArgs, NetworkCmd, NodeCmd, RunArgs, SystemCmd};
+use args::{Cli, ClusterCmd, Cmd, EndpointArgs, ListArgs, NetworkCmd, NodeCmd, RunArgs, SystemCmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,22 +64,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             netns,
             pid,
             name,
-            network,
-            ip,
-            aliases,
-            publish,
+            endpoints,
         } => {
             let body = AttachRequest {
                 netns,
                 pid,
-                sandbox: RunRequest {
-                    name: Some(name),
-                    network,
-                    ip,
-                    aliases,
-                    publish,
-                    ..Default::default()
-                },
+                sandbox: endpoints.request(Some(name)),
                 container_id: None,
             };
             let info: SandboxInfo = client.post("/sandboxes/attach", &body).await?;
@@ -225,15 +215,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
 }
 
 async fn run_sandbox(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
-    let body = RunRequest {
-        name: args.name,
-        network: args.network,
-        ip: args.ip,
-        aliases: args.aliases,
-        publish: args.publish,
-        publish_all: args.publish_all,
-        expose: args.expose,
-    };
+    let body = args.endpoints.request(args.name);
     let info: SandboxInfo = client.post("/sandboxes", &body).await?;
     let id = info.id.clone();
     let force_remove = format!("/sandboxes/{id}?force=true");
@@ -305,4 +287,22 @@ async fn remove_all(
         }
     }
     Ok(u8::from(failed))
+}
+
+impl EndpointArgs {
+    /// The API's request for a sandbox named `name` with these flags.
+    fn request(self, name: Option<String>) -> RunRequest {
+        let mut networks = self.network.into_iter();
+        RunRequest {
+            name,
+            network: networks.next(),
+            more_networks: networks.collect(),
+            ip: self.ip,
+            aliases: self.aliases,
+            publish: self.publish,
+            publish_all: self.publish_all,
+            expose: self.expose,
+            hostname: self.hostname,
+        }
+    }
 }
