@@ -24,7 +24,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
-pub use records::{Records, SEARCH_DOMAIN};
+pub use records::{Records, RecordsBuilder, SEARCH_DOMAIN};
 
 use crate::error::{NetdError, Result};
 

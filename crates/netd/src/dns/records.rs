@@ -1,5 +1,6 @@
-//! The names the DNS server answers for: an immutable snapshot built from netd's state after
-//! every change and swapped in whole, so a query never sees half an update.
+//! The names the DNS server answers for: an immutable snapshot of netd's state, swapped in
+//! whole after every change so a query never sees half an update, and kept up to date one
+//! sandbox at a time (persistent maps make the snapshot a cheap clone).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
-use crate::state::State;
+use crate::state::{Sandbox, State};
 
 /// The search domain sandboxes get; names under it are netd's alone (never forwarded).
 pub const SEARCH_DOMAIN: &str = "netd.internal";
@@ -15,8 +16,9 @@ pub const SEARCH_DOMAIN: &str = "netd.internal";
 /// How long resolvers may cache an answer: short, because sandboxes come and go.
 pub const TTL: u32 = 60;
 
-/// One DNS-enabled network: its listener address and its names.
-#[derive(Debug)]
+/// One DNS-enabled network: its listener address and its names. The maps are persistent
+/// (`imbl`): a snapshot is a cheap clone, and a sandbox's change is a few inserts.
+#[derive(Debug, Clone)]
 pub struct NetworkRecords {
     pub gateway: Ipv4Addr,
     /// Internal networks answer their own names and forward nothing.
@@ -24,9 +26,9 @@ pub struct NetworkRecords {
     /// The network's own resolvers (`--opt dns-upstream`); `None`: the host's.
     pub upstreams: Option<Arc<[SocketAddr]>>,
     /// Lower-case name, alias or short id -> addresses on this network.
-    names: HashMap<String, Vec<Ipv4Addr>>,
+    names: imbl::HashMap<String, Vec<Ipv4Addr>>,
     /// Address -> the fully qualified name of the sandbox that has it.
-    reverse: HashMap<Ipv4Addr, Name>,
+    reverse: imbl::HashMap<Ipv4Addr, Name>,
 }
 
 impl NetworkRecords {
@@ -37,25 +39,161 @@ impl NetworkRecords {
     pub fn name_of(&self, ip: Ipv4Addr) -> Option<&Name> {
         self.reverse.get(&ip)
     }
+
+    fn add_name(&mut self, name: &str, ip: Ipv4Addr) {
+        let key = name.to_ascii_lowercase();
+        match self.names.get_mut(&key) {
+            Some(entry) => {
+                if !entry.contains(&ip) {
+                    entry.push(ip);
+                }
+            }
+            None => {
+                self.names.insert(key, vec![ip]);
+            }
+        }
+    }
+
+    fn remove_name(&mut self, name: &str, ip: Ipv4Addr) {
+        let key = name.to_ascii_lowercase();
+        let empty = match self.names.get_mut(&key) {
+            Some(entry) => {
+                entry.retain(|a| *a != ip);
+                entry.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.names.remove(&key);
+        }
+    }
 }
 
 /// Every DNS-enabled network's records, and which networks each sandbox address may see.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Records {
     networks: Vec<NetworkRecords>,
     by_gateway: HashMap<Ipv4Addr, usize>,
+    /// A network's id -> its place in `networks`.
+    index_of: HashMap<String, usize>,
     /// A sandbox's address -> the DNS-enabled networks the sandbox is on, the address's
     /// own network first.
-    scopes: HashMap<Ipv4Addr, Vec<usize>>,
+    scopes: imbl::HashMap<Ipv4Addr, Vec<usize>>,
+}
+
+/// What a sandbox puts into the records: enough to tell whether it changed and to take
+/// its entries out again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SandboxNames {
+    name: String,
+    id: String,
+    /// (network id, address, aliases) of each endpoint.
+    endpoints: Vec<(String, Ipv4Addr, Vec<String>)>,
+}
+
+impl SandboxNames {
+    fn of(sandbox: &Sandbox) -> Self {
+        SandboxNames {
+            name: sandbox.name.clone(),
+            id: sandbox.id.clone(),
+            endpoints: sandbox
+                .endpoints
+                .iter()
+                .map(|e| (e.network_id.clone(), e.ip, e.aliases.clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether `sandbox` still puts exactly these names in (compared without copying).
+    fn same_as(&self, sandbox: &Sandbox) -> bool {
+        self.name == sandbox.name
+            && self.endpoints.len() == sandbox.endpoints.len()
+            && self
+                .endpoints
+                .iter()
+                .zip(&sandbox.endpoints)
+                .all(|((network, ip, aliases), e)| {
+                    *network == e.network_id && *ip == e.ip && *aliases == e.aliases
+                })
+    }
+}
+
+/// The DNS-relevant part of the networks: when it changes, everything is rebuilt.
+type NetworksKey = Vec<(String, Ipv4Addr, bool, Vec<SocketAddr>)>;
+
+fn networks_key(state: &State) -> NetworksKey {
+    let mut key: NetworksKey = state
+        .networks
+        .values()
+        .filter(|n| n.dns)
+        .map(|n| (n.id.clone(), n.gateway, n.internal, n.dns_upstreams.clone()))
+        .collect();
+    key.sort();
+    key
+}
+
+/// Keeps the records equal to the state, changing only the sandboxes that changed, so
+/// that publishing after a change costs the change, not the number of sandboxes.
+#[derive(Debug, Default)]
+pub struct RecordsBuilder {
+    records: Records,
+    sandboxes: HashMap<String, SandboxNames>,
+    networks: NetworksKey,
+    built: bool,
+}
+
+impl RecordsBuilder {
+    /// The records for `state`. `remote_changed`: other nodes' names changed (they are
+    /// few and come together, so they rebuild).
+    pub fn update(&mut self, state: &State, remote_changed: bool) -> Records {
+        let networks = networks_key(state);
+        if !self.built || remote_changed || networks != self.networks {
+            self.records = Records::from_state(state);
+            self.sandboxes = state
+                .sandboxes
+                .values()
+                .map(|s| (s.id.clone(), SandboxNames::of(s)))
+                .collect();
+            self.networks = networks;
+            self.built = true;
+            return self.records.clone();
+        }
+        let gone: Vec<String> = self
+            .sandboxes
+            .keys()
+            .filter(|id| !state.sandboxes.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(names) = self.sandboxes.remove(&id) {
+                self.records.remove_sandbox(&names);
+            }
+        }
+        for sandbox in state.sandboxes.values() {
+            match self.sandboxes.get(&sandbox.id) {
+                Some(names) if names.same_as(sandbox) => continue,
+                Some(names) => {
+                    let names = names.clone();
+                    self.records.remove_sandbox(&names);
+                }
+                None => {}
+            }
+            let names = SandboxNames::of(sandbox);
+            self.records.add_sandbox(&names);
+            self.sandboxes.insert(sandbox.id.clone(), names);
+        }
+        self.records.clone()
+    }
 }
 
 impl Records {
     /// Builds the snapshot of the names on every DNS-enabled network.
     pub fn from_state(state: &State) -> Records {
         let mut records = Records::default();
-        let mut index_of: HashMap<&str, usize> = HashMap::new();
         for network in state.networks.values().filter(|n| n.dns) {
-            index_of.insert(network.id.as_str(), records.networks.len());
+            records
+                .index_of
+                .insert(network.id.clone(), records.networks.len());
             records
                 .by_gateway
                 .insert(network.gateway, records.networks.len());
@@ -64,42 +202,16 @@ impl Records {
                 internal: network.internal,
                 upstreams: (!network.dns_upstreams.is_empty())
                     .then(|| Arc::from(network.dns_upstreams.as_slice())),
-                names: HashMap::new(),
-                reverse: HashMap::new(),
+                names: imbl::HashMap::new(),
+                reverse: imbl::HashMap::new(),
             });
         }
         for sandbox in state.sandboxes.values() {
-            let fqdn = qualified(&sandbox.name);
-            let on: Vec<(usize, Ipv4Addr)> = sandbox
-                .endpoints
-                .iter()
-                .filter_map(|e| index_of.get(e.network_id.as_str()).map(|&i| (i, e.ip)))
-                .collect();
-            for endpoint in &sandbox.endpoints {
-                let Some(&index) = index_of.get(endpoint.network_id.as_str()) else {
-                    continue;
-                };
-                let network = &mut records.networks[index];
-                let names = [sandbox.name.as_str(), sandbox.short_id()]
-                    .into_iter()
-                    .chain(endpoint.aliases.iter().map(String::as_str));
-                for name in names {
-                    let entry = network.names.entry(name.to_ascii_lowercase()).or_default();
-                    if !entry.contains(&endpoint.ip) {
-                        entry.push(endpoint.ip);
-                    }
-                }
-                if let Some(fqdn) = &fqdn {
-                    network.reverse.insert(endpoint.ip, fqdn.clone());
-                }
-                let mut scope = vec![index];
-                scope.extend(on.iter().map(|(i, _)| *i).filter(|i| *i != index));
-                records.scopes.insert(endpoint.ip, scope);
-            }
+            records.add_sandbox(&SandboxNames::of(sandbox));
         }
         // Sandboxes of other nodes on cluster networks: their name, short id and aliases.
         for (network_id, remote) in &state.remote_names {
-            let Some(&index) = index_of.get(network_id.as_str()) else {
+            let Some(&index) = records.index_of.get(network_id.as_str()) else {
                 continue;
             };
             let network = &mut records.networks[index];
@@ -109,10 +221,7 @@ impl Records {
                     .into_iter()
                     .chain(record.aliases.iter().map(String::as_str));
                 for name in names {
-                    let entry = network.names.entry(name.to_ascii_lowercase()).or_default();
-                    if !entry.contains(&record.ip) {
-                        entry.push(record.ip);
-                    }
+                    network.add_name(name, record.ip);
                 }
                 if let Some(fqdn) = qualified(&record.name) {
                     network.reverse.insert(record.ip, fqdn);
@@ -120,6 +229,52 @@ impl Records {
             }
         }
         records
+    }
+
+    fn add_sandbox(&mut self, sandbox: &SandboxNames) {
+        let fqdn = qualified(&sandbox.name);
+        let on: Vec<usize> = sandbox
+            .endpoints
+            .iter()
+            .filter_map(|(network, _, _)| self.index_of.get(network).copied())
+            .collect();
+        let short_id = &sandbox.id[..sandbox.id.len().min(12)];
+        for (network_id, ip, aliases) in &sandbox.endpoints {
+            let Some(&index) = self.index_of.get(network_id) else {
+                continue;
+            };
+            let network = &mut self.networks[index];
+            let names = [sandbox.name.as_str(), short_id]
+                .into_iter()
+                .chain(aliases.iter().map(String::as_str));
+            for name in names {
+                network.add_name(name, *ip);
+            }
+            if let Some(fqdn) = &fqdn {
+                network.reverse.insert(*ip, fqdn.clone());
+            }
+            let mut scope = vec![index];
+            scope.extend(on.iter().copied().filter(|i| *i != index));
+            self.scopes.insert(*ip, scope);
+        }
+    }
+
+    fn remove_sandbox(&mut self, sandbox: &SandboxNames) {
+        let short_id = &sandbox.id[..sandbox.id.len().min(12)];
+        for (network_id, ip, aliases) in &sandbox.endpoints {
+            let Some(&index) = self.index_of.get(network_id) else {
+                continue;
+            };
+            let network = &mut self.networks[index];
+            let names = [sandbox.name.as_str(), short_id]
+                .into_iter()
+                .chain(aliases.iter().map(String::as_str));
+            for name in names {
+                network.remove_name(name, *ip);
+            }
+            network.reverse.remove(ip);
+            self.scopes.remove(ip);
+        }
     }
 
     /// The gateway addresses to listen on.
@@ -158,4 +313,77 @@ impl Records {
 /// `name.netd.internal.`, or `None` for a name that is not a valid DNS name.
 fn qualified(name: &str) -> Option<Name> {
     Name::from_ascii(format!("{}.{SEARCH_DOMAIN}.", name.to_ascii_lowercase())).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::testing::{network, sandbox};
+
+    fn same(a: &Records, b: &Records) -> bool {
+        a.networks.len() == b.networks.len()
+            && a.networks.iter().zip(&b.networks).all(|(x, y)| {
+                x.gateway == y.gateway && x.names == y.names && x.reverse == y.reverse
+            })
+            && a.scopes == b.scopes
+            && a.by_gateway == b.by_gateway
+    }
+
+    #[test]
+    fn kept_up_to_date_one_sandbox_at_a_time_equals_a_rebuild() {
+        let mut state = State::default();
+        for n in [
+            network("a", "10.1.0.0/24", false),
+            network("b", "10.2.0.0/24", false),
+        ] {
+            state.networks.insert(n.id.clone(), n);
+        }
+        let mut builder = RecordsBuilder::default();
+        let steps: Vec<Box<dyn Fn(&mut State)>> = vec![
+            Box::new(|s| {
+                let x = sandbox("1", "web", &[("a", "10.1.0.2", &["www"])]);
+                s.sandboxes.insert(x.id.clone(), x);
+            }),
+            Box::new(|s| {
+                // Another sandbox with the same alias: both addresses answer.
+                let x = sandbox(
+                    "2",
+                    "api",
+                    &[("a", "10.1.0.3", &["www"]), ("b", "10.2.0.3", &[])],
+                );
+                s.sandboxes.insert(x.id.clone(), x);
+            }),
+            Box::new(|s| {
+                // Renamed and moved: its old entries go.
+                let x = sandbox("1", "front", &[("b", "10.2.0.2", &[])]);
+                s.sandboxes.insert(x.id.clone(), x);
+            }),
+            Box::new(|s| {
+                s.sandboxes.remove("2");
+            }),
+            Box::new(|s| {
+                // A new network rebuilds.
+                let n = network("c", "10.3.0.0/24", true);
+                s.networks.insert(n.id.clone(), n);
+                let x = sandbox("3", "db", &[("c", "10.3.0.2", &[])]);
+                s.sandboxes.insert(x.id.clone(), x);
+            }),
+            Box::new(|s| {
+                s.sandboxes.clear();
+            }),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            step(&mut state);
+            let kept = builder.update(&state, false);
+            assert!(
+                same(&kept, &Records::from_state(&state)),
+                "after step {i}: {kept:?}"
+            );
+        }
+        let emptied = builder.update(&state, false);
+        assert!(emptied
+            .networks
+            .iter()
+            .all(|n| n.names.is_empty() && n.reverse.is_empty()));
+    }
 }

@@ -231,6 +231,7 @@ impl Engine {
         }
         if self.state.remote_names != remote_names {
             self.state.remote_names = remote_names;
+            self.remote_names_changed = true;
             self.changes.set(self.changes.get() + 1);
         }
         Ok(changes)

@@ -100,6 +100,10 @@ pub struct Engine {
     /// nf_tables handles of each sandbox's DNAT rules, when known (see `ports`).
     rule_handles: HashMap<String, Vec<u64>>,
     dns: crate::dns::DnsService,
+    /// The DNS records, kept equal to the state one changed sandbox at a time.
+    dns_records: crate::dns::RecordsBuilder,
+    /// Other nodes' names changed since the records were last published.
+    remote_names_changed: bool,
     /// Counts committed changes; the DNS records are rebuilt when it moves.
     changes: std::cell::Cell<u64>,
     published: u64,
@@ -137,6 +141,8 @@ impl Engine {
         }
         let mut engine = Engine {
             dns: crate::dns::DnsService::start(config.resolv_conf.clone())?,
+            dns_records: crate::dns::RecordsBuilder::default(),
+            remote_names_changed: false,
             changes: std::cell::Cell::new(0),
             published: 0,
             names: None,
@@ -159,14 +165,15 @@ impl Engine {
         Ok((engine, repairs))
     }
 
-    /// Rebuilds the DNS records and listeners from the state. Cheap enough to run after
-    /// every change (a hash map per network), and done before the change is reported, so
-    /// a name resolves as soon as `run` returns.
+    /// Brings the DNS records and listeners up to date with the state. Cheap enough to run
+    /// after every change (the changed sandboxes' entries), and done before the change is
+    /// reported, so a name resolves as soon as `run` returns.
     fn publish_dns(&mut self) -> Vec<String> {
         self.published = self.changes.get();
-        let problems = self
-            .dns
-            .publish(crate::dns::Records::from_state(&self.state));
+        let records = self
+            .dns_records
+            .update(&self.state, std::mem::take(&mut self.remote_names_changed));
+        let problems = self.dns.publish(records);
         for problem in &problems {
             tracing::warn!("{problem}");
         }
