@@ -9,10 +9,11 @@ set -euo pipefail
 # protobuf-compiler and libprotobuf-dev (google/protobuf/*.proto): protoc, which the
 # etcd-client crate runs at build time; etcd-server and
 # etcd-client: the store the multi-host tests start on test-host addresses; openssl: the
-# certificates of the TLS one; python3-docker: the Docker SDK the Docker API test drives.
+# certificates of the TLS one; python3-docker: the Docker SDK the Docker API test drives;
+# ipset: the kernel sets network policy matches on.
 packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3 openssl
   containernetworking-plugins containerd runc busybox-static python3-grpcio python3-protobuf
-  protobuf-compiler libprotobuf-dev etcd-server etcd-client python3-docker)
+  protobuf-compiler libprotobuf-dev etcd-server etcd-client python3-docker ipset)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

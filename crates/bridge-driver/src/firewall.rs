@@ -152,6 +152,41 @@ pub struct Ruleset {
     pub nat: Vec<Chain>,
 }
 
+impl Ruleset {
+    /// Adds the network policy chains: entered from `NETD-FORWARD` right after the
+    /// isolation chains (so policy narrows what a network allows and never widens it),
+    /// before the networks' own chains. Nothing changes when there is no policy.
+    pub fn with_policy(mut self, policy: &crate::policy::PolicyRules) -> Ruleset {
+        if policy.is_empty() {
+            return self;
+        }
+        if let Some(forward) = self.filter.iter_mut().find(|c| c.name == CHAIN_FORWARD) {
+            let isolation = format!("-A {CHAIN_FORWARD} -j {CHAIN_ISOLATION_1}");
+            let at = forward
+                .rules
+                .iter()
+                .position(|r| *r == isolation)
+                .map_or(forward.rules.len(), |i| i + 1);
+            forward.rules.insert(
+                at,
+                format!(
+                    "-A {CHAIN_FORWARD} -j {}",
+                    crate::policy::render::CHAIN_POLICY
+                ),
+            );
+        }
+        let at = self
+            .filter
+            .iter()
+            .position(|c| c.name == CHAIN_ISOLATION_2)
+            .map_or(self.filter.len(), |i| i + 1);
+        for (offset, chain) in policy.chains.iter().enumerate() {
+            self.filter.insert(at + offset, chain.clone());
+        }
+        self
+    }
+}
+
 /// Renders the desired rules of every network (in the order given).
 pub fn desired(networks: &[NetworkFirewall]) -> Ruleset {
     let mut input = Chain::new(CHAIN_INPUT);

@@ -151,6 +151,10 @@ pub trait Firewall: std::fmt::Debug {
     fn delete_tagged(&mut self, tag: &crate::Tag<'_>, remembered: Option<&[u64]>) -> Result<usize>;
     /// How many rules carry `tag`.
     fn count_tagged(&mut self, tag: &crate::Tag<'_>) -> Result<usize>;
+    /// Applies `ipset restore` commands (kernel sets) in one process.
+    fn sets_restore(&mut self, text: &str) -> Result<()>;
+    /// Every kernel set, as `ipset save` prints them.
+    fn sets_save(&mut self) -> Result<String>;
     /// Forgets connection-tracking entries of UDP flows to a local port (best effort).
     fn flush_udp_conntrack(&mut self, port: u16);
     /// Lets go of the firewall's sockets; a short-lived single-threaded process uses it to

@@ -225,6 +225,14 @@ impl Firewall for TaggedRules {
         self.count(tag)
     }
 
+    fn sets_restore(&mut self, text: &str) -> Result<()> {
+        crate::Ipset::default().restore(text)
+    }
+
+    fn sets_save(&mut self) -> Result<String> {
+        crate::Ipset::default().save()
+    }
+
     fn flush_udp_conntrack(&mut self, port: u16) {
         crate::conntrack::flush_udp_to_port(port);
     }

@@ -109,6 +109,10 @@ pub struct Sandbox {
     /// `--hostname`; the short id when absent, as Docker does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// `--label`s (`netctl label` changes them), which policies select sandboxes by;
+    /// `netd.namespace` is the sandbox's namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Sandbox {
@@ -198,6 +202,8 @@ pub struct State {
     /// Sandboxes of other nodes on cluster networks (by network id), for DNS; from the
     /// cluster store, not recorded.
     pub remote_names: HashMap<String, Vec<crate::cluster::NameRecord>>,
+    /// Network policies by `namespace/name`.
+    pub policies: BTreeMap<String, bridge_driver::policy::NetworkPolicy>,
 }
 
 /// Resolves a reference the way Docker does: exact name, then full id, then a unique id

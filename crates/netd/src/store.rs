@@ -14,12 +14,15 @@ use crate::error::{NetdError, Result};
 
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
+const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("policies");
 
 /// The kinds of record netd stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Network,
     Sandbox,
+    /// NetworkPolicy objects, keyed `namespace/name`.
+    Policy,
 }
 
 impl Kind {
@@ -27,6 +30,7 @@ impl Kind {
         match self {
             Kind::Network => NETWORKS,
             Kind::Sandbox => SANDBOXES,
+            Kind::Policy => POLICIES,
         }
     }
 }
@@ -71,6 +75,7 @@ impl Store {
         {
             tx.open_table(NETWORKS).map_err(store_error)?;
             tx.open_table(SANDBOXES).map_err(store_error)?;
+            tx.open_table(POLICIES).map_err(store_error)?;
         }
         tx.commit().map_err(store_error)?;
         Ok(Store { db })

@@ -96,6 +96,72 @@ pub struct IpSet {
 pub struct PolicyRules {
     pub chains: Vec<Chain>,
     pub sets: Vec<IpSet>,
+    /// Which address sets a sandbox belongs to, by its labels.
+    pub membership: Membership,
+}
+
+/// The address sets whose members are sandboxes, with what puts a sandbox in each; a
+/// sandbox that changes changes only its own memberships.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pods: Vec<(String, PodSet)>,
+    /// Per direction, the pod sets that policies of that direction select.
+    ingress: Vec<usize>,
+    egress: Vec<usize>,
+}
+
+impl Membership {
+    /// The names of the sets a sandbox with these labels is in.
+    pub fn sets_of(&self, labels: &Labels) -> BTreeSet<&str> {
+        let matched: Vec<bool> = self.pods.iter().map(|(_, p)| p.matches(labels)).collect();
+        let mut out: BTreeSet<&str> = self
+            .pods
+            .iter()
+            .zip(&matched)
+            .filter(|(_, m)| **m)
+            .map(|((name, _), _)| name.as_str())
+            .collect();
+        if self.ingress.iter().any(|&i| matched[i]) {
+            out.insert(SET_INGRESS);
+        }
+        if self.egress.iter().any(|&i| matched[i]) {
+            out.insert(SET_EGRESS);
+        }
+        out
+    }
+
+    /// The `ipset restore` lines that move one sandbox from `old` (labels, addresses) to
+    /// `new`; `None` is absent. Deletions come first, so an address kept in a set stays.
+    pub fn update_text(
+        &self,
+        old: Option<(&Labels, &[Ipv4Addr])>,
+        new: Option<(&Labels, &[Ipv4Addr])>,
+    ) -> String {
+        let before: Vec<(&str, Ipv4Addr)> = match old {
+            Some((labels, ips)) => self
+                .sets_of(labels)
+                .into_iter()
+                .flat_map(|set| ips.iter().map(move |ip| (set, *ip)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let after: Vec<(&str, Ipv4Addr)> = match new {
+            Some((labels, ips)) => self
+                .sets_of(labels)
+                .into_iter()
+                .flat_map(|set| ips.iter().map(move |ip| (set, *ip)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut out = String::new();
+        for (set, ip) in before.iter().filter(|m| !after.contains(m)) {
+            out.push_str(&format!("del {set} {ip} -exist\n"));
+        }
+        for (set, ip) in after.iter().filter(|m| !before.contains(m)) {
+            out.push_str(&format!("add {set} {ip} -exist\n"));
+        }
+        out
+    }
 }
 
 impl PolicyRules {
@@ -121,7 +187,7 @@ fn hash12(text: &str) -> String {
 /// Which sandboxes a peer (or a policy's own podSelector) means: those of the namespaces
 /// the namespace selector matches (or of `own` namespace) that the pod selector matches.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct PodSet {
+pub struct PodSet {
     own: Option<String>,
     namespaces: Option<LabelSelector>,
     pods: LabelSelector,
@@ -155,18 +221,29 @@ pub fn policy_rules(policies: &[NetworkPolicy], endpoints: &[PolicyEndpoint]) ->
     let mut policies: Vec<&NetworkPolicy> = policies.iter().collect();
     policies.sort_by_key(|p| p.key());
     let mut sets: BTreeMap<String, IpSet> = BTreeMap::new();
-    let pod_set = |set: PodSet, sets: &mut BTreeMap<String, IpSet>| -> String {
+    let mut membership = Membership::default();
+    let pod_set = |set: PodSet,
+                   sets: &mut BTreeMap<String, IpSet>,
+                   membership: &mut Membership|
+     -> (String, usize) {
         let name = set.name();
-        sets.entry(name.clone()).or_insert_with(|| IpSet {
-            name: name.clone(),
-            kind: SetKind::HashIp,
-            members: endpoints
-                .iter()
-                .filter(|e| set.matches(&e.labels))
-                .flat_map(|e| e.ips.iter().map(|ip| host_member(*ip)))
-                .collect(),
-        });
-        name
+        if let Some(index) = membership.pods.iter().position(|(n, _)| *n == name) {
+            return (name, index);
+        }
+        sets.insert(
+            name.clone(),
+            IpSet {
+                name: name.clone(),
+                kind: SetKind::HashIp,
+                members: endpoints
+                    .iter()
+                    .filter(|e| set.matches(&e.labels))
+                    .flat_map(|e| e.ips.iter().map(|ip| host_member(*ip)))
+                    .collect(),
+            },
+        );
+        membership.pods.push((name.clone(), set));
+        (name, membership.pods.len() - 1)
     };
     let mark = format!("0x{POLICY_MARK:x}");
     let mut top = Chain::new(CHAIN_POLICY);
@@ -183,14 +260,19 @@ pub fn policy_rules(policies: &[NetworkPolicy], endpoints: &[PolicyEndpoint]) ->
         parent.add(format!("-j MARK --set-xmark 0x0/{mark}"));
         for policy in policies.iter().filter(|p| p.has(direction)) {
             let key = policy.key();
-            let selection = pod_set(
+            let (selection, index) = pod_set(
                 PodSet {
                     own: Some(policy.metadata.namespace.clone()),
                     namespaces: None,
                     pods: policy.spec.pod_selector.clone(),
                 },
                 &mut sets,
+                &mut membership,
             );
+            match direction {
+                PolicyType::Ingress => membership.ingress.push(index),
+                PolicyType::Egress => membership.egress.push(index),
+            }
             if let Some(set) = sets.get(&selection) {
                 selected.extend(set.members.iter().copied());
             }
@@ -257,7 +339,7 @@ pub fn policy_rules(policies: &[NetworkPolicy], endpoints: &[PolicyEndpoint]) ->
                             namespaces: peer.namespace_selector.clone(),
                             pods: peer.pod_selector.clone().unwrap_or_default(),
                         };
-                        let name = pod_set(set, &mut sets);
+                        let (name, _) = pod_set(set, &mut sets, &mut membership);
                         peer_matches.push(format!("-m set --match-set {name} {peer_side} "));
                     }
                 }
@@ -311,6 +393,7 @@ pub fn policy_rules(policies: &[NetworkPolicy], endpoints: &[PolicyEndpoint]) ->
     PolicyRules {
         chains,
         sets: sets.into_values().collect(),
+        membership,
     }
 }
 

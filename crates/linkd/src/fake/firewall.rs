@@ -59,6 +59,8 @@ pub struct RecordingFirewall {
     /// Ports whose UDP conntrack entries were flushed, in order.
     pub conntrack_flushes: Vec<u16>,
     pub fail_on: Option<String>,
+    /// Kernel sets: name -> (type, members), as `ipset restore` leaves them.
+    pub sets: BTreeMap<String, (String, std::collections::BTreeSet<String>)>,
 }
 
 fn refused(line: usize, reason: impl Into<String>) -> LinkdError {
@@ -319,6 +321,62 @@ impl Firewall for RecordingFirewall {
             .lines()
             .filter(|l| tag.owns(l))
             .count())
+    }
+
+    fn sets_restore(&mut self, text: &str) -> Result<()> {
+        self.log.push(format!("ipset restore\n{text}"));
+        for (n, line) in text.lines().enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let exist = words.contains(&"-exist");
+            let words: Vec<&str> = words.into_iter().filter(|w| *w != "-exist").collect();
+            match words.as_slice() {
+                [] => {}
+                ["create", name, kind, ..] => {
+                    if self.sets.contains_key(*name) && !exist {
+                        return Err(refused(n + 1, format!("set {name} exists")));
+                    }
+                    self.sets
+                        .entry(name.to_string())
+                        .or_insert_with(|| (kind.to_string(), Default::default()));
+                }
+                ["flush", name] => match self.sets.get_mut(*name) {
+                    Some((_, members)) => members.clear(),
+                    None => return Err(refused(n + 1, format!("no set {name}"))),
+                },
+                ["add", name, member @ ..] | ["del", name, member @ ..] => {
+                    let Some((_, members)) = self.sets.get_mut(*name) else {
+                        return Err(refused(n + 1, format!("no set {name}")));
+                    };
+                    let member = member.join(" ");
+                    if words[0] == "add" {
+                        members.insert(member);
+                    } else {
+                        let bare = member.trim_end_matches(" nomatch").to_string();
+                        members.retain(|m| m.trim_end_matches(" nomatch") != bare);
+                    }
+                }
+                ["destroy", name] => {
+                    if self.sets.remove(*name).is_none() && !exist {
+                        return Err(refused(n + 1, format!("no set {name}")));
+                    }
+                }
+                _ => return Err(refused(n + 1, format!("unknown ipset command {line:?}"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn sets_save(&mut self) -> Result<String> {
+        let mut text = String::new();
+        for (name, (kind, members)) in &self.sets {
+            text.push_str(&format!(
+                "create {name} {kind} family inet hashsize 1024 maxelem 65536\n"
+            ));
+            for member in members {
+                text.push_str(&format!("add {name} {member}\n"));
+            }
+        }
+        Ok(text)
     }
 
     fn flush_udp_conntrack(&mut self, port: u16) {

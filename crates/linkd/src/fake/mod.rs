@@ -326,6 +326,14 @@ impl Firewall for FakeFirewall {
         self.host.world().firewall.count_tagged(tag)
     }
 
+    fn sets_restore(&mut self, text: &str) -> Result<()> {
+        self.host.world().firewall.sets_restore(text)
+    }
+
+    fn sets_save(&mut self) -> Result<String> {
+        self.host.world().firewall.sets_save()
+    }
+
     fn flush_udp_conntrack(&mut self, port: u16) {
         self.host.world().firewall.flush_udp_conntrack(port);
     }

@@ -13,9 +13,10 @@ use bridge_driver::NetworkRequest;
 use serde::Deserialize;
 
 use super::types::{
-    ConnectRequest, DisconnectRequest, Empty, ErrorMessage, NetworkCreated, NetworkInfo,
-    NetworkRemoved, NetworksPruned, NodeRemoved, ProcessRequest, Reconciled, RunRequest, SandboxId,
-    SandboxInfo,
+    ConnectRequest, DisconnectRequest, Empty, ErrorMessage, LabelRequest, NetworkCreated,
+    NetworkInfo, NetworkPolicy, NetworkRemoved, NetworksPruned, NodeRemoved, PoliciesApplied,
+    PolicyApplied, PolicyApplyRequest, PolicyQuery, ProcessRequest, Reconciled, RunRequest,
+    SandboxId, SandboxInfo,
 };
 use crate::cluster::{ClusterHandle, NodeLease};
 use crate::engine::{AttachRequest, EngineHandle};
@@ -87,6 +88,12 @@ pub fn router(services: Services) -> Router {
         .route("/sandboxes/{name}", get(inspect_sandbox))
         .route("/sandboxes/{name}", delete(remove_sandbox))
         .route("/sandboxes/{name}/processes", post(add_process))
+        .route("/sandboxes/{name}/labels", post(label_sandbox))
+        .route("/policies", get(list_policies).post(apply_policies))
+        .route(
+            "/policies/{namespace}/{name}",
+            get(inspect_policy).delete(remove_policy),
+        )
         .route("/system/reconcile", post(reconcile))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/nodes/{name}", delete(remove_cluster_node))
@@ -243,6 +250,61 @@ async fn add_process(
     Json(req): Json<ProcessRequest>,
 ) -> ApiResult<Empty> {
     e.call(move |e| e.add_process(&name, req.pid)).await?;
+    Ok(Json(Empty {}))
+}
+
+async fn label_sandbox(
+    State(e): State<EngineHandle>,
+    UrlPath(name): UrlPath<String>,
+    Json(req): Json<LabelRequest>,
+) -> ApiResult<SandboxInfo> {
+    let info = e
+        .call(move |e| e.label(&name, &req.changes).map(|s| e.sandbox_info(&s)))
+        .await?;
+    Ok(Json(info))
+}
+
+async fn apply_policies(
+    State(e): State<EngineHandle>,
+    Json(req): Json<PolicyApplyRequest>,
+) -> ApiResult<PoliciesApplied> {
+    let applied = e
+        .call(move |e| e.apply_policies(&req.text, req.namespace.as_deref()))
+        .await?;
+    Ok(Json(PoliciesApplied {
+        applied: applied
+            .into_iter()
+            .map(|a| PolicyApplied {
+                policy: a.key,
+                action: a.action.to_string(),
+            })
+            .collect(),
+    }))
+}
+
+async fn list_policies(
+    State(e): State<EngineHandle>,
+    Query(q): Query<PolicyQuery>,
+) -> ApiResult<Vec<NetworkPolicy>> {
+    Ok(Json(
+        e.call(move |e| Ok(e.policies(q.namespace.as_deref())))
+            .await?,
+    ))
+}
+
+async fn inspect_policy(
+    State(e): State<EngineHandle>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+) -> ApiResult<NetworkPolicy> {
+    Ok(Json(e.call(move |e| e.policy(&namespace, &name)).await?))
+}
+
+async fn remove_policy(
+    State(e): State<EngineHandle>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+) -> ApiResult<Empty> {
+    e.call(move |e| e.remove_policy(&namespace, &name).map(|_| ()))
+        .await?;
     Ok(Json(Empty {}))
 }
 

@@ -141,6 +141,8 @@ pub struct SandboxState {
 #[serde(rename_all = "PascalCase")]
 pub struct SandboxConfig {
     pub hostname: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `"80/tcp"` -> where it is published.
@@ -250,3 +252,39 @@ pub struct ErrorMessage {
 /// An answer with nothing in it (`POST /sandboxes/{name}/processes`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Empty {}
+
+/// Body of `POST /policies`: policy objects as YAML or JSON text, and the namespace given
+/// on the command line (objects without one get it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyApplyRequest {
+    pub text: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// What `POST /policies` did, one line per policy (`prod/web created`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoliciesApplied {
+    pub applied: Vec<PolicyApplied>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyApplied {
+    pub policy: String,
+    pub action: String,
+}
+
+/// Query of `GET /policies`: one namespace, or all of them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PolicyQuery {
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// Body of `POST /sandboxes/{name}/labels`: `KEY=VALUE` to set, `KEY-` to remove.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelRequest {
+    pub changes: Vec<String>,
+}
+
+pub use bridge_driver::policy::NetworkPolicy;

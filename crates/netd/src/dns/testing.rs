@@ -70,6 +70,7 @@ pub fn sandbox(id: &str, name: &str, endpoints: &[(&str, &str, &[&str])]) -> San
         ports: Vec::new(),
         attached: None,
         hostname: None,
+        labels: Default::default(),
     }
 }
 

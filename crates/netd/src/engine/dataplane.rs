@@ -6,6 +6,7 @@ use bridge_driver::firewall::{
 };
 use bridge_driver::names::network_of_alias;
 use bridge_driver::plan::{BridgePlan, EndpointPlan};
+use bridge_driver::policy::PolicyRules;
 use ipnet::Ipv4Net;
 use linkd::link::{
     create_veth_request, set_hairpin_by_name_request, set_up_by_name_request, set_up_request,
@@ -107,10 +108,11 @@ pub fn save_rules(firewall: &mut dyn Firewall) -> Result<SavedRules> {
 pub fn apply_firewall(
     firewall: &mut dyn Firewall,
     networks: &[NetworkFirewall],
+    policy: &PolicyRules,
     stale: &StaleChains,
     fixes: &EntryFixes,
 ) -> Result<()> {
-    let ruleset = rules::desired(networks);
+    let ruleset = rules::desired(networks).with_policy(policy);
     firewall.restore(&rules::restore_text(&ruleset, stale, fixes))?;
     Ok(())
 }
@@ -119,9 +121,10 @@ pub fn apply_firewall(
 pub fn reconcile_firewall(
     firewall: &mut dyn Firewall,
     networks: &[NetworkFirewall],
+    policy: &PolicyRules,
 ) -> Result<Vec<String>> {
     let saved = save_rules(firewall)?;
-    let ruleset = rules::desired(networks);
+    let ruleset = rules::desired(networks).with_policy(policy);
     let drifted: Vec<String> = rules::drifted_chains(&ruleset, &saved.filter, &saved.nat)
         .into_iter()
         .map(str::to_string)

@@ -190,6 +190,7 @@ impl Engine {
                     .map(|s| s.hostname())
                     .unwrap_or(sandbox.hostname())
                     .to_string(),
+                labels: sandbox.labels.clone(),
             },
             host_config: HostConfig {
                 network_mode: sandbox.network_mode.to_string(),

@@ -8,6 +8,7 @@ mod cluster;
 mod dataplane;
 mod inspect;
 mod networks;
+pub mod policy;
 mod ports;
 mod reconcile;
 mod sandboxes;
@@ -104,6 +105,8 @@ pub struct Engine {
     dns_records: crate::dns::RecordsBuilder,
     /// Other nodes' names changed since the records were last published.
     remote_names_changed: bool,
+    /// Network policy as the kernel has it.
+    policy: policy::PolicyState,
     /// Counts committed changes; the DNS records are rebuilt when it moves.
     changes: std::cell::Cell<u64>,
     published: u64,
@@ -134,6 +137,9 @@ impl Engine {
         for sandbox in store.load::<Sandbox>(Kind::Sandbox)? {
             state.sandboxes.insert(sandbox.id.clone(), sandbox);
         }
+        for policy in store.load::<bridge_driver::policy::NetworkPolicy>(Kind::Policy)? {
+            state.policies.insert(policy.key(), policy);
+        }
         state.rebuild_pools()?;
         for dir in [config.paths.netns_dir(), config.paths.sandboxes_dir()] {
             std::fs::create_dir_all(&dir)
@@ -143,6 +149,7 @@ impl Engine {
             dns: crate::dns::DnsService::start(config.resolv_conf.clone())?,
             dns_records: crate::dns::RecordsBuilder::default(),
             remote_names_changed: false,
+            policy: policy::PolicyState::default(),
             changes: std::cell::Cell::new(0),
             published: 0,
             names: None,
@@ -159,6 +166,8 @@ impl Engine {
             store,
         };
         engine.load_runtime();
+        // The policies' sets first: every firewall change from here on writes their rules.
+        engine.repair_policy_sets()?;
         engine.ensure_default_network()?;
         let mut repairs = engine.hold_recorded_ports();
         repairs.extend(engine.reconcile()?);
@@ -181,10 +190,12 @@ impl Engine {
         problems
     }
 
-    /// Runs after every API job: publishes names if the state changed.
+    /// Runs after every API job (and the periodic check): publishes names and moves
+    /// policy set members if the state changed.
     fn after_job(&mut self) {
         if self.changes.get() != self.published {
             self.publish_dns();
+            self.sync_policy_sets();
         }
     }
 

@@ -105,6 +105,11 @@ impl Engine {
         for (key, value) in host_sysctls(&networks) {
             self.host.sysctl_set(&key, &value)?;
         }
+        if !self.state.policies.is_empty() {
+            // Policy between sandboxes of one network sees their bridged traffic only so.
+            self.host
+                .sysctl_set("net/bridge/bridge-nf-call-iptables", "1")?;
+        }
         Ok(())
     }
 
@@ -115,6 +120,7 @@ impl Engine {
         dataplane::apply_firewall(
             &mut *self.firewall,
             &networks,
+            &self.policy.rules,
             stale,
             &EntryFixes::default(),
         )

@@ -15,17 +15,26 @@ use crate::state::Sandbox;
 impl Engine {
     /// The periodic check: restores the firewall if something removed netd's rules.
     pub(super) fn check_firewall(&mut self) {
+        let (mut repairs, stale_sets) = match self.repair_policy_sets() {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!("policy set check failed: {e}");
+                (Vec::new(), Vec::new())
+            }
+        };
         let networks = self.firewall_networks();
-        match dataplane::reconcile_firewall(&mut *self.firewall, &networks) {
-            Ok(repairs) => {
-                if !repairs.is_empty() {
+        match dataplane::reconcile_firewall(&mut *self.firewall, &networks, &self.policy.rules) {
+            Ok(fixed) => {
+                if !fixed.is_empty() {
                     self.forget_rule_handles();
                 }
-                for repair in repairs {
-                    tracing::warn!("firewall check: {repair}");
-                }
+                repairs.extend(fixed);
             }
             Err(e) => tracing::error!("firewall check failed: {e}"),
+        }
+        repairs.extend(self.destroy_sets(&stale_sets));
+        for repair in repairs {
+            tracing::warn!("firewall check: {repair}");
         }
     }
 
@@ -43,12 +52,16 @@ impl Engine {
             }
         }
         self.apply_host_sysctls()?;
+        let (set_repairs, stale_sets) = self.repair_policy_sets()?;
+        repairs.extend(set_repairs);
         let wanted = self.firewall_networks();
-        let firewall = dataplane::reconcile_firewall(&mut *self.firewall, &wanted)?;
+        let firewall =
+            dataplane::reconcile_firewall(&mut *self.firewall, &wanted, &self.policy.rules)?;
         if !firewall.is_empty() {
             self.forget_rule_handles();
         }
         repairs.extend(firewall);
+        repairs.extend(self.destroy_sets(&stale_sets));
 
         // Owners first, so sandboxes that join them find the namespace in place.
         let mut sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
@@ -82,9 +95,7 @@ impl Engine {
                 Err(e) => tracing::error!("sandbox {}: cannot release it: {e}", sandbox.name),
             }
         }
-        if self.changes.get() != self.published {
-            self.publish_dns();
-        }
+        self.after_job();
     }
 
     fn reconcile_sandbox(&mut self, sandbox: &Sandbox, repairs: &mut Vec<String>) -> Result<()> {

@@ -44,6 +44,9 @@ pub struct RunRequest {
     /// `connect` joins them (with the aliases, not the address), all or none.
     #[serde(default)]
     pub more_networks: Vec<String>,
+    /// `--label KEY=VALUE`s (policies select sandboxes by them).
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// `netctl attach`'s request: a namespace another runtime made, by path or by pid.
@@ -255,6 +258,7 @@ impl Engine {
         if let Some(hostname) = &request.hostname {
             bridge_driver::names::validate_hostname("--hostname", hostname)?;
         }
+        let labels = super::policy::parse_labels(&request.labels)?;
         let mode = self.parse_mode(request.network.as_deref())?;
         let more_networks = self.more_networks(&mode, &request.more_networks)?;
         if let Mode::Joined(owner) = &mode {
@@ -322,6 +326,7 @@ impl Engine {
             ports: ports.clone(),
             attached,
             hostname: request.hostname.clone(),
+            labels,
         };
         if let Err(e) = self.commit(vec![Change::put(Kind::Sandbox, &id, &sandbox)?]) {
             self.release_addresses(&id, &sandbox.endpoints);

@@ -95,6 +95,50 @@ pub enum Cmd {
     /// The cluster this node is in (netd --cluster-store).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Set (KEY=VALUE) or remove (KEY-) a sandbox's labels; policies follow at once.
+    Label {
+        name: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
+    },
+    /// Network policies (Kubernetes NetworkPolicy, networking.k8s.io/v1).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Create or change the policies of a YAML or JSON file (several documents or a List
+    /// allowed; all or none applied).
+    Apply {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// The namespace of objects that name none (default: default).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// List the policies of a namespace.
+    Ls {
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Every namespace's.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Show a policy as it is applied (JSON).
+    Inspect {
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Remove policies.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +215,9 @@ pub struct ListArgs {
     /// Print each row with a template such as '{{.ID}} {{.Name}}'.
     #[arg(long)]
     pub format: Option<String>,
+    /// Only rows matching: label=KEY, label=KEY=VALUE, name=NAME (repeatable; all must hold).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,4 +269,7 @@ pub struct EndpointArgs {
     /// The host name in the sandbox's hosts and hostname files (default: the short id).
     #[arg(long)]
     pub hostname: Option<String>,
+    /// A label, KEY=VALUE (repeatable); netd.namespace=NS puts the sandbox in namespace NS.
+    #[arg(short, long = "label")]
+    pub labels: Vec<String>,
 }

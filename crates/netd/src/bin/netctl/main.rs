@@ -13,12 +13,15 @@ use clap::Parser;
 use hyper::Method;
 use netd::api::client::Client;
 use netd::api::types::{
-    AttachRequest, ConnectRequest, DisconnectRequest, Empty, NetworkCreated, NetworkInfo,
-    NetworkRequest, NetworksPruned, NodeRemoved, ProcessRequest, Reconciled, RunRequest, SandboxId,
-    SandboxInfo,
+    AttachRequest, ConnectRequest, DisconnectRequest, Empty, LabelRequest, NetworkCreated,
+    NetworkInfo, NetworkPolicy, NetworkRequest, NetworksPruned, NodeRemoved, PoliciesApplied,
+    PolicyApplyRequest, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
 };
 
-use args::{Cli, ClusterCmd, Cmd, EndpointArgs, ListArgs, NetworkCmd, NodeCmd, RunArgs, SystemCmd};
+use args::{
+    Cli, ClusterCmd, Cmd, EndpointArgs, ListArgs, NetworkCmd, NodeCmd, PolicyCmd, RunArgs,
+    SystemCmd,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -125,11 +128,31 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 .await?;
             Ok(0)
         }
-        Cmd::Ps(ListArgs { quiet, format }) => {
+        Cmd::Ps(ListArgs {
+            quiet,
+            format,
+            filter,
+        }) => {
+            let filters = output::Filters::parse(&filter)?;
             let list: Vec<SandboxInfo> = client.get("/sandboxes").await?;
+            let list: Vec<SandboxInfo> = list
+                .into_iter()
+                .filter(|s| filters.admit(s.name.trim_start_matches('/'), &s.config.labels))
+                .collect();
             output::print_sandboxes(&list, quiet, format.as_deref());
             Ok(0)
         }
+        Cmd::Label { name, changes } => {
+            let info: SandboxInfo = client
+                .post(
+                    &format!("/sandboxes/{name}/labels"),
+                    &LabelRequest { changes },
+                )
+                .await?;
+            println!("{}", info.name.trim_start_matches('/'));
+            Ok(0)
+        }
+        Cmd::Policy(command) => policy_command(&client, command).await,
         Cmd::Inspect { names } => inspect_all::<SandboxInfo>(&client, "sandboxes", &names).await,
         Cmd::Rm { force, names } => {
             remove_all(&client, &names, |name| {
@@ -190,8 +213,17 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
             println!("{}", answer.id);
             Ok(0)
         }
-        NetworkCmd::Ls(ListArgs { quiet, format }) => {
+        NetworkCmd::Ls(ListArgs {
+            quiet,
+            format,
+            filter,
+        }) => {
+            let filters = output::Filters::parse(&filter)?;
             let list: Vec<NetworkInfo> = client.get("/networks").await?;
+            let list: Vec<NetworkInfo> = list
+                .into_iter()
+                .filter(|n| filters.admit(&n.name, &n.labels))
+                .collect();
             output::print_networks(&list, quiet, format.as_deref());
             Ok(0)
         }
@@ -303,6 +335,64 @@ impl EndpointArgs {
             publish_all: self.publish_all,
             expose: self.expose,
             hostname: self.hostname,
+            labels: self.labels,
+        }
+    }
+}
+
+async fn policy_command(client: &Client, command: PolicyCmd) -> anyhow::Result<u8> {
+    match command {
+        PolicyCmd::Apply { file, namespace } => {
+            let text = if file == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| anyhow!("cannot read standard input: {e}"))?;
+                text
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| anyhow!("cannot read {file}: {e}"))?
+            };
+            let answer: PoliciesApplied = client
+                .post("/policies", &PolicyApplyRequest { text, namespace })
+                .await?;
+            for applied in answer.applied {
+                println!("networkpolicy {} {}", applied.policy, applied.action);
+            }
+            Ok(0)
+        }
+        PolicyCmd::Ls {
+            namespace,
+            all_namespaces,
+        } => {
+            let path = if all_namespaces {
+                "/policies".to_string()
+            } else {
+                format!("/policies?namespace={namespace}")
+            };
+            let list: Vec<NetworkPolicy> = client.get(&path).await?;
+            output::print_policies(&list);
+            Ok(0)
+        }
+        PolicyCmd::Inspect { name, namespace } => {
+            let policy: NetworkPolicy =
+                client.get(&format!("/policies/{namespace}/{name}")).await?;
+            println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(0)
+        }
+        PolicyCmd::Rm { names, namespace } => {
+            let mut code = 0;
+            for name in names {
+                let removed: Result<Empty, _> = client
+                    .send(Method::DELETE, &format!("/policies/{namespace}/{name}"))
+                    .await;
+                match removed {
+                    Ok(_) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
         }
     }
 }

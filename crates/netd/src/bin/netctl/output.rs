@@ -1,6 +1,8 @@
 //! How listings print: tables, ids only, `--format` templates, `docker port` lines.
 
-use netd::api::types::{NetworkInfo, PortMap, SandboxInfo};
+use std::collections::BTreeMap;
+
+use netd::api::types::{NetworkInfo, NetworkPolicy, PortMap, SandboxInfo};
 
 pub fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -193,4 +195,67 @@ fn ago(rfc3339: &str) -> String {
         3600..=86399 => format!("{} hours ago", secs / 3600),
         _ => format!("{} days ago", secs / 86400),
     }
+}
+
+/// `--filter label=KEY[=VALUE]` and `--filter name=NAME`, as `docker ps` takes them.
+#[derive(Debug, Default)]
+pub struct Filters {
+    labels: Vec<(String, Option<String>)>,
+    names: Vec<String>,
+}
+
+impl Filters {
+    pub fn parse(specs: &[String]) -> anyhow::Result<Filters> {
+        let mut filters = Filters::default();
+        for spec in specs {
+            match spec.split_once('=') {
+                Some(("label", rest)) => {
+                    let (key, value) = match rest.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (rest.to_string(), None),
+                    };
+                    filters.labels.push((key, value));
+                }
+                Some(("name", name)) => filters.names.push(name.to_string()),
+                _ => anyhow::bail!("--filter {spec}: give label=KEY, label=KEY=VALUE or name=NAME"),
+            }
+        }
+        Ok(filters)
+    }
+
+    pub fn admit(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| match v {
+            Some(v) => labels.get(k) == Some(v),
+            None => labels.contains_key(k),
+        }) && self.names.iter().all(|n| name.contains(n.as_str()))
+    }
+}
+
+pub fn print_policies(list: &[NetworkPolicy]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            let selector = if p.spec.pod_selector.is_empty() {
+                "<all>".to_string()
+            } else {
+                serde_json::to_string(&p.spec.pod_selector).unwrap_or_default()
+            };
+            let types: Vec<String> = p
+                .spec
+                .policy_types
+                .iter()
+                .map(|t| format!("{t:?}"))
+                .collect();
+            vec![
+                p.metadata.namespace.clone(),
+                p.metadata.name.clone(),
+                selector,
+                types.join(","),
+            ]
+        })
+        .collect();
+    print_table(
+        &["NAMESPACE", "NAME", "POD-SELECTOR", "POLICY-TYPES"],
+        &rows,
+    );
 }

@@ -1,0 +1,520 @@
+//! Network policy by traffic, as Calico's connectivity checks do it: sandboxes with labels
+//! in two namespaces, and the "internet" as an outside peer; every pair is probed over TCP
+//! and UDP on several ports, and the observed matrix must equal the one Kubernetes'
+//! NetworkPolicy semantics give, computed here independently of netd from the same
+//! policy objects.
+
+// Tests fail by panicking with a reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use netd_tests::{run, Server, TestHost, INTERNET_IP};
+use serde_json::{json, Value};
+
+const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/policyprobe.py");
+/// What every sandbox serves.
+const PORTS: &[(&str, u16)] = &[("tcp", 80), ("tcp", 8080), ("udp", 5353)];
+
+#[derive(Debug, Clone)]
+struct Pod {
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    ip: Ipv4Addr,
+    netns: String,
+}
+
+/// A probe's far end: a sandbox, or an address outside.
+#[derive(Debug, Clone)]
+enum Target {
+    Pod(Pod),
+    Outside(Ipv4Addr),
+}
+
+// ---- Kubernetes semantics, from the API reference, on the policy objects as JSON ----
+
+fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let by_label = selector["matchLabels"].as_object().is_none_or(|m| {
+        m.iter()
+            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+    });
+    let by_expression = selector["matchExpressions"].as_array().is_none_or(|list| {
+        list.iter().all(|e| {
+            let value = labels.get(e["key"].as_str().unwrap());
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .map(|v| v.iter().map(|x| x.as_str().unwrap()).collect())
+                .unwrap_or_default();
+            match e["operator"].as_str().unwrap() {
+                "In" => value.is_some_and(|v| values.contains(&v.as_str())),
+                "NotIn" => value.is_none_or(|v| !values.contains(&v.as_str())),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                other => panic!("operator {other}"),
+            }
+        })
+    });
+    by_label && by_expression
+}
+
+fn namespace_of(policy: &Value) -> &str {
+    policy["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+}
+
+fn types(policy: &Value) -> Vec<String> {
+    match policy["spec"]["policyTypes"].as_array() {
+        Some(list) => list
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect(),
+        None => {
+            let mut out = vec!["Ingress".to_string()];
+            if policy["spec"]["egress"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+            {
+                out.push("Egress".into());
+            }
+            out
+        }
+    }
+}
+
+fn in_block(block: &Value, ip: Ipv4Addr) -> bool {
+    let contains = |cidr: &str| {
+        let (net, len) = cidr.split_once('/').unwrap();
+        let net: Ipv4Addr = net.parse().unwrap();
+        let len: u32 = len.parse().unwrap();
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        u32::from(ip) & mask == u32::from(net) & mask
+    };
+    contains(block["cidr"].as_str().unwrap())
+        && !block["except"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| contains(x.as_str().unwrap())))
+}
+
+fn peer_matches(peer: &Value, policy_namespace: &str, target: &Target) -> bool {
+    match target {
+        Target::Outside(ip) => peer.get("ipBlock").is_some_and(|b| in_block(b, *ip)),
+        Target::Pod(pod) => {
+            if peer.get("ipBlock").is_some() {
+                return false;
+            }
+            let namespace_ok = match peer.get("namespaceSelector") {
+                Some(selector) => selects(
+                    selector,
+                    &BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        pod.namespace.clone(),
+                    )]),
+                ),
+                None => pod.namespace == policy_namespace,
+            };
+            namespace_ok
+                && peer
+                    .get("podSelector")
+                    .is_none_or(|s| selects(s, &pod.labels))
+        }
+    }
+}
+
+fn port_matches(ports: &Value, proto: &str, port: u16) -> bool {
+    let Some(list) = ports.as_array().filter(|l| !l.is_empty()) else {
+        return true;
+    };
+    list.iter().any(|p| {
+        let protocol = p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
+        let start = p["port"].as_u64().map(|n| n as u16);
+        let end = p["endPort"].as_u64().map(|n| n as u16).or(start);
+        protocol == proto && start.is_none_or(|s| (s..=end.unwrap()).contains(&port))
+    })
+}
+
+/// Whether `direction` ("Ingress"/"Egress") lets `own` talk with `other`.
+fn direction_allows(
+    policies: &[Value],
+    direction: &str,
+    own: &Pod,
+    other: &Target,
+    proto: &str,
+    port: u16,
+) -> bool {
+    let selecting: Vec<&Value> = policies
+        .iter()
+        .filter(|p| namespace_of(p) == own.namespace)
+        .filter(|p| types(p).iter().any(|t| t == direction))
+        .filter(|p| selects(&p["spec"]["podSelector"], &own.labels))
+        .collect();
+    if selecting.is_empty() {
+        return true;
+    }
+    let (rules_key, peers_key) = match direction {
+        "Ingress" => ("ingress", "from"),
+        _ => ("egress", "to"),
+    };
+    selecting.iter().any(|policy| {
+        policy["spec"][rules_key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| {
+                let peers_ok = match rule[peers_key].as_array().filter(|l| !l.is_empty()) {
+                    None => true,
+                    Some(peers) => peers
+                        .iter()
+                        .any(|peer| peer_matches(peer, namespace_of(policy), other)),
+                };
+                peers_ok && port_matches(&rule["ports"], proto, port)
+            })
+    })
+}
+
+fn expected(policies: &[Value], src: &Pod, dst: &Target, proto: &str, port: u16) -> bool {
+    let egress = direction_allows(policies, "Egress", src, dst, proto, port);
+    let ingress = match dst {
+        Target::Pod(pod) => direction_allows(
+            policies,
+            "Ingress",
+            pod,
+            &Target::Pod(src.clone()),
+            proto,
+            port,
+        ),
+        Target::Outside(_) => true,
+    };
+    egress && ingress
+}
+
+// ---- the world: sandboxes, servers, probes ----
+
+struct World {
+    host: TestHost,
+    pods: Vec<Pod>,
+    _servers: Vec<Server>,
+}
+
+impl World {
+    fn new() -> World {
+        let mut host = TestHost::new();
+        host.add_internet();
+        host.netctl_ok(&["network", "create", "--subnet", "10.41.0.0/24", "net"]);
+        let mut world = World {
+            host,
+            pods: Vec::new(),
+            _servers: Vec::new(),
+        };
+        let inet = world
+            .host
+            .internet_cmd("python3", &[PROBE, "serve", "tcp:80"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("internet server");
+        world._servers.push(ready(inet));
+        for (name, namespace, labels) in [
+            ("a", "prod", vec![("app", "web")]),
+            ("b", "prod", vec![("app", "api"), ("tier", "back")]),
+            ("c", "prod", vec![("app", "db"), ("tier", "back")]),
+            ("d", "dev", vec![("app", "web")]),
+        ] {
+            world.add_pod(name, namespace, &labels);
+        }
+        world
+    }
+
+    fn add_pod(&mut self, name: &str, namespace: &str, labels: &[(&str, &str)]) {
+        let mut args = vec![
+            "run".to_string(),
+            "--name".into(),
+            name.into(),
+            "--network".into(),
+            "net".into(),
+            "--label".into(),
+            format!("netd.namespace={namespace}"),
+        ];
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.host.netctl_ok(&args);
+        let netns = self.host.inspect(name)["NetworkSettings"]["SandboxKey"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let specs: Vec<String> = PORTS.iter().map(|(p, n)| format!("{p}:{n}")).collect();
+        let mut serve = vec![PROBE, "serve"];
+        serve.extend(specs.iter().map(String::as_str));
+        let server = TestHost::in_netns(&netns, "python3", &serve)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server");
+        self._servers.push(ready(server));
+        let mut labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels.insert("netd.namespace".into(), namespace.into());
+        self.pods.push(Pod {
+            name: name.into(),
+            namespace: namespace.into(),
+            labels,
+            ip: self.host.ip_of(name, "net").parse().unwrap(),
+            netns,
+        });
+    }
+
+    fn relabel(&mut self, name: &str, change: &str) {
+        self.host.netctl_ok(&["label", name, change]);
+        let pod = self.pods.iter_mut().find(|p| p.name == name).unwrap();
+        match change.split_once('=') {
+            Some((k, v)) => {
+                pod.labels.insert(k.into(), v.into());
+            }
+            None => {
+                pod.labels.remove(change.trim_end_matches('-'));
+            }
+        }
+    }
+
+    fn apply(&self, policies: &[Value]) {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": policies});
+        let mut child = self
+            .host
+            .netctl_cmd(&["policy", "apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(list.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "policy apply: {out:?}");
+    }
+
+    fn remove_all(&self, policies: &[Value]) {
+        for p in policies {
+            self.host.netctl_ok(&[
+                "policy",
+                "rm",
+                "-n",
+                namespace_of(p),
+                p["metadata"]["name"].as_str().unwrap(),
+            ]);
+        }
+    }
+
+    /// Every (source, target, proto, port) probed, with what was observed and expected.
+    fn check(&self, what: &str, policies: &[Value]) {
+        let internet: Ipv4Addr = INTERNET_IP.parse().unwrap();
+        let mut wrong = Vec::new();
+        let results: Vec<(String, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .pods
+                .iter()
+                .map(|src| {
+                    let mut targets: Vec<String> = self
+                        .pods
+                        .iter()
+                        .filter(|p| p.name != src.name)
+                        .flat_map(|p| {
+                            PORTS
+                                .iter()
+                                .map(move |(pr, n)| format!("{}:{pr}:{n}", p.ip))
+                        })
+                        .collect();
+                    targets.push(format!("{internet}:tcp:80"));
+                    scope.spawn(move || {
+                        let mut args = vec![PROBE, "probe"];
+                        args.extend(targets.iter().map(String::as_str));
+                        let out = run(&mut TestHost::in_netns(&src.netns, "python3", &args));
+                        (
+                            src.name.clone(),
+                            String::from_utf8_lossy(&out.stdout).into_owned(),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (src_name, text) in results {
+            let src = self.pods.iter().find(|p| p.name == src_name).unwrap();
+            for line in text.lines() {
+                let (target, verdict) = line.split_once(' ').unwrap();
+                let mut parts = target.split(':');
+                let ip: Ipv4Addr = parts.next().unwrap().parse().unwrap();
+                let proto = parts.next().unwrap();
+                let port: u16 = parts.next().unwrap().parse().unwrap();
+                let dst = match self.pods.iter().find(|p| p.ip == ip) {
+                    Some(pod) => Target::Pod(pod.clone()),
+                    None => Target::Outside(ip),
+                };
+                let want = expected(policies, src, &dst, proto, port);
+                let got = verdict == "ok";
+                if want != got {
+                    let dst_name = match &dst {
+                        Target::Pod(p) => p.name.clone(),
+                        Target::Outside(ip) => ip.to_string(),
+                    };
+                    wrong.push(format!(
+                        "{src_name} -> {dst_name} {proto}/{port}: expected {}, observed {verdict}",
+                        if want { "ok" } else { "blocked" }
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{what}:\n{}", wrong.join("\n"));
+    }
+}
+
+/// Waits for a probe server to say it listens.
+fn ready(mut child: std::process::Child) -> Server {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Server::new(child)
+}
+
+fn policy(namespace: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+}
+
+#[test]
+fn the_observed_matrix_is_kubernetes_semantics() {
+    let mut world = World::new();
+    world.check("no policy: everything reaches everything", &[]);
+
+    let scenarios: Vec<(&str, Vec<Value>)> = vec![
+        (
+            "default deny ingress in prod",
+            vec![policy("prod", "deny-in", json!({"podSelector": {}}))],
+        ),
+        (
+            "default deny egress in prod",
+            vec![policy(
+                "prod",
+                "deny-out",
+                json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+            )],
+        ),
+        (
+            "allow from a pod selector, one port",
+            vec![policy(
+                "prod",
+                "api",
+                json!({"podSelector": {"matchLabels": {"app": "api"}},
+                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                                    "ports": [{"protocol": "TCP", "port": 8080}]}]}),
+            )],
+        ),
+        (
+            "allow from a namespace selector",
+            vec![policy(
+                "prod",
+                "db",
+                json!({"podSelector": {"matchLabels": {"app": "db"}},
+                       "ingress": [{"from": [{"namespaceSelector":
+                           {"matchLabels": {"kubernetes.io/metadata.name": "dev"}}}]}]}),
+            )],
+        ),
+        (
+            "namespace and pod selector combined, expressions, UDP",
+            vec![policy(
+                "prod",
+                "back",
+                json!({"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["back"]}]},
+                       "ingress": [{"from": [{"namespaceSelector": {},
+                                              "podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["api"]}]}}],
+                                    "ports": [{"protocol": "UDP", "port": 5353}]}]}),
+            )],
+        ),
+        (
+            "egress: an ipBlock with except, port ranges with endPort",
+            vec![policy(
+                "prod",
+                "out",
+                json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                       "egress": [
+                           {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.41.0.0/24"]}}]},
+                           {"to": [{"podSelector": {}}], "ports": [{"port": 8000, "endPort": 8100}]}]}),
+            )],
+        ),
+        (
+            "two policies selecting the same sandboxes: the union",
+            vec![
+                policy(
+                    "prod",
+                    "one",
+                    json!({"podSelector": {"matchLabels": {"tier": "back"}},
+                           "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                                        "ports": [{"port": 80}]}]}),
+                ),
+                policy(
+                    "prod",
+                    "two",
+                    json!({"podSelector": {"matchLabels": {"app": "db"}},
+                           "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": 5353}]}]}),
+                ),
+            ],
+        ),
+    ];
+    for (what, policies) in &scenarios {
+        world.apply(policies);
+        world.check(what, policies);
+        world.remove_all(policies);
+    }
+    world.check("every policy removed", &[]);
+
+    // A label changed on a running sandbox, and a sandbox joining a selected set.
+    let policies = vec![policy(
+        "prod",
+        "web-only",
+        json!({"podSelector": {"matchLabels": {"tier": "back"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+    )];
+    world.apply(&policies);
+    world.check("before relabelling", &policies);
+    world.relabel("b", "app=web");
+    world.check("b is now app=web: allowed into c", &policies);
+    world.relabel("c", "tier-");
+    world.check("c left the selected set: open again", &policies);
+    world.add_pod("e", "prod", &[("tier", "back"), ("app", "cache")]);
+    world.check("e joins the selected set", &policies);
+
+    // Repaired by reconcile after the filter table or the sets are flushed by hand.
+    world.host.sh_ok("iptables", &["-F"]);
+    let repairs = world.host.netctl_ok(&["system", "reconcile"]);
+    assert!(repairs.contains("NETD-"), "{repairs}");
+    world.check("after iptables -F and reconcile", &policies);
+    world.host.sh_ok("ipset", &["flush"]);
+    let repairs = world.host.netctl_ok(&["system", "reconcile"]);
+    assert!(repairs.contains("policy set"), "{repairs}");
+    world.check("after ipset flush and reconcile", &policies);
+    world.remove_all(&policies);
+    world.check("the last policy removed", &[]);
+    assert!(
+        TestHost::eventually(Duration::from_secs(2), || {
+            !world.host.sh_ok("ipset", &["list", "-n"]).contains("NETD-")
+        }),
+        "no set of netd's is left"
+    );
+}
