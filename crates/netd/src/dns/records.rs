@@ -339,7 +339,8 @@ mod tests {
             state.networks.insert(n.id.clone(), n);
         }
         let mut builder = RecordsBuilder::default();
-        let steps: Vec<Box<dyn Fn(&mut State)>> = vec![
+        type Step = Box<dyn Fn(&mut State)>;
+        let steps: Vec<Step> = vec![
             Box::new(|s| {
                 let x = sandbox("1", "web", &[("a", "10.1.0.2", &["www"])]);
                 s.sandboxes.insert(x.id.clone(), x);
