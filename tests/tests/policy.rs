@@ -401,6 +401,21 @@ fn policy(namespace: &str, name: &str, spec: Value) -> Value {
 #[test]
 fn the_observed_matrix_is_kubernetes_semantics() {
     let mut world = World::new();
+    let listed = |filter: &str| {
+        let mut names: Vec<String> = world
+            .host
+            .netctl_ok(&["ps", "--filter", filter, "--format", "{{.Names}}"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.join(",")
+    };
+    assert_eq!(listed("label=app=web"), "a,d");
+    assert_eq!(listed("label=tier"), "b,c");
+    assert_eq!(listed("label=netd.namespace=dev"), "d");
+    let info = world.host.inspect("b");
+    assert_eq!(info["Config"]["Labels"]["tier"], "back");
     world.check("no policy: everything reaches everything", &[]);
 
     let scenarios: Vec<(&str, Vec<Value>)> = vec![
@@ -517,4 +532,74 @@ fn the_observed_matrix_is_kubernetes_semantics() {
         }),
         "no set of netd's is left"
     );
+}
+
+#[test]
+fn bad_policies_change_nothing() {
+    let host = TestHost::new();
+    host.netctl_ok(&["network", "create", "--subnet", "10.42.0.0/24", "net"]);
+    host.netctl_ok(&["run", "--name", "a", "--network", "net", "--label", "app=web"]);
+    let good = policy(
+        "default",
+        "keep",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]}),
+    );
+    let apply = |text: &str| {
+        let mut child = host
+            .netctl_cmd(&["policy", "apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(apply(&good.to_string()).status.success());
+    let snapshot = || {
+        (
+            host.iptables(),
+            host.sh_ok("ipset", &["save"]),
+            host.netctl_ok(&["policy", "ls", "-A"]),
+        )
+    };
+    let before = snapshot();
+    let valid_second = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: fine}\nspec: {podSelector: {}}\n";
+    for (text, says) in [
+        ("{not yaml".to_string(), "not YAML or JSON"),
+        (
+            good.to_string().replace("networking.k8s.io/v1", "networking.k8s.io/v2"),
+            "apiVersion",
+        ),
+        (
+            format!("{valid_second}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: bad}}\nspec: {{podSelector: {{}}, ingress: [{{ports: [{{port: 99999}}]}}]}}\n"),
+            "document 2: spec.ingress[0].ports[0].port",
+        ),
+        (
+            format!("{valid_second}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: bad}}\nspec: {{podSelector: {{}}, egress: [{{to: [{{ipBlock: {{cidr: 10.0.0.0/8, except: [192.168.0.0/16]}}}}]}}]}}\n"),
+            "except[0]",
+        ),
+        (
+            valid_second.replace("podSelector: {}", "podSelector: {matchLabels: {\"a b\": x}}"),
+            "matchLabels",
+        ),
+        (valid_second.replace("spec: {", "spec: {tls: 1, "), "spec.tls"),
+    ] {
+        let out = apply(&text);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(err.contains(says), "{text}\n-> {err}");
+        assert_eq!(snapshot(), before, "{text}: nothing may change");
+    }
+    for (args, says) in [
+        (vec!["label", "a", "bad key=1"], "bad key"),
+        (vec!["label", "a", "netd.namespace=Not_A_Label"], "netd.namespace"),
+        (vec!["label", "nobody", "app=x"], "nobody"),
+        (vec!["policy", "rm", "missing"], "missing"),
+        (vec!["run", "--name", "x", "--network", "net", "--label", "novalue"], "--label"),
+    ] {
+        let err = host.netctl_err(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(snapshot(), before);
 }
