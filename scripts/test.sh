@@ -15,4 +15,4 @@ cargo build --workspace --bins
 cargo test --workspace
 # The tests that add and remove rules, again with iptables' legacy (x_tables) backend, as
 # older hosts have it; each test host gets the legacy tools first in its PATH.
-NETD_TEST_IPTABLES=legacy cargo test -p netd-tests --test ports --test cni --test cri --test recovery --test cluster
+NETD_TEST_IPTABLES=legacy cargo test -p netd-tests --test ports --test cni --test cri --test recovery --test cluster --test policy
