@@ -538,7 +538,15 @@ fn the_observed_matrix_is_kubernetes_semantics() {
 fn bad_policies_change_nothing() {
     let host = TestHost::new();
     host.netctl_ok(&["network", "create", "--subnet", "10.42.0.0/24", "net"]);
-    host.netctl_ok(&["run", "--name", "a", "--network", "net", "--label", "app=web"]);
+    host.netctl_ok(&[
+        "run",
+        "--name",
+        "a",
+        "--network",
+        "net",
+        "--label",
+        "app=web",
+    ]);
     let good = policy(
         "default",
         "keep",
@@ -552,7 +560,12 @@ fn bad_policies_change_nothing() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     assert!(apply(&good.to_string()).status.success());
@@ -593,10 +606,24 @@ fn bad_policies_change_nothing() {
     }
     for (args, says) in [
         (vec!["label", "a", "bad key=1"], "bad key"),
-        (vec!["label", "a", "netd.namespace=Not_A_Label"], "netd.namespace"),
+        (
+            vec!["label", "a", "netd.namespace=Not_A_Label"],
+            "netd.namespace",
+        ),
         (vec!["label", "nobody", "app=x"], "nobody"),
         (vec!["policy", "rm", "missing"], "missing"),
-        (vec!["run", "--name", "x", "--network", "net", "--label", "novalue"], "--label"),
+        (
+            vec![
+                "run",
+                "--name",
+                "x",
+                "--network",
+                "net",
+                "--label",
+                "novalue",
+            ],
+            "--label",
+        ),
     ] {
         let err = host.netctl_err(&args);
         assert!(err.contains(says), "{args:?}: {err}");

@@ -668,3 +668,95 @@ mod cluster {
         assert!(err.to_string().contains("already exists"), "{err}");
     }
 }
+
+/// Network policy on the fake host: what the kernel's sets and the filter table hold.
+mod policy {
+    use super::*;
+
+    const API: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n";
+
+    fn members(fx: &Fixture, set_prefix: &str) -> Vec<Vec<String>> {
+        fx.fake
+            .world()
+            .firewall
+            .sets
+            .iter()
+            .filter(|(name, _)| name.starts_with(set_prefix))
+            .map(|(_, (_, m))| m.iter().cloned().collect())
+            .collect()
+    }
+
+    #[test]
+    fn policies_become_sets_and_chains_and_labels_move_members_only() {
+        let mut fx = Fixture::new();
+        fx.network("net", "10.50.0.0/24");
+        let web = fx
+            .engine
+            .run(RunRequest {
+                name: Some("web".into()),
+                network: Some("net".into()),
+                labels: vec!["app=web".into()],
+                ..Default::default()
+            })
+            .expect("run");
+        fx.run("db", "net");
+        let text = format!("{API}metadata: {{name: web-in}}\nspec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  ingress: [{{from: [{{podSelector: {{matchLabels: {{role: client}}}}}}]}}]\n");
+        let applied = fx.engine.apply_policies(&text, None).expect("apply");
+        assert_eq!(applied[0].action, "created");
+        let filter = fx.fake.world().firewall.all_rules("filter");
+        assert!(
+            filter.iter().any(|r| r == "-A NETD-FORWARD -j NETD-POLICY"),
+            "{filter:#?}"
+        );
+        assert!(filter.iter().any(|r| r.contains("\"default/web-in\"")));
+        assert_eq!(
+            members(&fx, "NETD-POL-INGRESS"),
+            vec![vec![web.endpoints[0].ip.to_string()]]
+        );
+        assert_eq!(
+            fx.engine.apply_policies(&text, None).expect("again")[0].action,
+            "unchanged"
+        );
+
+        // db becomes a client: one set member added, no rule written.
+        let restores = fx.fake.world().firewall.log.len();
+        let db = fx
+            .engine
+            .label("db", &["role=client".into()])
+            .expect("label");
+        fx.engine.after_job();
+        let log = fx.fake.world().firewall.log[restores..].to_vec();
+        assert_eq!(log.len(), 1, "{log:#?}");
+        assert!(log[0].starts_with("ipset restore") && log[0].contains("add NETD-PODS-"));
+        assert!(log[0].contains(&db.endpoints[0].ip.to_string()));
+
+        // Removed: chains, jump and sets go.
+        fx.engine.remove_policy("default", "web-in").expect("rm");
+        let filter = fx.fake.world().firewall.all_rules("filter");
+        assert!(
+            !filter
+                .iter()
+                .any(|r| r.contains("NETD-POLICY") || r.contains("NETD-PI-")),
+            "{filter:#?}"
+        );
+        assert!(fx.fake.world().firewall.sets.is_empty());
+        assert!(fx.engine.remove_policy("default", "web-in").is_err());
+    }
+
+    #[test]
+    fn a_failing_firewall_leaves_the_policies_as_they_were() {
+        let mut fx = Fixture::new();
+        fx.network("net", "10.51.0.0/24");
+        fx.run("a", "net");
+        let before = fx.fake.world().firewall.all_rules("filter");
+        fx.fake.world().firewall.fail_on = Some("NETD-POLICY".into());
+        let text = format!("{API}metadata: {{name: p}}\nspec: {{podSelector: {{}}}}\n");
+        assert!(fx.engine.apply_policies(&text, None).is_err());
+        fx.fake.world().firewall.fail_on = None;
+        assert!(fx.engine.policies(None).is_empty());
+        assert_eq!(fx.fake.world().firewall.all_rules("filter"), before);
+        // And after a restart nothing of it comes back.
+        let fx = fx.restart();
+        assert!(fx.engine.policies(None).is_empty());
+    }
+}
