@@ -38,6 +38,9 @@ pub struct NameRecord {
     pub aliases: Vec<String>,
     #[serde(rename = "IP")]
     pub ip: Ipv4Addr,
+    /// The sandbox's labels, which policies on every node select it by.
+    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the engine is told about one cluster network.

@@ -232,6 +232,7 @@ impl Engine {
         if self.state.remote_names != remote_names {
             self.state.remote_names = remote_names;
             self.remote_names_changed = true;
+            self.policy.remote_changed = true;
             self.changes.set(self.changes.get() + 1);
         }
         Ok(changes)
@@ -496,6 +497,7 @@ impl Engine {
                             name: s.name.clone(),
                             aliases: e.aliases.clone(),
                             ip: e.ip,
+                            labels: s.labels.clone(),
                         })
                 })
                 .collect();

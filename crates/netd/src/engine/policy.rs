@@ -33,6 +33,8 @@ pub(super) struct PolicyState {
     pub reflected: HashMap<String, (Labels, Vec<Ipv4Addr>)>,
     /// Sets were made since start-up (so the checks look for them even without policies).
     pub had_sets: bool,
+    /// Other nodes' sandboxes changed since the sets were last brought up to date.
+    pub remote_changed: bool,
 }
 
 /// Checks `--label KEY=VALUE`s into labels.
@@ -179,7 +181,7 @@ impl Engine {
             return PolicyRules::default();
         }
         let policies: Vec<NetworkPolicy> = self.state.policies.values().cloned().collect();
-        let endpoints: Vec<PolicyEndpoint> = self
+        let mut endpoints: Vec<PolicyEndpoint> = self
             .state
             .sandboxes
             .values()
@@ -188,6 +190,13 @@ impl Engine {
                 PolicyEndpoint { labels, ips }
             })
             .collect();
+        // Sandboxes of other nodes on cluster networks, as their nodes publish them.
+        for records in self.state.remote_names.values() {
+            endpoints.extend(records.iter().map(|r| PolicyEndpoint {
+                labels: r.labels.clone(),
+                ips: vec![r.ip],
+            }));
+        }
         policy_rules(&policies, &endpoints)
     }
 
@@ -219,6 +228,27 @@ impl Engine {
     pub(super) fn sync_policy_sets(&mut self) {
         if self.policy.rules.is_empty() {
             self.policy.reflected.clear();
+            self.policy.remote_changed = false;
+            return;
+        }
+        if std::mem::take(&mut self.policy.remote_changed) {
+            // Other nodes' sandboxes come in batches from the store: all sets at once.
+            let new = self.desired_policy_rules();
+            match self
+                .firewall
+                .sets_restore(&set_update_text(&self.policy.rules.sets, &new.sets))
+            {
+                Ok(()) => {
+                    self.policy.rules = new;
+                    self.policy.reflected = self
+                        .state
+                        .sandboxes
+                        .values()
+                        .map(|s| (s.id.clone(), endpoint_of(s)))
+                        .collect();
+                }
+                Err(e) => tracing::error!("policy sets: {e}"),
+            }
             return;
         }
         let mut text = String::new();
@@ -242,8 +272,21 @@ impl Engine {
         }
         let mut moved: BTreeMap<String, (Labels, Vec<Ipv4Addr>)> = BTreeMap::new();
         for sandbox in self.state.sandboxes.values() {
+            let before = self.policy.reflected.get(&sandbox.id);
+            // Compared in place: this runs after every change, over every sandbox.
+            let unchanged = before.is_some_and(|(labels, ips)| {
+                *labels == sandbox.labels
+                    && ips.len() == sandbox.endpoints.len()
+                    && ips
+                        .iter()
+                        .zip(&sandbox.endpoints)
+                        .all(|(ip, e)| *ip == e.ip)
+            });
+            if unchanged {
+                continue;
+            }
             let now = endpoint_of(sandbox);
-            match self.policy.reflected.get(&sandbox.id) {
+            match before {
                 Some(before) if *before == now => {}
                 before => {
                     let membership = &self.policy.rules.membership;

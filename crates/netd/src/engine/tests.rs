@@ -525,6 +525,7 @@ mod cluster {
                     name: "far".into(),
                     aliases: Vec::new(),
                     ip: "10.244.2.2".parse().expect("ip"),
+                    labels: [("app".to_string(), "far".to_string())].into(),
                 }],
             },
         )]
@@ -650,6 +651,49 @@ mod cluster {
             .routes
             .iter()
             .any(|r| r.destination == net("10.244.2.0/24")));
+    }
+
+    #[test]
+    fn policies_select_sandboxes_of_other_nodes_by_their_published_labels() {
+        let (mut fx, node) = clustered();
+        fx.engine
+            .sync_cluster(view(vec![peer("192.168.50.2", "10.244.2.0/24")]), &node)
+            .expect("sync");
+        fx.engine
+            .run(RunRequest {
+                name: Some("web".into()),
+                network: Some("ov".into()),
+                labels: vec!["app=web".into()],
+                ..Default::default()
+            })
+            .expect("run");
+        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: far}}}]}]\n";
+        fx.engine.apply_policies(text, None).expect("apply");
+        let peers_of = |fx: &Fixture| -> Vec<String> {
+            let world = fx.fake.world();
+            let chains = world.firewall.all_rules("filter");
+            let rule = chains
+                .iter()
+                .find(|r| r.starts_with("-A NETD-PI-"))
+                .expect("the policy's rule")
+                .clone();
+            let set = rule
+                .split_whitespace()
+                .skip_while(|w| *w != "--match-set")
+                .nth(1)
+                .expect("its peer set")
+                .to_string();
+            world.firewall.sets[&set].1.iter().cloned().collect()
+        };
+        assert_eq!(peers_of(&fx), vec!["10.244.2.2".to_string()]);
+        // The other node relabels its sandbox: it leaves the set here.
+        let mut changed = view(vec![peer("192.168.50.2", "10.244.2.0/24")]);
+        if let Some(network) = changed.values_mut().next() {
+            network.names[0].labels = [("app".to_string(), "other".to_string())].into();
+        }
+        fx.engine.sync_cluster(changed, &node).expect("sync");
+        fx.engine.after_job();
+        assert!(peers_of(&fx).is_empty(), "{:?}", peers_of(&fx));
     }
 
     #[test]
