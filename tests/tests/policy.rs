@@ -288,21 +288,7 @@ impl World {
 
     fn apply(&self, policies: &[Value]) {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": policies});
-        let mut child = self
-            .host
-            .netctl_cmd(&["policy", "apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(list.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = apply_text(&self.host, &list.to_string());
         assert!(out.status.success(), "policy apply: {out:?}");
     }
 
@@ -379,6 +365,24 @@ impl World {
         }
         assert!(wrong.is_empty(), "{what}:\n{}", wrong.join("\n"));
     }
+}
+
+/// `netctl policy apply -f -` with `text` on its standard input.
+fn apply_text(host: &TestHost, text: &str) -> std::process::Output {
+    let mut child = host
+        .netctl_cmd(&["policy", "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Waits for a probe server to say it listens.
@@ -552,22 +556,7 @@ fn bad_policies_change_nothing() {
         "keep",
         json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]}),
     );
-    let apply = |text: &str| {
-        let mut child = host
-            .netctl_cmd(&["policy", "apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let apply = |text: &str| apply_text(&host, text);
     assert!(apply(&good.to_string()).status.success());
     let snapshot = || {
         (

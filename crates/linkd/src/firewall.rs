@@ -34,35 +34,7 @@ impl Iptables {
     /// Applies `ruleset` (iptables-restore syntax) atomically without flushing tables.
     /// Chains declared in it are flushed and refilled; everything else is left alone.
     pub fn restore(&self, ruleset: &str) -> Result<()> {
-        let mut child = Command::new(&self.restore)
-            .args(["--noflush", "-w", "5"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| tool_error("cannot run", &self.restore, source))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(ruleset.as_bytes())
-                .map_err(|source| tool_error("writing to", &self.restore, source))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| tool_error("waiting for", &self.restore, source))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(LinkdError::ToolFailed {
-            program: self.restore.clone(),
-            status: out.status,
-            reason: stderr
-                .lines()
-                .next()
-                .unwrap_or("no message")
-                .trim()
-                .to_string(),
-        })
+        run_with_input(&self.restore, &["--noflush", "-w", "5"], ruleset)
     }
 
     /// The backend `iptables-restore` writes to: told from the binary it resolves to
@@ -95,20 +67,58 @@ impl Iptables {
 
     /// The current rules of one table, as `iptables-save -t TABLE` prints them.
     pub fn save(&self, table: &str) -> Result<String> {
-        let out = Command::new(&self.save)
-            .args(["-t", table])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| tool_error("cannot run", &self.save, source))?;
-        if !out.status.success() {
-            return Err(LinkdError::ToolFailed {
-                program: format!("{} -t {table}", self.save),
-                status: out.status,
-                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_for_output(&self.save, &["-t", table])
     }
+}
+
+/// Runs `program args`, writes `input` to its standard input, and fails with the first
+/// line it printed on standard error.
+pub(crate) fn run_with_input(program: &str, args: &[&str], input: &str) -> Result<()> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| tool_error("cannot run", program, source))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|source| tool_error("writing to", program, source))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| tool_error("waiting for", program, source))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(LinkdError::ToolFailed {
+        program: format!("{program} {}", args.join(" ")).trim().to_string(),
+        status: out.status,
+        reason: String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .next()
+            .unwrap_or("no message")
+            .trim()
+            .to_string(),
+    })
+}
+
+/// Runs `program args` and returns what it printed.
+pub(crate) fn run_for_output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| tool_error("cannot run", program, source))?;
+    if !out.status.success() {
+        return Err(LinkdError::ToolFailed {
+            program: format!("{program} {}", args.join(" ")),
+            status: out.status,
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn tool_error(what: &'static str, program: &str, source: std::io::Error) -> LinkdError {

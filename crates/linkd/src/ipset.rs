@@ -2,10 +2,9 @@
 //! `ipset restore` per operation, read back with `ipset save`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
-use crate::error::{LinkdError, Result};
+use crate::error::Result;
+use crate::firewall::{run_for_output, run_with_input};
 
 /// The ipset tool to run; overridable so tests can point elsewhere.
 #[derive(Debug, Clone)]
@@ -27,59 +26,12 @@ impl Ipset {
         if text.is_empty() {
             return Ok(());
         }
-        let mut child = Command::new(&self.program)
-            .arg("restore")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| tool_error("cannot run", &self.program, source))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(text.as_bytes())
-                .map_err(|source| tool_error("writing to", &self.program, source))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| tool_error("waiting for", &self.program, source))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(LinkdError::ToolFailed {
-            program: format!("{} restore", self.program),
-            status: out.status,
-            reason: String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .next()
-                .unwrap_or("no message")
-                .trim()
-                .to_string(),
-        })
+        run_with_input(&self.program, &["restore"], text)
     }
 
     /// Every set of this namespace, as `ipset save` prints them.
     pub fn save(&self) -> Result<String> {
-        let out = Command::new(&self.program)
-            .arg("save")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| tool_error("cannot run", &self.program, source))?;
-        if !out.status.success() {
-            return Err(LinkdError::ToolFailed {
-                program: format!("{} save", self.program),
-                status: out.status,
-                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-fn tool_error(what: &'static str, program: &str, source: std::io::Error) -> LinkdError {
-    LinkdError::Tool {
-        what,
-        program: program.to_string(),
-        source,
+        run_for_output(&self.program, &["save"])
     }
 }
 

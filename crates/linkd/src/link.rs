@@ -222,6 +222,25 @@ pub fn set_up_request(index: u32, what: &str) -> Request {
     )
 }
 
+/// The request that gives a link no IPv6 addresses of its own (address generation
+/// mode none): no link-local address, so no DAD, router solicitations or MLD reports.
+/// For interfaces netd puts in namespaces it does not own, whose sysctls are not its to
+/// change; on an IPv4-only bridge that chatter is flooded to every port.
+pub fn no_ipv6_addresses_request(index: u32, what: &str) -> Request {
+    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    Request::new(
+        format!("set no IPv6 addresses on {what}"),
+        RouteNetlinkMessage::SetLink(msg),
+        0,
+    )
+}
+
 /// The request that sets a link's MTU.
 pub fn set_mtu_request(index: u32, mtu: u32) -> Request {
     let mut msg = LinkMessage::default();

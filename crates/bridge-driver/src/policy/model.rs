@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::labels::LabelSelector;
+pub use crate::ports::Protocol;
 
 pub const API_VERSION: &str = "networking.k8s.io/v1";
 pub const KIND: &str = "NetworkPolicy";
@@ -87,6 +88,7 @@ pub struct IpBlock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyPort {
+    #[serde(with = "upper_case")]
     pub protocol: Protocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -94,20 +96,24 @@ pub struct PolicyPort {
     pub end_port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
+/// Kubernetes spells protocols in capitals (`TCP`); netd's ports in lower case.
+mod upper_case {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
+    use crate::ports::Protocol;
+
+    pub fn serialize<S: Serializer>(protocol: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&protocol.as_str().to_ascii_uppercase())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?}: TCP, UDP or SCTP"
+            ))),
         }
     }
 }

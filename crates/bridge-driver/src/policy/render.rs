@@ -137,22 +137,17 @@ impl Membership {
         old: Option<(&Labels, &[Ipv4Addr])>,
         new: Option<(&Labels, &[Ipv4Addr])>,
     ) -> String {
-        let before: Vec<(&str, Ipv4Addr)> = match old {
-            Some((labels, ips)) => self
-                .sets_of(labels)
+        let memberships = |side: Option<(&Labels, &[Ipv4Addr])>| -> Vec<(&str, Ipv4Addr)> {
+            let Some((labels, ips)) = side else {
+                return Vec::new();
+            };
+            self.sets_of(labels)
                 .into_iter()
                 .flat_map(|set| ips.iter().map(move |ip| (set, *ip)))
-                .collect(),
-            None => Vec::new(),
+                .collect()
         };
-        let after: Vec<(&str, Ipv4Addr)> = match new {
-            Some((labels, ips)) => self
-                .sets_of(labels)
-                .into_iter()
-                .flat_map(|set| ips.iter().map(move |ip| (set, *ip)))
-                .collect(),
-            None => Vec::new(),
-        };
+        let before = memberships(old);
+        let after = memberships(new);
         let mut out = String::new();
         for (set, ip) in before.iter().filter(|m| !after.contains(m)) {
             out.push_str(&format!("del {set} {ip} -exist\n"));

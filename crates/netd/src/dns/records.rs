@@ -231,49 +231,50 @@ impl Records {
         records
     }
 
-    fn add_sandbox(&mut self, sandbox: &SandboxNames) {
-        let fqdn = qualified(&sandbox.name);
-        let on: Vec<usize> = sandbox
+    /// A sandbox's entries on the DNS-enabled networks it is on: (network index, address,
+    /// the names that address answers to there).
+    fn entries<'a>(&self, sandbox: &'a SandboxNames) -> Vec<(usize, Ipv4Addr, Vec<&'a str>)> {
+        let short_id = &sandbox.id[..sandbox.id.len().min(12)];
+        sandbox
             .endpoints
             .iter()
-            .filter_map(|(network, _, _)| self.index_of.get(network).copied())
-            .collect();
-        let short_id = &sandbox.id[..sandbox.id.len().min(12)];
-        for (network_id, ip, aliases) in &sandbox.endpoints {
-            let Some(&index) = self.index_of.get(network_id) else {
-                continue;
-            };
+            .filter_map(|(network_id, ip, aliases)| {
+                let index = *self.index_of.get(network_id)?;
+                let names = [sandbox.name.as_str(), short_id]
+                    .into_iter()
+                    .chain(aliases.iter().map(String::as_str))
+                    .collect();
+                Some((index, *ip, names))
+            })
+            .collect()
+    }
+
+    fn add_sandbox(&mut self, sandbox: &SandboxNames) {
+        let fqdn = qualified(&sandbox.name);
+        let entries = self.entries(sandbox);
+        let on: Vec<usize> = entries.iter().map(|(index, _, _)| *index).collect();
+        for (index, ip, names) in entries {
             let network = &mut self.networks[index];
-            let names = [sandbox.name.as_str(), short_id]
-                .into_iter()
-                .chain(aliases.iter().map(String::as_str));
             for name in names {
-                network.add_name(name, *ip);
+                network.add_name(name, ip);
             }
             if let Some(fqdn) = &fqdn {
-                network.reverse.insert(*ip, fqdn.clone());
+                network.reverse.insert(ip, fqdn.clone());
             }
             let mut scope = vec![index];
             scope.extend(on.iter().copied().filter(|i| *i != index));
-            self.scopes.insert(*ip, scope);
+            self.scopes.insert(ip, scope);
         }
     }
 
     fn remove_sandbox(&mut self, sandbox: &SandboxNames) {
-        let short_id = &sandbox.id[..sandbox.id.len().min(12)];
-        for (network_id, ip, aliases) in &sandbox.endpoints {
-            let Some(&index) = self.index_of.get(network_id) else {
-                continue;
-            };
+        for (index, ip, names) in self.entries(sandbox) {
             let network = &mut self.networks[index];
-            let names = [sandbox.name.as_str(), short_id]
-                .into_iter()
-                .chain(aliases.iter().map(String::as_str));
             for name in names {
-                network.remove_name(name, *ip);
+                network.remove_name(name, ip);
             }
-            network.reverse.remove(ip);
-            self.scopes.remove(ip);
+            network.reverse.remove(&ip);
+            self.scopes.remove(&ip);
         }
     }
 

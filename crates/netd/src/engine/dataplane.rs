@@ -9,7 +9,8 @@ use bridge_driver::plan::{BridgePlan, EndpointPlan};
 use bridge_driver::policy::PolicyRules;
 use ipnet::Ipv4Net;
 use linkd::link::{
-    create_veth_request, set_hairpin_by_name_request, set_up_by_name_request, set_up_request,
+    create_veth_request, no_ipv6_addresses_request, set_hairpin_by_name_request,
+    set_up_by_name_request, set_up_request,
 };
 use linkd::route::replace_route_request;
 use linkd::{address::add_address_request, Firewall, Kernel, Netns, Route, VethSpec};
@@ -71,6 +72,9 @@ pub fn create_endpoint(
     ])?;
     let inside = inner.require_link(&plan.interface)?;
     let mut requests = vec![
+        // Before it is up. (netd's own namespaces also have IPv6 off by default; attached
+        // ones are their owner's, so this is per interface.)
+        no_ipv6_addresses_request(inside.index, &plan.interface),
         set_up_request(inside.index, &plan.interface),
         add_address_request(inside.index, plan.address, &plan.interface),
     ];
@@ -249,6 +253,7 @@ mod tests {
         assert_eq!(
             inner.log,
             [
+                "set no IPv6 addresses on eth0",
                 "set eth0 up",
                 "add address 10.1.0.2/24 to eth0",
                 "add route 0.0.0.0/0 via 10.1.0.1"

@@ -214,13 +214,18 @@ impl Engine {
         self.apply_firewall(&stale)?;
         self.firewall
             .sets_restore(&set_destroy_text(&old_sets, &self.policy.rules.sets))?;
+        self.reflect_all();
+        Ok(())
+    }
+
+    /// Records that the sets hold every sandbox as it is now.
+    fn reflect_all(&mut self) {
         self.policy.reflected = self
             .state
             .sandboxes
             .values()
             .map(|s| (s.id.clone(), endpoint_of(s)))
             .collect();
-        Ok(())
     }
 
     /// Moves the sets' members for sandboxes that came, went, or changed labels or
@@ -240,12 +245,7 @@ impl Engine {
             {
                 Ok(()) => {
                     self.policy.rules = new;
-                    self.policy.reflected = self
-                        .state
-                        .sandboxes
-                        .values()
-                        .map(|s| (s.id.clone(), endpoint_of(s)))
-                        .collect();
+                    self.reflect_all();
                 }
                 Err(e) => tracing::error!("policy sets: {e}"),
             }
@@ -393,12 +393,7 @@ impl Engine {
             .collect();
         self.policy.had_sets = !desired.sets.is_empty();
         self.policy.rules = desired;
-        self.policy.reflected = self
-            .state
-            .sandboxes
-            .values()
-            .map(|s| (s.id.clone(), endpoint_of(s)))
-            .collect();
+        self.reflect_all();
         Ok((repairs, stale))
     }
 
