@@ -511,3 +511,27 @@ pub fn remote_host(
     host.start_netd();
     host
 }
+
+/// Waits until every host sees `name` with `nodes` nodes; panics with their logs if not.
+pub fn wait_for_network(hosts: &[&TestHost], name: &str, nodes: usize) {
+    for host in hosts {
+        let ok = TestHost::eventually(Duration::from_secs(10), || {
+            let out = host.netctl(&["network", "inspect", name]);
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .map(|v| v[0]["Nodes"].as_array().map_or(0, Vec::len) == nodes)
+                    .unwrap_or(false)
+        });
+        if !ok {
+            let logs: Vec<String> = hosts
+                .iter()
+                .map(|h| format!("--- {}:\n{}", h.name, h.netd_log()))
+                .collect();
+            panic!(
+                "{name} did not reach {} with {nodes} nodes:\n{}",
+                host.name,
+                logs.join("\n")
+            );
+        }
+    }
+}

@@ -9,7 +9,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use netd_tests::cluster::{cluster_host, remote_host, Etcd, Underlay, REMOTE, UNDERLAY};
+use netd_tests::cluster::{
+    cluster_host, remote_host, wait_for_network, Etcd, Underlay, REMOTE, UNDERLAY,
+};
 use netd_tests::{tcp_answer, Server, TestHost, HOST_UPLINK_IP, INTERNET_IP};
 
 const ETCD_IPS: [&str; 3] = ["192.168.60.101", "192.168.60.102", "192.168.60.103"];
@@ -79,29 +81,6 @@ fn network_json(host: &TestHost, name: &str) -> serde_json::Value {
     let text = host.netctl_ok(&["network", "inspect", name]);
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("inspect JSON");
     v[0].take()
-}
-
-fn wait_for_network(hosts: &[&TestHost], name: &str, nodes: usize) {
-    for host in hosts {
-        let ok = TestHost::eventually(Duration::from_secs(10), || {
-            let out = host.netctl(&["network", "inspect", name]);
-            out.status.success()
-                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                    .map(|v| v[0]["Nodes"].as_array().map_or(0, Vec::len) == nodes)
-                    .unwrap_or(false)
-        });
-        if !ok {
-            let logs: Vec<String> = hosts
-                .iter()
-                .map(|h| format!("--- {}:\n{}", h.name, h.netd_log()))
-                .collect();
-            panic!(
-                "{name} did not reach {} with {nodes} nodes:\n{}",
-                host.name,
-                logs.join("\n")
-            );
-        }
-    }
 }
 
 /// Three hosts on the underlay started at once, one behind the router.

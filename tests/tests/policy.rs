@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use netd_tests::cluster::{cluster_host, wait_for_network, Etcd, Underlay};
 use netd_tests::{run, Server, TestHost, INTERNET_IP};
 use serde_json::{json, Value};
 
@@ -27,6 +28,8 @@ struct Pod {
     labels: BTreeMap<String, String>,
     ip: Ipv4Addr,
     netns: String,
+    /// Which of the world's hosts runs it.
+    host: usize,
 }
 
 /// A probe's far end: a sandbox, or an address outside.
@@ -195,42 +198,115 @@ fn expected(policies: &[Value], src: &Pod, dst: &Target, proto: &str, port: u16)
 
 // ---- the world: sandboxes, servers, probes ----
 
+/// The test hosts (one, or two in a cluster), each with its own "internet", the
+/// network `net` on all of them, and the sandboxes with their probe servers.
 struct World {
-    host: TestHost,
-    pods: Vec<Pod>,
     _servers: Vec<Server>,
+    hosts: Vec<TestHost>,
+    pods: Vec<Pod>,
+    /// The subnet of `net` (the whole cluster subnet on a cluster network).
+    subnet: &'static str,
+    cluster: Option<(Etcd, Underlay)>,
 }
 
+/// A sandbox to start: name, namespace, labels.
+type PodSpec = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The sandboxes every world starts with.
+const PODS: &[PodSpec] = &[
+    ("a", "prod", &[("app", "web")]),
+    ("b", "prod", &[("app", "api"), ("tier", "back")]),
+    ("c", "prod", &[("app", "db"), ("tier", "back")]),
+    ("d", "dev", &[("app", "web")]),
+];
+
 impl World {
+    /// One host.
     fn new() -> World {
         let mut host = TestHost::new();
         host.add_internet();
         host.netctl_ok(&["network", "create", "--subnet", "10.41.0.0/24", "net"]);
-        let mut world = World {
-            host,
-            pods: Vec::new(),
-            _servers: Vec::new(),
-        };
-        let inet = world
-            .host
-            .internet_cmd("python3", &[PROBE, "serve", "tcp:80"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("internet server");
-        world._servers.push(ready(inet));
-        for (name, namespace, labels) in [
-            ("a", "prod", vec![("app", "web")]),
-            ("b", "prod", vec![("app", "api"), ("tier", "back")]),
-            ("c", "prod", vec![("app", "db"), ("tier", "back")]),
-            ("d", "dev", vec![("app", "web")]),
-        ] {
-            world.add_pod(name, namespace, &labels);
+        let mut world = World::of(vec![host], "10.41.0.0/24", None);
+        for (name, namespace, labels) in PODS {
+            world.add_pod(0, name, namespace, labels);
         }
         world
     }
 
-    fn add_pod(&mut self, name: &str, namespace: &str, labels: &[(&str, &str)]) {
+    /// Two hosts of a cluster with a vxlan network; the sandboxes alternate between them.
+    fn cluster() -> World {
+        let mut underlay = Underlay::new();
+        let etcd = Etcd::start(&mut underlay, &["192.168.60.101"]);
+        let mut hosts: Vec<TestHost> = (1..=2u8)
+            .map(|n| cluster_host(&underlay, &etcd, n, &format!("node{n}"), &[]))
+            .collect();
+        for host in &mut hosts {
+            host.add_internet();
+        }
+        hosts[0].netctl_ok(&[
+            "network",
+            "create",
+            "--driver",
+            "vxlan",
+            "--subnet",
+            "10.245.0.0/16",
+            "net",
+        ]);
+        wait_for_network(&hosts.iter().collect::<Vec<_>>(), "net", 2);
+        let mut world = World::of(hosts, "10.245.0.0/16", Some((etcd, underlay)));
+        for (i, (name, namespace, labels)) in PODS.iter().enumerate() {
+            world.add_pod(i % 2, name, namespace, labels);
+        }
+        // Every host knows every sandbox: each resolves every name (what a node publishes
+        // of its sandboxes carries their labels too).
+        for (a, b) in [("a", "b"), ("b", "a")] {
+            for pod in &world.pods {
+                let found = TestHost::eventually(Duration::from_secs(5), || {
+                    let out = world.host_of(a).exec(a, &["getent", "hosts", &pod.name]);
+                    out.status.success()
+                });
+                assert!(found, "{} does not resolve on {b}'s peer", pod.name);
+            }
+        }
+        world
+    }
+
+    fn of(hosts: Vec<TestHost>, subnet: &'static str, cluster: Option<(Etcd, Underlay)>) -> World {
+        let mut world = World {
+            _servers: Vec::new(),
+            hosts,
+            pods: Vec::new(),
+            subnet,
+            cluster,
+        };
+        for i in 0..world.hosts.len() {
+            let inet = world.hosts[i]
+                .internet_cmd("python3", &[PROBE, "serve", "tcp:80"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("internet server");
+            world._servers.push(ready(inet));
+        }
+        world
+    }
+
+    /// The policy keys in the cluster store, as `key=value` lines.
+    fn stored_policies(&self) -> String {
+        let (etcd, _) = self.cluster.as_ref().expect("a cluster world");
+        etcd.dump("/netd/policies/")
+    }
+
+    fn host_of(&self, name: &str) -> &TestHost {
+        let pod = self.pods.iter().find(|p| p.name == name).unwrap();
+        &self.hosts[pod.host]
+    }
+
+    fn add_pod(&mut self, host: usize, name: &str, namespace: &str, labels: &[(&str, &str)]) {
         let mut args = vec![
             "run".to_string(),
             "--name".into(),
@@ -245,8 +321,9 @@ impl World {
             args.push(format!("{k}={v}"));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.host.netctl_ok(&args);
-        let netns = self.host.inspect(name)["NetworkSettings"]["SandboxKey"]
+        let on = &self.hosts[host];
+        on.netctl_ok(&args);
+        let netns = on.inspect(name)["NetworkSettings"]["SandboxKey"]
             .as_str()
             .unwrap()
             .to_string();
@@ -268,13 +345,14 @@ impl World {
             name: name.into(),
             namespace: namespace.into(),
             labels,
-            ip: self.host.ip_of(name, "net").parse().unwrap(),
+            ip: on.ip_of(name, "net").parse().unwrap(),
             netns,
+            host,
         });
     }
 
     fn relabel(&mut self, name: &str, change: &str) {
-        self.host.netctl_ok(&["label", name, change]);
+        self.host_of(name).netctl_ok(&["label", name, change]);
         let pod = self.pods.iter_mut().find(|p| p.name == name).unwrap();
         match change.split_once('=') {
             Some((k, v)) => {
@@ -286,15 +364,21 @@ impl World {
         }
     }
 
-    fn apply(&self, policies: &[Value]) {
+    /// `policy apply` on one host; returns once every host lists the same policies.
+    fn apply_on(&self, host: usize, policies: &[Value]) {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": policies});
-        let out = apply_text(&self.host, &list.to_string());
+        let out = apply_text(&self.hosts[host], &list.to_string());
         assert!(out.status.success(), "policy apply: {out:?}");
+        self.converge(host);
     }
 
-    fn remove_all(&self, policies: &[Value]) {
+    fn apply(&self, policies: &[Value]) {
+        self.apply_on(0, policies);
+    }
+
+    fn remove_on(&self, host: usize, policies: &[Value]) {
         for p in policies {
-            self.host.netctl_ok(&[
+            self.hosts[host].netctl_ok(&[
                 "policy",
                 "rm",
                 "-n",
@@ -302,6 +386,50 @@ impl World {
                 p["metadata"]["name"].as_str().unwrap(),
             ]);
         }
+        self.converge(host);
+    }
+
+    fn remove_all(&self, policies: &[Value]) {
+        self.remove_on(0, policies);
+    }
+
+    /// Waits until every host lists what `from` lists: within a second on a cluster.
+    fn converge(&self, from: usize) {
+        let listed = |h: &TestHost| h.netctl_ok(&["policy", "ls", "-A"]);
+        let want = listed(&self.hosts[from]);
+        for host in &self.hosts {
+            assert!(
+                TestHost::eventually(Duration::from_secs(1), || listed(host) == want),
+                "{} does not list the policies {} lists within 1 s",
+                host.name,
+                self.hosts[from].name
+            );
+        }
+    }
+
+    /// Waits until `src` sees `verdict` for `dst` (`tcp:80`); returns the seconds it took.
+    fn until(&self, src: &str, dst: &str, target: &str, verdict: &str, seconds: f64) -> f64 {
+        let src = self.pods.iter().find(|p| p.name == src).unwrap();
+        let dst = self.pods.iter().find(|p| p.name == dst).unwrap();
+        let out = run(&mut TestHost::in_netns(
+            &src.netns,
+            "python3",
+            &[
+                PROBE,
+                "wait",
+                verdict,
+                &format!("{}:{target}", dst.ip),
+                &seconds.to_string(),
+            ],
+        ));
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "{} -> {} {target}: {said}",
+            src.name,
+            dst.name
+        );
+        said.parse().unwrap()
     }
 
     /// Every (source, target, proto, port) probed, with what was observed and expected.
@@ -402,27 +530,10 @@ fn policy(namespace: &str, name: &str, spec: Value) -> Value {
            "metadata": {"name": name, "namespace": namespace}, "spec": spec})
 }
 
-#[test]
-fn the_observed_matrix_is_kubernetes_semantics() {
-    let mut world = World::new();
-    let listed = |filter: &str| {
-        let mut names: Vec<String> = world
-            .host
-            .netctl_ok(&["ps", "--filter", filter, "--format", "{{.Names}}"])
-            .lines()
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        names.join(",")
-    };
-    assert_eq!(listed("label=app=web"), "a,d");
-    assert_eq!(listed("label=tier"), "b,c");
-    assert_eq!(listed("label=netd.namespace=dev"), "d");
-    let info = world.host.inspect("b");
-    assert_eq!(info["Config"]["Labels"]["tier"], "back");
-    world.check("no policy: everything reaches everything", &[]);
-
-    let scenarios: Vec<(&str, Vec<Value>)> = vec![
+/// The scenarios the issue names, each a set of policies applied together; `subnet` is
+/// the network's (an ipBlock excepts it).
+fn scenarios(subnet: &str) -> Vec<(&'static str, Vec<Value>)> {
+    vec![
         (
             "default deny ingress in prod",
             vec![policy("prod", "deny-in", json!({"podSelector": {}}))],
@@ -473,7 +584,7 @@ fn the_observed_matrix_is_kubernetes_semantics() {
                 "out",
                 json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
                        "egress": [
-                           {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.41.0.0/24"]}}]},
+                           {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [subnet]}}]},
                            {"to": [{"podSelector": {}}], "ports": [{"port": 8000, "endPort": 8100}]}]}),
             )],
         ),
@@ -495,8 +606,40 @@ fn the_observed_matrix_is_kubernetes_semantics() {
                 ),
             ],
         ),
-    ];
-    for (what, policies) in &scenarios {
+    ]
+}
+
+/// Tier `back` takes traffic only from `app=web`: the policy the label scenarios use.
+fn web_only() -> Vec<Value> {
+    vec![policy(
+        "prod",
+        "web-only",
+        json!({"podSelector": {"matchLabels": {"tier": "back"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+    )]
+}
+
+#[test]
+fn the_observed_matrix_is_kubernetes_semantics() {
+    let mut world = World::new();
+    let host = &world.hosts[0];
+    let listed = |filter: &str| {
+        let mut names: Vec<String> = host
+            .netctl_ok(&["ps", "--filter", filter, "--format", "{{.Names}}"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.join(",")
+    };
+    assert_eq!(listed("label=app=web"), "a,d");
+    assert_eq!(listed("label=tier"), "b,c");
+    assert_eq!(listed("label=netd.namespace=dev"), "d");
+    let info = host.inspect("b");
+    assert_eq!(info["Config"]["Labels"]["tier"], "back");
+    world.check("no policy: everything reaches everything", &[]);
+
+    for (what, policies) in &scenarios(world.subnet) {
         world.apply(policies);
         world.check(what, policies);
         world.remove_all(policies);
@@ -504,38 +647,92 @@ fn the_observed_matrix_is_kubernetes_semantics() {
     world.check("every policy removed", &[]);
 
     // A label changed on a running sandbox, and a sandbox joining a selected set.
-    let policies = vec![policy(
-        "prod",
-        "web-only",
-        json!({"podSelector": {"matchLabels": {"tier": "back"}},
-               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
-    )];
+    let policies = web_only();
     world.apply(&policies);
     world.check("before relabelling", &policies);
     world.relabel("b", "app=web");
     world.check("b is now app=web: allowed into c", &policies);
     world.relabel("c", "tier-");
     world.check("c left the selected set: open again", &policies);
-    world.add_pod("e", "prod", &[("tier", "back"), ("app", "cache")]);
+    world.add_pod(0, "e", "prod", &[("tier", "back"), ("app", "cache")]);
     world.check("e joins the selected set", &policies);
 
     // Repaired by reconcile after the filter table or the sets are flushed by hand.
-    world.host.sh_ok("iptables", &["-F"]);
-    let repairs = world.host.netctl_ok(&["system", "reconcile"]);
+    let host = &world.hosts[0];
+    host.sh_ok("iptables", &["-F"]);
+    let repairs = host.netctl_ok(&["system", "reconcile"]);
     assert!(repairs.contains("NETD-"), "{repairs}");
     world.check("after iptables -F and reconcile", &policies);
-    world.host.sh_ok("ipset", &["flush"]);
-    let repairs = world.host.netctl_ok(&["system", "reconcile"]);
+    host.sh_ok("ipset", &["flush"]);
+    let repairs = host.netctl_ok(&["system", "reconcile"]);
     assert!(repairs.contains("policy set"), "{repairs}");
     world.check("after ipset flush and reconcile", &policies);
     world.remove_all(&policies);
     world.check("the last policy removed", &[]);
     assert!(
         TestHost::eventually(Duration::from_secs(2), || {
-            !world.host.sh_ok("ipset", &["list", "-n"]).contains("NETD-")
+            !host.sh_ok("ipset", &["list", "-n"]).contains("NETD-")
         }),
         "no set of netd's is left"
     );
+}
+
+/// The same matrix across two hosts of a cluster network: sandboxes a and c on one host,
+/// b and d on the other; policies applied on one host and removed on the other; labels
+/// changed on one host followed by the other within a second.
+#[test]
+fn across_two_hosts_of_a_cluster_network() {
+    let mut world = World::cluster();
+    let (a_host, b_host) = (
+        world.host_of("a").name.clone(),
+        world.host_of("b").name.clone(),
+    );
+    assert_ne!(a_host, b_host, "the sandboxes are spread over the hosts");
+    world.check("no policy: everything reaches everything", &[]);
+    for (i, (what, policies)) in scenarios(world.subnet).iter().enumerate() {
+        world.apply_on(i % 2, policies);
+        world.check(what, policies);
+        world.remove_on((i + 1) % 2, policies);
+    }
+    world.check("every policy removed", &[]);
+
+    // The policies are the cluster's: in the store, one key each.
+    let policies = web_only();
+    world.apply_on(1, &policies);
+    let keys = world.stored_policies();
+    assert!(
+        keys.starts_with("/netd/policies/prod/web-only=") && keys.lines().count() == 1,
+        "{keys}"
+    );
+    world.check("before relabelling", &policies);
+    // b (host 2) becomes app=web: c (host 1) takes it within a second.
+    world.until("b", "c", "tcp:80", "blocked", 0.5);
+    world.relabel("b", "app=web");
+    let took = world.until("b", "c", "tcp:80", "ok", 1.0);
+    eprintln!("a label changed on one host was followed on the other in {took:.3} s");
+    world.check("b is now app=web: allowed into c", &policies);
+    world.relabel("c", "tier-");
+    world.check("c left the selected set: open again", &policies);
+    world.add_pod(1, "e", "prod", &[("tier", "back"), ("app", "cache")]);
+    world.until("a", "e", "tcp:80", "ok", 1.0);
+    world.check("e joins the selected set on the other host", &policies);
+
+    // A bad file on a clustered node stores nothing.
+    let before = world.stored_policies();
+    let out = apply_text(
+        &world.hosts[0],
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: fine}\nspec: {podSelector: {}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad}\nspec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("document 2: spec.ingress[0].ports[0].port"),
+        "{out:?}"
+    );
+    assert_eq!(world.stored_policies(), before);
+
+    world.remove_on(0, &policies);
+    world.check("the last policy removed", &[]);
+    assert_eq!(world.stored_policies(), "");
 }
 
 #[test]

@@ -5,10 +5,15 @@
   policyprobe.py probe IP:tcp:80 IP:udp:5353 ...
                                              try each at once (1 s each); print
                                              "<target> ok" or "<target> blocked" per line
+  policyprobe.py wait ok|blocked IP:tcp:80 SECONDS
+                                             probe every 50 ms (100 ms each) until the
+                                             verdict is the one given; print the seconds
+                                             it took, or exit 1 when SECONDS pass first
 """
 import socket
 import sys
 import threading
+import time
 
 TIMEOUT = 1.0
 
@@ -47,22 +52,38 @@ def serve(specs):
     threading.Event().wait()
 
 
-def probe_one(target, results):
+def verdict(target, timeout):
     ip, proto, port = target.split(":")
     answer = b""
     try:
         if proto == "tcp":
-            with socket.create_connection((ip, int(port)), timeout=TIMEOUT) as s:
-                s.settimeout(TIMEOUT)
+            with socket.create_connection((ip, int(port)), timeout=timeout) as s:
+                s.settimeout(timeout)
                 answer = s.recv(16)
         else:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(TIMEOUT)
+                s.settimeout(timeout)
                 s.sendto(b"?", (ip, int(port)))
                 answer, _ = s.recvfrom(16)
     except OSError:
         pass
-    results[target] = "ok" if answer == b"ok" else "blocked"
+    return "ok" if answer == b"ok" else "blocked"
+
+
+def probe_one(target, results):
+    results[target] = verdict(target, TIMEOUT)
+
+
+def wait(want, target, seconds):
+    start = time.monotonic()
+    while True:
+        if verdict(target, 0.1) == want:
+            print(f"{time.monotonic() - start:.3f}")
+            return 0
+        if time.monotonic() - start > seconds:
+            print(f"still not {want} after {seconds} s")
+            return 1
+        time.sleep(0.05)
 
 
 def probe(targets):
@@ -79,5 +100,7 @@ def probe(targets):
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2:])
+    elif sys.argv[1] == "wait":
+        sys.exit(wait(sys.argv[2], sys.argv[3], float(sys.argv[4])))
     else:
         probe(sys.argv[2:])

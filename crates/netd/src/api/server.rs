@@ -264,13 +264,20 @@ async fn label_sandbox(
     Ok(Json(info))
 }
 
+/// On a clustered node policies are the cluster's: they go through the store.
 async fn apply_policies(
-    State(e): State<EngineHandle>,
+    State(services): State<Services>,
     Json(req): Json<PolicyApplyRequest>,
 ) -> ApiResult<PoliciesApplied> {
-    let applied = e
-        .call(move |e| e.apply_policies(&req.text, req.namespace.as_deref()))
-        .await?;
+    let applied = match &services.cluster {
+        Some(cluster) => cluster.apply_policies(req.text, req.namespace).await?,
+        None => {
+            services
+                .engine
+                .call(move |e| e.apply_policies(&req.text, req.namespace.as_deref()))
+                .await?
+        }
+    };
     Ok(Json(PoliciesApplied {
         applied: applied
             .into_iter()
@@ -300,11 +307,20 @@ async fn inspect_policy(
 }
 
 async fn remove_policy(
-    State(e): State<EngineHandle>,
+    State(services): State<Services>,
     UrlPath((namespace, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Empty> {
-    e.call(move |e| e.remove_policy(&namespace, &name).map(|_| ()))
-        .await?;
+    match &services.cluster {
+        Some(cluster) => {
+            cluster.remove_policy(namespace, name).await?;
+        }
+        None => {
+            services
+                .engine
+                .call(move |e| e.remove_policy(&namespace, &name).map(|_| ()))
+                .await?;
+        }
+    }
     Ok(Json(Empty {}))
 }
 

@@ -1,8 +1,8 @@
 //! The cluster agent: a task that owns the etcd client. It keeps this node's etcd lease
-//! alive, holds a copy of every key under `<prefix>/networks/` (a list, then a watch; a
-//! lost or compacted watch means a new list), takes a subnet of each cluster network for
-//! this node, publishes the node's sandbox names, and hands the engine a view after every
-//! change. It never touches the kernel. While the store does not answer it retries, the
+//! alive, holds a copy of every key under `<prefix>/` (a list, then a watch; a lost or
+//! compacted watch means a new list), takes a subnet of each cluster network for this
+//! node, publishes the node's sandbox names, stores the policies, and hands the engine the
+//! networks and the policies after every change. It never touches the kernel. While the store does not answer it retries, the
 //! engine keeps what it last had (so traffic keeps flowing) and cluster requests are
 //! refused with the reason.
 
@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use bridge_driver::cluster::{choose_subnet, FlannelConfig, LeaseAttrs};
+use bridge_driver::policy::{parse_policies, NetworkPolicy};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
     Txn, TxnOp, WatchOptions,
@@ -21,6 +22,7 @@ use super::keys::{self, Held, Index, Keys, NetworkRecords};
 use super::{
     ClusterHandle, ClusterSettings, ClusterView, LocalNames, NodeIdentity, NodeLease, Request,
 };
+use crate::engine::policy::{plan_apply, policy_not_found, PolicyApplied};
 use crate::engine::EngineHandle;
 use crate::error::{NetdError, Result};
 
@@ -42,6 +44,9 @@ fn etcd(what: &'static str) -> impl FnOnce(etcd_client::Error) -> SessionEnd {
 }
 
 type Session<T> = std::result::Result<T, SessionEnd>;
+
+/// etcd's default `--max-txn-ops`: a policy file is stored in one transaction.
+const MAX_TXN_OPS: usize = 128;
 
 /// How long the agent waits for more watch events before acting on what it has.
 const COALESCE: Duration = Duration::from_millis(5);
@@ -67,6 +72,7 @@ pub fn spawn(settings: ClusterSettings, node: NodeIdentity, engine: EngineHandle
         names,
         lease: 0,
         sent: None,
+        sent_policies: None,
         previous: HashMap::new(),
         reported: BTreeSet::new(),
     };
@@ -85,13 +91,15 @@ struct Agent {
     requests: mpsc::Receiver<Request>,
     status: watch::Sender<std::result::Result<(), String>>,
     names: watch::Receiver<LocalNames>,
-    /// Every key under `<prefix>/networks/`, as of the last list and watch events, and
-    /// what the keys say.
+    /// Every key under `<prefix>/`, as of the last list and watch events, and what the
+    /// keys say.
     index: Index,
     /// This node's etcd lease.
     lease: i64,
     /// The view the engine has, so an unchanged one is not sent again.
     sent: Option<ClusterView>,
+    /// The policies the engine has from the store.
+    sent_policies: Option<BTreeMap<String, NetworkPolicy>>,
     /// Subnets this node's networks had before (from the engine's records): taken again
     /// after a restart when still free.
     previous: HashMap<String, Ipv4Net>,
@@ -208,7 +216,7 @@ impl Agent {
             self.sync(&mut client).await?;
             let mut stream = client
                 .watch(
-                    self.keys.networks.clone(),
+                    self.keys.root.clone(),
                     Some(
                         WatchOptions::new()
                             .with_prefix()
@@ -328,11 +336,11 @@ impl Agent {
     async fn list(&mut self, client: &mut Client) -> Session<i64> {
         let answer = client
             .get(
-                self.keys.networks.clone(),
+                self.keys.root.clone(),
                 Some(GetOptions::new().with_prefix()),
             )
             .await
-            .map_err(etcd("cannot list the cluster networks"))?;
+            .map_err(etcd("cannot list the cluster store"))?;
         self.index.clear();
         for kv in answer.kvs() {
             self.index.put(
@@ -404,6 +412,27 @@ impl Agent {
                 }
             }
         }
+        if let Err(e) = self.sync_policies().await {
+            tracing::error!("cluster: the engine could not apply the cluster's policies: {e}");
+        }
+        Ok(())
+    }
+
+    /// Hands the engine the store's policies when they changed since it last took them.
+    async fn sync_policies(&mut self) -> Result<()> {
+        let policies = self.index.policies();
+        if self.sent_policies.as_ref() == Some(policies) {
+            return Ok(());
+        }
+        let sending = policies.clone();
+        let changes = self
+            .engine
+            .call(move |e| e.sync_cluster_policies(sending))
+            .await?;
+        for change in changes {
+            tracing::info!("cluster: {change}");
+        }
+        self.sent_policies = Some(self.index.policies().clone());
         Ok(())
     }
 
@@ -578,7 +607,102 @@ impl Agent {
                 let answer = self.remove_node(client, &name).await;
                 finish(reply, answer)
             }
+            Request::ApplyPolicies {
+                text,
+                namespace,
+                reply,
+            } => {
+                let answer = self
+                    .apply_policies(client, &text, namespace.as_deref())
+                    .await;
+                finish(reply, answer)
+            }
+            Request::RemovePolicy {
+                namespace,
+                name,
+                reply,
+            } => {
+                let answer = self.remove_policy(client, &namespace, &name).await;
+                finish(reply, answer)
+            }
         }
+    }
+
+    /// Every policy of `text` checked, then the changed ones stored in one transaction,
+    /// then applied here (other nodes take them from the watch).
+    async fn apply_policies(
+        &mut self,
+        client: &mut Client,
+        text: &str,
+        namespace: Option<&str>,
+    ) -> Session<Result<Vec<PolicyApplied>>> {
+        let policies = match parse_policies(text, namespace) {
+            Ok(policies) => policies,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let (_, applied) = plan_apply(self.index.policies(), policies.clone());
+        let mut writes = Vec::new();
+        for (policy, what) in policies.iter().zip(&applied) {
+            if what.action == "unchanged" {
+                continue;
+            }
+            let value = serde_json::to_vec(policy).map_err(|e| SessionEnd::Lost(e.to_string()))?;
+            let key = self
+                .keys
+                .policy(&policy.metadata.namespace, &policy.metadata.name);
+            writes.push((key, value));
+        }
+        if writes.len() > MAX_TXN_OPS {
+            return Ok(Err(NetdError::Invalid(format!(
+                "policy file: {} changed policies; the cluster store takes at most {MAX_TXN_OPS} in one transaction (apply them in several files)",
+                writes.len()
+            ))));
+        }
+        if !writes.is_empty() {
+            let ops: Vec<TxnOp> = writes
+                .iter()
+                .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
+                .collect();
+            client
+                .txn(Txn::new().and_then(ops))
+                .await
+                .map_err(etcd("cannot store the policies"))?;
+            for (key, value) in writes {
+                self.index.put(key, Held { value, lease: 0 });
+            }
+        }
+        Ok(self.sync_policies().await.map(|()| applied).map_err(|e| {
+            NetdError::Internal(format!(
+                "the policies are stored in the cluster, but this node could not apply them: {e}"
+            ))
+        }))
+    }
+
+    async fn remove_policy(
+        &mut self,
+        client: &mut Client,
+        namespace: &str,
+        name: &str,
+    ) -> Session<Result<String>> {
+        let key = self.keys.policy(namespace, name);
+        let removed = client
+            .delete(key.clone(), None)
+            .await
+            .map_err(etcd("cannot remove the policy"))?
+            .deleted();
+        if removed == 0 {
+            return Ok(Err(policy_not_found(namespace, name)));
+        }
+        self.index.delete(&key);
+        Ok(self
+            .sync_policies()
+            .await
+            .map(|()| format!("{namespace}/{name}"))
+            .map_err(|e| {
+                NetdError::Internal(format!(
+                    "the policy is removed from the cluster, but this node could not apply that: {e}"
+                ))
+            }))
     }
 
     async fn create(
@@ -807,7 +931,12 @@ fn finish<T>(
 fn refuse(request: Request, why: &str) {
     let error = || NetdError::Unavailable(format!("the cluster store does not answer: {why}"));
     match request {
-        Request::Create { reply, .. } | Request::Remove { reply, .. } => {
+        Request::Create { reply, .. }
+        | Request::Remove { reply, .. }
+        | Request::RemovePolicy { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Request::ApplyPolicies { reply, .. } => {
             let _ = reply.send(Err(error()));
         }
         Request::Nodes { reply } => {

@@ -1,11 +1,12 @@
 //! The key layout under the prefix, and what the keys held say: the agent keeps every key
-//! of `<prefix>/networks/` as etcd has it (kept up to date by the watch) and reads views
-//! from that copy. Records that do not parse are skipped and reported, never fatal.
+//! under `<prefix>/` as etcd has it (kept up to date by the watch) and reads views from
+//! that copy. Records that do not parse are skipped and reported, never fatal.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use bridge_driver::cluster::{parse_lease, FlannelConfig, LeaseAttrs};
+use bridge_driver::policy::{parse_policies, NetworkPolicy};
 use ipnet::Ipv4Net;
 
 use super::{ClusterView, NameRecord, NetworkView};
@@ -20,8 +21,12 @@ pub struct Held {
 /// Names of netd's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
+    /// `<prefix>/`: everything netd keeps in the store, listed and watched as one.
+    pub root: String,
     /// `<prefix>/networks/`
     pub networks: String,
+    /// `<prefix>/policies/`
+    pub policies: String,
 }
 
 /// What one key is.
@@ -39,13 +44,25 @@ pub enum KeyKind<'a> {
         node: &'a str,
         sandbox: &'a str,
     },
+    Policy {
+        namespace: &'a str,
+        name: &'a str,
+    },
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Keys {
+        let root = format!("{}/", prefix.trim_end_matches('/'));
         Keys {
-            networks: format!("{}/networks/", prefix.trim_end_matches('/')),
+            networks: format!("{root}networks/"),
+            policies: format!("{root}policies/"),
+            root,
         }
+    }
+
+    /// A network policy's key, `<prefix>/policies/<namespace>/<name>`.
+    pub fn policy(&self, namespace: &str, name: &str) -> String {
+        format!("{}{namespace}/{name}", self.policies)
     }
 
     pub fn network(&self, name: &str) -> String {
@@ -70,6 +87,11 @@ impl Keys {
 
     /// What a key under the prefix is; `None` for keys netd does not write.
     pub fn kind<'a>(&self, key: &'a str) -> Option<KeyKind<'a>> {
+        if let Some(rest) = key.strip_prefix(self.policies.as_str()) {
+            let (namespace, name) = rest.split_once('/')?;
+            return (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
+                .then_some(KeyKind::Policy { namespace, name });
+        }
         let rest = key.strip_prefix(self.networks.as_str())?;
         let mut parts = rest.split('/');
         let network = parts.next().filter(|n| !n.is_empty())?;
@@ -104,6 +126,8 @@ pub struct Index {
     keys: Keys,
     held: BTreeMap<String, Held>,
     networks: BTreeMap<String, NetworkRecords>,
+    /// Network policies by `namespace/name`.
+    policies: BTreeMap<String, NetworkPolicy>,
     /// Key -> why its record was skipped.
     problems: BTreeMap<String, String>,
 }
@@ -114,6 +138,7 @@ impl Index {
             keys,
             held: BTreeMap::new(),
             networks: BTreeMap::new(),
+            policies: BTreeMap::new(),
             problems: BTreeMap::new(),
         }
     }
@@ -126,6 +151,11 @@ impl Index {
         &self.networks
     }
 
+    /// The cluster's network policies, by `namespace/name`.
+    pub fn policies(&self) -> &BTreeMap<String, NetworkPolicy> {
+        &self.policies
+    }
+
     /// Records skipped (corrupt), with the reason.
     pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
         self.problems
@@ -136,60 +166,59 @@ impl Index {
     pub fn clear(&mut self) {
         self.held.clear();
         self.networks.clear();
+        self.policies.clear();
         self.problems.clear();
     }
 
     /// A key's new value.
     pub fn put(&mut self, key: String, held: Held) {
         self.forget(&key);
-        let kind = self.keys.kind(&key).map(|k| match k {
-            KeyKind::Config { network } => (network.to_string(), None, None),
+        if let Err(why) = self.parse(&key, &held) {
+            self.problems.insert(key.clone(), why);
+        }
+        self.held.insert(key, held);
+    }
+
+    /// Takes what one key says into the parsed records.
+    fn parse(&mut self, key: &str, held: &Held) -> std::result::Result<(), String> {
+        let Some(kind) = self.keys.kind(key) else {
+            return Ok(());
+        };
+        match kind {
+            KeyKind::Config { network } => {
+                let config = serde_json::from_slice::<FlannelConfig>(&held.value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| c.check().map(|()| c).map_err(|e| e.to_string()))
+                    .map_err(|e| format!("not a network configuration: {e}"))?;
+                self.networks.entry(network.to_string()).or_default().config = Some(config);
+            }
             KeyKind::Lease { network, subnet } => {
-                (network.to_string(), Some(subnet.to_string()), None)
+                let (net, attrs) = parse_lease(subnet, &held.value).map_err(|e| e.to_string())?;
+                self.networks
+                    .entry(network.to_string())
+                    .or_default()
+                    .leases
+                    .insert(key.to_string(), (net, attrs, held.lease));
             }
             KeyKind::Name {
                 network,
                 node,
                 sandbox,
-            } => (
-                network.to_string(),
-                None,
-                Some((node.to_string(), sandbox.to_string())),
-            ),
-        });
-        let outcome = match kind {
-            None => Ok(()),
-            Some((network, None, None)) => serde_json::from_slice::<FlannelConfig>(&held.value)
-                .map_err(|e| format!("not a network configuration: {e}"))
-                .and_then(|c| {
-                    c.check()
-                        .map(|()| c)
-                        .map_err(|e| format!("not a network configuration: {e}"))
-                })
-                .map(|config| self.networks.entry(network).or_default().config = Some(config)),
-            Some((network, Some(subnet), _)) => parse_lease(&subnet, &held.value)
-                .map_err(|e| e.to_string())
-                .map(|(net, attrs)| {
-                    self.networks
-                        .entry(network)
-                        .or_default()
-                        .leases
-                        .insert(key.clone(), (net, attrs, held.lease));
-                }),
-            Some((network, None, Some(at))) => serde_json::from_slice::<NameRecord>(&held.value)
-                .map_err(|e| format!("not a name record: {e}"))
-                .map(|record| {
-                    self.networks
-                        .entry(network)
-                        .or_default()
-                        .names
-                        .insert(at, record);
-                }),
-        };
-        if let Err(why) = outcome {
-            self.problems.insert(key.clone(), why);
+            } => {
+                let record = serde_json::from_slice::<NameRecord>(&held.value)
+                    .map_err(|e| format!("not a name record: {e}"))?;
+                self.networks
+                    .entry(network.to_string())
+                    .or_default()
+                    .names
+                    .insert((node.to_string(), sandbox.to_string()), record);
+            }
+            KeyKind::Policy { namespace, name } => {
+                let policy = parse_policy_record(namespace, name, &held.value)?;
+                self.policies.insert(policy.key(), policy);
+            }
         }
-        self.held.insert(key, held);
+        Ok(())
     }
 
     /// A key deleted.
@@ -224,6 +253,10 @@ impl Index {
             KeyKind::Config { network }
             | KeyKind::Lease { network, .. }
             | KeyKind::Name { network, .. } => network.to_string(),
+            KeyKind::Policy { namespace, name } => {
+                self.policies.remove(&format!("{namespace}/{name}"));
+                return;
+            }
         };
         let Some(records) = self.networks.get_mut(&network) else {
             return;
@@ -238,11 +271,35 @@ impl Index {
                     .names
                     .remove(&(node.to_string(), sandbox.to_string()));
             }
+            KeyKind::Policy { .. } => {}
         }
         if records.config.is_none() && records.leases.is_empty() && records.names.is_empty() {
             self.networks.remove(&network);
         }
     }
+}
+
+/// A policy record: checked as `netctl policy apply` checks a file (another writer may
+/// have put anything there), and named as its key says.
+fn parse_policy_record(
+    namespace: &str,
+    name: &str,
+    value: &[u8],
+) -> std::result::Result<NetworkPolicy, String> {
+    let text = std::str::from_utf8(value).map_err(|_| "not UTF-8 text".to_string())?;
+    let mut policies =
+        parse_policies(text, Some(namespace)).map_err(|e| format!("not a network policy: {e}"))?;
+    let policy = match (policies.pop(), policies.is_empty()) {
+        (Some(policy), true) => policy,
+        _ => return Err("not one network policy".into()),
+    };
+    if policy.metadata.namespace != namespace || policy.metadata.name != name {
+        return Err(format!(
+            "the key names {namespace}/{name} but the policy is {}",
+            policy.key()
+        ));
+    }
+    Ok(policy)
 }
 
 /// The engine's view: networks with a valid configuration, this node's lease (by node
@@ -308,6 +365,15 @@ mod tests {
                 sandbox: "abc"
             })
         );
+        assert_eq!(
+            keys.kind("/netd/policies/prod/web"),
+            Some(KeyKind::Policy {
+                namespace: "prod",
+                name: "web"
+            })
+        );
+        assert_eq!(keys.kind("/netd/policies/prod/web/x"), None);
+        assert_eq!(keys.kind("/netd/policies/prod"), None);
         assert_eq!(keys.kind("/netd/networks/n/config/x"), None);
         assert_eq!(keys.kind("/netd/networks//config"), None);
         assert_eq!(keys.kind("/other/networks/n/config"), None);
@@ -381,5 +447,37 @@ mod tests {
             .held()
             .keys()
             .all(|k| k.starts_with("/netd/networks/m/")));
+    }
+
+    #[test]
+    fn policy_records_are_checked_as_files_are_and_named_by_their_key() {
+        let text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: prod}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress: [{from: [{podSelector: {}}], ports: [{port: 80, endPort: 90}]}]\n";
+        let policy = parse_policies(text, None).expect("policy").remove(0);
+        let stored = serde_json::to_vec(&policy).expect("json");
+        let mut index = Index::new(Keys::new("/netd"));
+        let put = |index: &mut Index, key: &str, value: &[u8]| {
+            index.put(
+                key.to_string(),
+                Held {
+                    value: value.to_vec(),
+                    lease: 0,
+                },
+            )
+        };
+        put(&mut index, "/netd/policies/prod/web", &stored);
+        assert_eq!(index.policies().get("prod/web"), Some(&policy));
+        assert_eq!(index.problems().count(), 0);
+        // Named otherwise than its key, or not a valid policy: skipped and reported.
+        put(&mut index, "/netd/policies/dev/web", &stored);
+        let bad = String::from_utf8(stored.clone())
+            .expect("text")
+            .replace("\"port\":80", "\"port\":99999");
+        put(&mut index, "/netd/policies/prod/bad", bad.as_bytes());
+        let problems: Vec<String> = index.problems().collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("port")), "{problems:?}");
+        assert_eq!(index.policies().len(), 1);
+        index.delete("/netd/policies/prod/web");
+        assert!(index.policies().is_empty());
     }
 }

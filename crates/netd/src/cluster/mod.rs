@@ -6,8 +6,11 @@
 //! - `<prefix>/networks/<name>/config`: flannel's network configuration JSON;
 //! - `<prefix>/networks/<name>/subnets/<ip>-<len>`: a node's lease (flannel's LeaseAttrs),
 //!   attached to the node's etcd lease, so it goes when the node stops renewing;
-//! - `<prefix>/networks/<name>/names/<node>/<sandbox id>`: a sandbox's name, aliases and
-//!   address, for every node's DNS (attached to the same etcd lease).
+//! - `<prefix>/networks/<name>/names/<node>/<sandbox id>`: a sandbox's name, aliases,
+//!   address and labels, for every node's DNS and policies (attached to the same etcd
+//!   lease);
+//! - `<prefix>/policies/<namespace>/<name>`: a network policy (Kubernetes' JSON), which
+//!   every node applies.
 
 mod agent;
 mod keys;
@@ -25,6 +28,7 @@ pub use agent::spawn;
 pub use keys::Keys;
 pub use settings::{parse_duration, parse_store, ClusterSettings, TlsFiles};
 
+use crate::engine::policy::PolicyApplied;
 use crate::error::{NetdError, Result};
 
 /// A sandbox's name as published for the DNS of every node.
@@ -107,6 +111,16 @@ pub(crate) enum Request {
         name: String,
         reply: oneshot::Sender<Result<Vec<String>>>,
     },
+    ApplyPolicies {
+        text: String,
+        namespace: Option<String>,
+        reply: oneshot::Sender<Result<Vec<PolicyApplied>>>,
+    },
+    RemovePolicy {
+        namespace: String,
+        name: String,
+        reply: oneshot::Sender<Result<String>>,
+    },
 }
 
 /// The API's way to the agent.
@@ -159,6 +173,31 @@ impl ClusterHandle {
 
     pub async fn nodes(&self) -> Result<Vec<NodeLease>> {
         self.ask(|reply| Request::Nodes { reply }).await
+    }
+
+    /// `policy apply` on a clustered node: stored for every node in one transaction (all
+    /// or none), answered once this node applies them.
+    pub async fn apply_policies(
+        &self,
+        text: String,
+        namespace: Option<String>,
+    ) -> Result<Vec<PolicyApplied>> {
+        self.ask(|reply| Request::ApplyPolicies {
+            text,
+            namespace,
+            reply,
+        })
+        .await
+    }
+
+    /// `policy rm` on a clustered node: removed from the store, so from every node.
+    pub async fn remove_policy(&self, namespace: String, name: String) -> Result<String> {
+        self.ask(|reply| Request::RemovePolicy {
+            namespace,
+            name,
+            reply,
+        })
+        .await
     }
 
     /// Releases a (dead) node's leases and names at once.

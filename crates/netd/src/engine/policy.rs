@@ -65,6 +65,53 @@ fn check_namespace(labels: &Labels) -> Result<()> {
     }
 }
 
+/// What applying `policies` over `current` gives, and what it does to each, as kubectl
+/// says it (the agent plans a clustered apply against the store's policies the same way).
+pub fn plan_apply(
+    current: &BTreeMap<String, NetworkPolicy>,
+    policies: Vec<NetworkPolicy>,
+) -> (BTreeMap<String, NetworkPolicy>, Vec<PolicyApplied>) {
+    let mut wanted = current.clone();
+    let mut applied = Vec::new();
+    for policy in policies {
+        let key = policy.key();
+        let action = match current.get(&key) {
+            None => "created",
+            Some(old) if *old == policy => "unchanged",
+            Some(_) => "configured",
+        };
+        applied.push(PolicyApplied {
+            key: key.clone(),
+            action,
+        });
+        wanted.insert(key, policy);
+    }
+    (wanted, applied)
+}
+
+pub fn policy_not_found(namespace: &str, name: &str) -> NetdError {
+    NetdError::NotFound(format!(
+        "network policy {name} not found in namespace {namespace}"
+    ))
+}
+
+/// The store changes that turn `from` into `to`.
+fn policy_changes(
+    from: &BTreeMap<String, NetworkPolicy>,
+    to: &BTreeMap<String, NetworkPolicy>,
+) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    for (key, policy) in to {
+        if from.get(key) != Some(policy) {
+            changes.push(Change::put(Kind::Policy, key, policy)?);
+        }
+    }
+    for key in from.keys().filter(|k| !to.contains_key(*k)) {
+        changes.push(Change::delete(Kind::Policy, key));
+    }
+    Ok(changes)
+}
+
 fn endpoint_of(sandbox: &Sandbox) -> (Labels, Vec<Ipv4Addr>) {
     (
         sandbox.labels.clone(),
@@ -81,57 +128,70 @@ impl Engine {
         namespace: Option<&str>,
     ) -> Result<Vec<PolicyApplied>> {
         let policies = parse_policies(text, namespace)?;
-        let mut changes = Vec::new();
-        let mut applied = Vec::new();
-        for policy in &policies {
-            let key = policy.key();
-            let action = match self.state.policies.get(&key) {
-                None => "created",
-                Some(old) if old == policy => "unchanged",
-                Some(_) => "configured",
-            };
-            if action != "unchanged" {
-                changes.push(Change::put(Kind::Policy, &key, policy)?);
-            }
-            applied.push(PolicyApplied { key, action });
-        }
-        if changes.is_empty() {
-            return Ok(applied);
-        }
-        let before = self.state.policies.clone();
-        self.commit(changes)?;
-        for policy in policies {
-            self.state.policies.insert(policy.key(), policy);
-        }
-        if let Err(e) = self.apply_policy_rules() {
-            // Back to the policies as they were, in the store and the kernel.
-            let undo: Vec<Change> = applied
-                .iter()
-                .filter_map(|a| match before.get(&a.key) {
-                    Some(old) => Change::put(Kind::Policy, &a.key, old).ok(),
-                    None => Some(Change::delete(Kind::Policy, &a.key)),
-                })
-                .collect();
-            let _ = self.commit(undo);
-            self.state.policies = before;
-            let _ = self.apply_policy_rules();
-            return Err(e);
-        }
+        let (wanted, applied) = plan_apply(&self.state.policies, policies);
+        self.set_policies(wanted)?;
         Ok(applied)
     }
 
     /// `policy rm`.
     pub fn remove_policy(&mut self, namespace: &str, name: &str) -> Result<String> {
         let key = format!("{namespace}/{name}");
-        if !self.state.policies.contains_key(&key) {
-            return Err(NetdError::NotFound(format!(
-                "network policy {name} not found in namespace {namespace}"
-            )));
+        let mut wanted = self.state.policies.clone();
+        if wanted.remove(&key).is_none() {
+            return Err(policy_not_found(namespace, name));
         }
-        self.commit(vec![Change::delete(Kind::Policy, &key)])?;
-        self.state.policies.remove(&key);
-        self.apply_policy_rules()?;
+        self.set_policies(wanted)?;
         Ok(key)
+    }
+
+    /// The cluster store's policies, which on a clustered node are the only ones: recorded
+    /// and applied when they differ from this node's. Returns what changed.
+    pub fn sync_cluster_policies(
+        &mut self,
+        wanted: BTreeMap<String, NetworkPolicy>,
+    ) -> Result<Vec<String>> {
+        let mut changes: Vec<String> = Vec::new();
+        for (key, policy) in &wanted {
+            match self.state.policies.get(key) {
+                None => changes.push(format!("policy {key} created")),
+                Some(old) if old != policy => changes.push(format!("policy {key} configured")),
+                Some(_) => {}
+            }
+        }
+        for key in self.state.policies.keys() {
+            if !wanted.contains_key(key) {
+                changes.push(format!("policy {key} removed"));
+            }
+        }
+        if !changes.is_empty() {
+            self.set_policies(wanted)?;
+        }
+        Ok(changes)
+    }
+
+    /// Makes `wanted` the policies: the changes recorded, then applied; on a failure both
+    /// the record and the kernel go back to the policies as they were.
+    fn set_policies(&mut self, wanted: BTreeMap<String, NetworkPolicy>) -> Result<()> {
+        let before = std::mem::take(&mut self.state.policies);
+        let changes = policy_changes(&before, &wanted)?;
+        if changes.is_empty() {
+            self.state.policies = before;
+            return Ok(());
+        }
+        if let Err(e) = self.commit(changes) {
+            self.state.policies = before;
+            return Err(e);
+        }
+        self.state.policies = wanted;
+        if let Err(e) = self.apply_policy_rules() {
+            if let Ok(undo) = policy_changes(&self.state.policies, &before) {
+                let _ = self.commit(undo);
+            }
+            self.state.policies = before;
+            let _ = self.apply_policy_rules();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// `policy ls`: one namespace's, or every namespace's with `None`.
@@ -149,11 +209,7 @@ impl Engine {
             .policies
             .get(&format!("{namespace}/{name}"))
             .cloned()
-            .ok_or_else(|| {
-                NetdError::NotFound(format!(
-                    "network policy {name} not found in namespace {namespace}"
-                ))
-            })
+            .ok_or_else(|| policy_not_found(namespace, name))
     }
 
     /// `netctl label NAME KEY=VALUE... KEY-...`: policies follow at once (set members).

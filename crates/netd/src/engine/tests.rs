@@ -803,4 +803,45 @@ mod policy {
         let fx = fx.restart();
         assert!(fx.engine.policies(None).is_empty());
     }
+
+    #[test]
+    fn a_clustered_node_takes_the_stores_policies_in_place_of_its_own() {
+        let mut fx = Fixture::new();
+        fx.network("net", "10.52.0.0/24");
+        fx.run("a", "net");
+        let local = format!("{API}metadata: {{name: local}}\nspec: {{podSelector: {{}}}}\n");
+        fx.engine.apply_policies(&local, None).expect("apply");
+        let store = format!("{API}metadata: {{name: shared, namespace: prod}}\nspec: {{podSelector: {{}}, policyTypes: [Egress]}}\n");
+        let wanted: BTreeMap<String, bridge_driver::policy::NetworkPolicy> =
+            bridge_driver::policy::parse_policies(&store, None)
+                .expect("parse")
+                .into_iter()
+                .map(|p| (p.key(), p))
+                .collect();
+        let changes = fx
+            .engine
+            .sync_cluster_policies(wanted.clone())
+            .expect("sync");
+        assert_eq!(
+            changes,
+            vec![
+                "policy prod/shared created".to_string(),
+                "policy default/local removed".to_string()
+            ]
+        );
+        let filter = fx.fake.world().firewall.all_rules("filter");
+        assert!(filter.iter().any(|r| r.contains("\"prod/shared\"")));
+        assert!(!filter.iter().any(|r| r.contains("default/local")));
+        // The same again changes nothing; a restart keeps the store's policies.
+        let log = fx.fake.world().firewall.log.len();
+        assert!(fx
+            .engine
+            .sync_cluster_policies(wanted)
+            .expect("again")
+            .is_empty());
+        assert_eq!(fx.fake.world().firewall.log.len(), log);
+        let fx = fx.restart();
+        let keys: Vec<String> = fx.engine.policies(None).iter().map(|p| p.key()).collect();
+        assert_eq!(keys, vec!["prod/shared".to_string()]);
+    }
 }
