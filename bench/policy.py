@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Network policy's costs: a sandbox's start with 0 and with 100 policies loaded, applying
-one policy that selects 1000 sandboxes, iperf3 between two sandboxes a policy allows with
+"""Network policy's costs: attaching a namespace and starting a sandbox with 0 and with 100
+policies loaded (alternating rounds at the same sandbox count, so growth with the count is
+not taken for policy's cost), applying one policy that selects 1000 sandboxes, iperf3 between two sandboxes a policy allows with
 100 policies loaded against none, and the rule count with 10 policies at 10 and at 1000
 sandboxes (it must not depend on the number of sandboxes).
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import BenchHost, Netd, build, summary, timed
+from benchlib import BenchHost, Netd, PeerNamespaces, build, summary, timed
 from published_ports import iperf_gbits
 
 
@@ -43,9 +44,35 @@ def rule_count():
     return sum(1 for line in out.splitlines() if line.startswith("-A NETD-P"))
 
 
-def start_latency(netd, first, count, labels):
-    return [timed(netd.netctl("run", "-d", "--name", f"s{i}", "--network", "benchnet", *labels(i)))[0]
-            for i in range(first, first + count)]
+ROUNDS = 4
+PER_ROUND = 25
+
+
+def with_and_without(netd, host, labels):
+    """(attach, run) latencies without and with 100 policies: ROUNDS rounds each way,
+    alternating, each round PER_ROUND attaches and PER_ROUND runs."""
+    namespaces = PeerNamespaces(host, 2 * ROUNDS * PER_ROUND)
+    paths = iter(namespaces.paths)
+    policies = many_policies(100)
+    out = {False: ([], []), True: ([], [])}
+    k = 0
+    try:
+        for _ in range(ROUNDS):
+            for loaded in (False, True):
+                if loaded:
+                    apply(netd, policies)
+                for _ in range(PER_ROUND):
+                    out[loaded][0].append(timed(netd.netctl(
+                        "attach", "--netns", next(paths), "--name", f"a{k}", "--network", "benchnet",
+                        *labels(k)))[0])
+                    out[loaded][1].append(timed(netd.netctl(
+                        "run", "-d", "--name", f"s{k}", "--network", "benchnet", *labels(k)))[0])
+                    k += 1
+                if loaded:
+                    timed(netd.netctl("policy", "rm", *[p["metadata"]["name"] for p in policies]))
+        return out, k
+    finally:
+        namespaces.close()
 
 
 def main():
@@ -62,18 +89,18 @@ def main():
         netd = Netd("--no-default-network")
         timed(netd.netctl("network", "create", "--subnet", "10.90.0.0/16", "benchnet"))
         labels = lambda i: ["--label", f"app=svc{i % 100}", "--label", "tier=web"]
-        # Start latency: 100 sandboxes without policies, then 100 more with 100 policies.
-        without = start_latency(netd, 0, 100, labels)
+        latencies, started = with_and_without(netd, host, labels)
         apply(netd, many_policies(100))
-        with_100 = start_latency(netd, 100, 100, labels)
         # Fill up to N sandboxes, then one policy selecting all of them.
-        for i in range(200, a.sandboxes):
+        for i in range(started, a.sandboxes):
             timed(netd.netctl("run", "-d", "--name", f"s{i}", "--network", "benchnet", *labels(i)))
         selecting_all = apply(netd, [policy("all-web", {"podSelector": {"matchLabels": {"tier": "web"}},
                                                        "ingress": [{"from": [{"podSelector": {}}]}]})])
-        print(f"sandbox start (netctl run -d), ms: 0 policies median {summary(without)['median']:.2f}, "
-              f"100 policies median {summary(with_100)['median']:.2f} "
-              f"({summary(with_100)['median'] / summary(without)['median']:.2f}x)")
+        for i, what in enumerate(("attach (netctl attach --netns)", "sandbox start (netctl run -d)")):
+            without = summary(latencies[False][i])["median"]
+            loaded = summary(latencies[True][i])["median"]
+            print(f"{what}, ms: 0 policies median {without:.2f}, 100 policies median {loaded:.2f} "
+                  f"({loaded / without:.2f}x)")
         print(f"policy apply selecting {a.sandboxes} sandboxes: {selecting_all:.1f} ms")
         print(f"netd RSS with {a.sandboxes} sandboxes and 101 policies: {netd.rss_mib():.1f} MiB")
     finally:

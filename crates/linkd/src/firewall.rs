@@ -163,6 +163,8 @@ pub trait Firewall: std::fmt::Debug {
     fn count_tagged(&mut self, tag: &crate::Tag<'_>) -> Result<usize>;
     /// Applies `ipset restore` commands (kernel sets) in one process.
     fn sets_restore(&mut self, text: &str) -> Result<()>;
+    /// Moves addresses into and out of sets (a sandbox's memberships), without a process.
+    fn sets_change(&mut self, changes: &[crate::ipset::MemberChange]) -> Result<()>;
     /// Every kernel set, as `ipset save` prints them.
     fn sets_save(&mut self) -> Result<String>;
     /// Forgets connection-tracking entries of UDP flows to a local port (best effort).

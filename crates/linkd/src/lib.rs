@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod link;
 pub mod netlink;
 pub mod netns;
+mod nfnetlink;
 pub mod nftables;
 pub mod overlay;
 pub mod sysctl;

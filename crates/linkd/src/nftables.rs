@@ -14,6 +14,10 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use crate::error::{LinkdError, Result};
 use crate::netlink::kernel_error;
+use crate::nfnetlink::{
+    error_code, message, messages, put_attr, put_str, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_REQUEST,
+};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETCHAIN: u16 = 4;
@@ -30,11 +34,7 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFPROTO_IPV4: u8 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// An nf_tables netlink socket (in the calling thread's namespace).
@@ -45,55 +45,6 @@ pub struct Nftables {
     /// Whether this socket deleted rules (then its last close waits, see
     /// [`Nftables::close_detached`]).
     deleted: bool,
-}
-
-fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    buf.resize(buf.len() + ((4 - len % 4) % 4), 0);
-}
-
-fn put_str(buf: &mut Vec<u8>, kind: u16, value: &str) {
-    let mut bytes = value.as_bytes().to_vec();
-    bytes.push(0);
-    put_attr(buf, kind, &bytes);
-}
-
-/// One netlink message: header, nfgenmsg, attributes.
-fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
-    let len = 16 + 4 + attrs.len();
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.push(family);
-    out.push(0); // NFNETLINK_V0
-    out.extend_from_slice(&res_id.to_be_bytes());
-    out.extend_from_slice(attrs);
-    out
-}
-
-/// Walks the netlink messages in a datagram: (type, seq, whole message).
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
-    let mut offset = 0;
-    std::iter::from_fn(move || {
-        if offset + 16 > buf.len() {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[offset..offset + 4].try_into().ok()?) as usize;
-        if len < 16 || offset + len > buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes(buf[offset + 4..offset + 6].try_into().ok()?);
-        let seq = u32::from_ne_bytes(buf[offset + 8..offset + 12].try_into().ok()?);
-        let msg = &buf[offset..offset + len];
-        offset += (len + 3) & !3;
-        Some((kind, seq, msg))
-    })
 }
 
 /// Handles of the rules announced in one datagram (NFT_MSG_NEWRULE, IPv4) in
@@ -116,14 +67,6 @@ fn new_rules_in(buf: &[u8], table: &str, chain: &str, marker: &[u8]) -> Vec<u64>
         })
         .filter_map(|(_, _, msg)| rule_handle(msg))
         .collect()
-}
-
-/// The errno of an NLMSG_ERROR message (0 for an acknowledgement).
-fn error_code(msg: &[u8]) -> i32 {
-    msg.get(16..20)
-        .and_then(|b| b.try_into().ok())
-        .map(i32::from_ne_bytes)
-        .unwrap_or(-libc::EIO)
 }
 
 /// The rule handle among a rule message's top-level attributes.

@@ -229,6 +229,10 @@ impl Firewall for TaggedRules {
         crate::Ipset::default().restore(text)
     }
 
+    fn sets_change(&mut self, changes: &[crate::ipset::MemberChange]) -> Result<()> {
+        crate::ipset::change_members(changes)
+    }
+
     fn sets_save(&mut self) -> Result<String> {
         crate::Ipset::default().save()
     }

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net};
+use linkd::ipset::MemberChange;
 use sha2::{Digest, Sha256};
 
 use super::labels::{namespace_labels, namespace_of, LabelSelector, Labels};
@@ -130,13 +131,13 @@ impl Membership {
         out
     }
 
-    /// The `ipset restore` lines that move one sandbox from `old` (labels, addresses) to
-    /// `new`; `None` is absent. Deletions come first, so an address kept in a set stays.
-    pub fn update_text(
+    /// The set changes that move one sandbox from `old` (labels, addresses) to `new`;
+    /// `None` is absent. Deletions come first, so an address kept in a set stays.
+    pub fn changes(
         &self,
         old: Option<(&Labels, &[Ipv4Addr])>,
         new: Option<(&Labels, &[Ipv4Addr])>,
-    ) -> String {
+    ) -> Vec<MemberChange> {
         let memberships = |side: Option<(&Labels, &[Ipv4Addr])>| -> Vec<(&str, Ipv4Addr)> {
             let Some((labels, ips)) = side else {
                 return Vec::new();
@@ -148,14 +149,34 @@ impl Membership {
         };
         let before = memberships(old);
         let after = memberships(new);
-        let mut out = String::new();
-        for (set, ip) in before.iter().filter(|m| !after.contains(m)) {
-            out.push_str(&format!("del {set} {ip} -exist\n"));
-        }
-        for (set, ip) in after.iter().filter(|m| !before.contains(m)) {
-            out.push_str(&format!("add {set} {ip} -exist\n"));
-        }
-        out
+        let change = |(set, ip): &(&str, Ipv4Addr), add: bool| MemberChange {
+            set: set.to_string(),
+            member: *ip,
+            add,
+        };
+        before
+            .iter()
+            .filter(|m| !after.contains(m))
+            .map(|m| change(m, false))
+            .chain(
+                after
+                    .iter()
+                    .filter(|m| !before.contains(m))
+                    .map(|m| change(m, true)),
+            )
+            .collect()
+    }
+
+    /// [`Membership::changes`] as `ipset restore` lines.
+    pub fn update_text(
+        &self,
+        old: Option<(&Labels, &[Ipv4Addr])>,
+        new: Option<(&Labels, &[Ipv4Addr])>,
+    ) -> String {
+        self.changes(old, new)
+            .iter()
+            .map(MemberChange::restore_line)
+            .collect()
     }
 }
 

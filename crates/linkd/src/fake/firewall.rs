@@ -258,6 +258,51 @@ impl RecordingFirewall {
     }
 }
 
+impl RecordingFirewall {
+    /// Applies `ipset restore` lines to the model, as the tool would.
+    fn apply_set_lines(&mut self, text: &str) -> Result<()> {
+        for (n, line) in text.lines().enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let exist = words.contains(&"-exist");
+            let words: Vec<&str> = words.into_iter().filter(|w| *w != "-exist").collect();
+            match words.as_slice() {
+                [] => {}
+                ["create", name, kind, ..] => {
+                    if self.sets.contains_key(*name) && !exist {
+                        return Err(refused(n + 1, format!("set {name} exists")));
+                    }
+                    self.sets
+                        .entry(name.to_string())
+                        .or_insert_with(|| (kind.to_string(), Default::default()));
+                }
+                ["flush", name] => match self.sets.get_mut(*name) {
+                    Some((_, members)) => members.clear(),
+                    None => return Err(refused(n + 1, format!("no set {name}"))),
+                },
+                ["add", name, member @ ..] | ["del", name, member @ ..] => {
+                    let Some((_, members)) = self.sets.get_mut(*name) else {
+                        return Err(refused(n + 1, format!("no set {name}")));
+                    };
+                    let member = member.join(" ");
+                    if words[0] == "add" {
+                        members.insert(member);
+                    } else {
+                        let bare = member.trim_end_matches(" nomatch").to_string();
+                        members.retain(|m| m.trim_end_matches(" nomatch") != bare);
+                    }
+                }
+                ["destroy", name] => {
+                    if self.sets.remove(*name).is_none() && !exist {
+                        return Err(refused(n + 1, format!("no set {name}")));
+                    }
+                }
+                _ => return Err(refused(n + 1, format!("unknown ipset command {line:?}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Firewall for RecordingFirewall {
     fn restore(&mut self, ruleset: &str) -> Result<()> {
         self.log.push(ruleset.to_string());
@@ -325,45 +370,13 @@ impl Firewall for RecordingFirewall {
 
     fn sets_restore(&mut self, text: &str) -> Result<()> {
         self.log.push(format!("ipset restore\n{text}"));
-        for (n, line) in text.lines().enumerate() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let exist = words.contains(&"-exist");
-            let words: Vec<&str> = words.into_iter().filter(|w| *w != "-exist").collect();
-            match words.as_slice() {
-                [] => {}
-                ["create", name, kind, ..] => {
-                    if self.sets.contains_key(*name) && !exist {
-                        return Err(refused(n + 1, format!("set {name} exists")));
-                    }
-                    self.sets
-                        .entry(name.to_string())
-                        .or_insert_with(|| (kind.to_string(), Default::default()));
-                }
-                ["flush", name] => match self.sets.get_mut(*name) {
-                    Some((_, members)) => members.clear(),
-                    None => return Err(refused(n + 1, format!("no set {name}"))),
-                },
-                ["add", name, member @ ..] | ["del", name, member @ ..] => {
-                    let Some((_, members)) = self.sets.get_mut(*name) else {
-                        return Err(refused(n + 1, format!("no set {name}")));
-                    };
-                    let member = member.join(" ");
-                    if words[0] == "add" {
-                        members.insert(member);
-                    } else {
-                        let bare = member.trim_end_matches(" nomatch").to_string();
-                        members.retain(|m| m.trim_end_matches(" nomatch") != bare);
-                    }
-                }
-                ["destroy", name] => {
-                    if self.sets.remove(*name).is_none() && !exist {
-                        return Err(refused(n + 1, format!("no set {name}")));
-                    }
-                }
-                _ => return Err(refused(n + 1, format!("unknown ipset command {line:?}"))),
-            }
-        }
-        Ok(())
+        self.apply_set_lines(text)
+    }
+
+    fn sets_change(&mut self, changes: &[crate::ipset::MemberChange]) -> Result<()> {
+        let text: String = changes.iter().map(|c| c.restore_line()).collect();
+        self.log.push(format!("ipset members\n{text}"));
+        self.apply_set_lines(&text)
     }
 
     fn sets_save(&mut self) -> Result<String> {

@@ -330,6 +330,10 @@ impl Firewall for FakeFirewall {
         self.host.world().firewall.sets_restore(text)
     }
 
+    fn sets_change(&mut self, changes: &[crate::ipset::MemberChange]) -> Result<()> {
+        self.host.world().firewall.sets_change(changes)
+    }
+
     fn sets_save(&mut self) -> Result<String> {
         self.host.world().firewall.sets_save()
     }

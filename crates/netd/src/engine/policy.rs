@@ -307,7 +307,7 @@ impl Engine {
             }
             return;
         }
-        let mut text = String::new();
+        let mut changes = Vec::new();
         let gone: Vec<String> = self
             .policy
             .reflected
@@ -317,12 +317,11 @@ impl Engine {
             .collect();
         for id in gone {
             if let Some((labels, ips)) = self.policy.reflected.remove(&id) {
-                text.push_str(
-                    &self
-                        .policy
+                changes.extend(
+                    self.policy
                         .rules
                         .membership
-                        .update_text(Some((&labels, &ips)), None),
+                        .changes(Some((&labels, &ips)), None),
                 );
             }
         }
@@ -346,7 +345,7 @@ impl Engine {
                 Some(before) if *before == now => {}
                 before => {
                     let membership = &self.policy.rules.membership;
-                    text.push_str(&membership.update_text(
+                    changes.extend(membership.changes(
                         before.map(|(l, ips)| (l, ips.as_slice())),
                         Some((&now.0, &now.1)),
                     ));
@@ -354,10 +353,12 @@ impl Engine {
                 }
             }
         }
-        if text.is_empty() {
+        if changes.is_empty() {
+            // Nothing moved (the sandbox is in no set); still recorded as reflected.
+            self.policy.reflected.extend(moved);
             return;
         }
-        match self.firewall.sets_restore(&text) {
+        match self.firewall.sets_change(&changes) {
             Ok(()) => self.policy.reflected.extend(moved),
             // The periodic check repairs the sets from the whole desired state.
             Err(e) => tracing::error!("policy sets: {e}"),

@@ -771,7 +771,7 @@ mod policy {
         fx.engine.after_job();
         let log = fx.fake.world().firewall.log[restores..].to_vec();
         assert_eq!(log.len(), 1, "{log:#?}");
-        assert!(log[0].starts_with("ipset restore") && log[0].contains("add NETD-PODS-"));
+        assert!(log[0].starts_with("ipset members") && log[0].contains("add NETD-PODS-"));
         assert!(log[0].contains(&db.endpoints[0].ip.to_string()));
 
         // Removed: chains, jump and sets go.
