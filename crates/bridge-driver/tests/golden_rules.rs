@@ -205,3 +205,32 @@ fn cni_port_mappings() {
         }
     }
 }
+
+/// A whole ruleset with network policy: the jump to `NETD-POLICY` right after the
+/// isolation chains in `NETD-FORWARD`, the policy chains beside the networks' own.
+#[test]
+fn a_network_with_policies() {
+    use bridge_driver::policy::{parse_policies, policy_rules, PolicyEndpoint};
+    let policies = parse_policies(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: api, namespace: prod}\nspec:\n  podSelector: {matchLabels: {app: api}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 8080}]}]\n  egress: [{to: [{ipBlock: {cidr: 0.0.0.0/0, except: [172.18.0.0/16]}}]}]\n",
+        None,
+    )
+    .expect("policy");
+    let endpoint = |app: &str, ip: &str| PolicyEndpoint {
+        labels: [
+            ("app".to_string(), app.to_string()),
+            ("netd.namespace".to_string(), "prod".to_string()),
+        ]
+        .into(),
+        ips: vec![ip.parse().expect("ip")],
+    };
+    let rules = policy_rules(
+        &policies,
+        &[endpoint("api", "172.18.0.2"), endpoint("web", "172.18.0.3")],
+    );
+    let ruleset = desired(&[network(false, true, true)]).with_policy(&rules);
+    check(
+        "network-with-policies.rules",
+        &restore_text(&ruleset, &StaleChains::default(), &Default::default()),
+    );
+}
