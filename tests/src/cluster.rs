@@ -535,3 +535,10 @@ pub fn wait_for_network(hosts: &[&TestHost], name: &str, nodes: usize) {
         }
     }
 }
+
+/// `netctl network create --driver DRIVER --subnet SUBNET NAME` on `host`, which must work.
+pub fn create_cluster_network(host: &TestHost, driver: &str, subnet: &str, name: &str) -> String {
+    host.netctl_ok(&[
+        "network", "create", "--driver", driver, "--subnet", subnet, name,
+    ])
+}

@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use netd_tests::cluster::{
-    cluster_host, remote_host, wait_for_network, Etcd, Underlay, REMOTE, UNDERLAY,
+    cluster_host, create_cluster_network, remote_host, wait_for_network, Etcd, Underlay, REMOTE,
+    UNDERLAY,
 };
 use netd_tests::{tcp_answer, Server, TestHost, HOST_UPLINK_IP, INTERNET_IP};
 
@@ -125,15 +126,7 @@ fn vxlan_hosts_reach_each_other_with_their_own_addresses_and_names() {
         underlay: _underlay,
     } = bed(&[], true);
     let inet = hosts[0].add_internet();
-    hosts[0].netctl_ok(&[
-        "network",
-        "create",
-        "--driver",
-        "vxlan",
-        "--subnet",
-        "10.244.0.0/16",
-        "ov",
-    ]);
+    create_cluster_network(&hosts[0], "vxlan", "10.244.0.0/16", "ov");
     let all: Vec<&TestHost> = hosts.iter().collect();
     wait_for_network(&all, "ov", 4);
 
@@ -394,15 +387,7 @@ fn restarts_repairs_expiry_and_node_removal() {
         etcd,
         underlay: _underlay,
     } = bed(&["--lease-ttl", "6s"], false);
-    hosts[0].netctl_ok(&[
-        "network",
-        "create",
-        "--driver",
-        "vxlan",
-        "--subnet",
-        "10.70.0.0/16",
-        "ov",
-    ]);
+    create_cluster_network(&hosts[0], "vxlan", "10.70.0.0/16", "ov");
     let all: Vec<&TestHost> = hosts.iter().collect();
     wait_for_network(&all, "ov", 3);
     for (i, host) in hosts.iter().enumerate() {
@@ -511,15 +496,7 @@ fn etcd_faults() {
         underlay: _underlay,
     } = bed(&[], false);
     etcd.kill_member(0);
-    hosts[0].netctl_ok(&[
-        "network",
-        "create",
-        "--driver",
-        "vxlan",
-        "--subnet",
-        "10.80.0.0/16",
-        "ov",
-    ]);
+    create_cluster_network(&hosts[0], "vxlan", "10.80.0.0/16", "ov");
     let all: Vec<&TestHost> = hosts.iter().collect();
     wait_for_network(&all, "ov", 3);
     hosts[0].netctl_ok(&["run", "--name", "f1", "--network", "ov"]);
@@ -556,15 +533,7 @@ fn etcd_faults() {
         "node1 did not resync: {}",
         hosts[0].netd_log()
     );
-    hosts[2].netctl_ok(&[
-        "network",
-        "create",
-        "--driver",
-        "host-gw",
-        "--subnet",
-        "10.81.0.0/16",
-        "other",
-    ]);
+    create_cluster_network(&hosts[2], "host-gw", "10.81.0.0/16", "other");
     wait_for_network(&all, "other", 3);
 }
 
@@ -576,15 +545,7 @@ fn bad_input_leaves_etcd_and_the_kernel_as_they_were() {
         etcd,
         underlay: _underlay,
     } = bed(&[], false);
-    hosts[0].netctl_ok(&[
-        "network",
-        "create",
-        "--driver",
-        "vxlan",
-        "--subnet",
-        "10.90.0.0/16",
-        "ok",
-    ]);
+    create_cluster_network(&hosts[0], "vxlan", "10.90.0.0/16", "ok");
     let all: Vec<&TestHost> = hosts.iter().collect();
     wait_for_network(&all, "ok", 3);
     hosts[0].netctl_ok(&["network", "create", "--subnet", "10.200.0.0/24", "localnet"]);

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use netd_tests::cluster::{cluster_host, wait_for_network, Etcd, Underlay};
+use netd_tests::cluster::{cluster_host, create_cluster_network, wait_for_network, Etcd, Underlay};
 use netd_tests::{run, Server, TestHost, INTERNET_IP};
 use serde_json::{json, Value};
 
@@ -247,15 +247,7 @@ impl World {
         for host in &mut hosts {
             host.add_internet();
         }
-        hosts[0].netctl_ok(&[
-            "network",
-            "create",
-            "--driver",
-            "vxlan",
-            "--subnet",
-            "10.245.0.0/16",
-            "net",
-        ]);
+        create_cluster_network(&hosts[0], "vxlan", "10.245.0.0/16", "net");
         wait_for_network(&hosts.iter().collect::<Vec<_>>(), "net", 2);
         let mut world = World::of(hosts, "10.245.0.0/16", Some((etcd, underlay)));
         for (i, (name, namespace, labels)) in PODS.iter().enumerate() {
