@@ -11,7 +11,7 @@ use crate::error::{NetdError, Result};
 
 /// Command-line flags of `netd`.
 #[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "netd", version, about = "Container network daemon")]
+#[command(name = "netd", version = crate::VERSION, about = "Container network daemon")]
 pub struct Args {
     /// TOML file with any of the settings below (kebab-case keys).
     #[arg(long)]
@@ -76,6 +76,14 @@ pub struct Args {
     /// Client key (PEM) for etcd.
     #[arg(long, value_name = "FILE")]
     pub etcd_keyfile: Option<PathBuf>,
+    /// The group that owns the API sockets (mode 0660), so its members run netctl without
+    /// root [default: netd, when that group exists; else root only].
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// How the log is written: `text` for people, `json` (one object per line) for
+    /// collectors [default: text].
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,7 +109,27 @@ struct FileConfig {
     etcd_cafile: Option<PathBuf>,
     etcd_certfile: Option<PathBuf>,
     etcd_keyfile: Option<PathBuf>,
+    socket_group: Option<String>,
+    log_format: Option<String>,
 }
+
+/// How netd writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The group given the API sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// The group netd's package creates; used when it exists and no other is given.
+pub const DEFAULT_SOCKET_GROUP: &str = "netd";
 
 /// The settings netd runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +149,9 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// Where Docker's network API is served (`--docker-socket`); off when `None`.
     pub docker_socket: Option<PathBuf>,
+    /// Owner group of the sockets; `None`: root's.
+    pub socket_group: Option<SocketGroup>,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -204,7 +235,24 @@ impl Config {
                 "--docker-socket: must differ from --socket".into(),
             ));
         }
+        let log_format = match args.log_format.clone().or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(NetdError::Invalid(format!(
+                    "--log-format: {other:?} is not a log format (text or json)"
+                )))
+            }
+        };
+        let socket_group = match args.socket_group.clone().or(file.socket_group) {
+            Some(name) => Some(lookup_group(&name)?.ok_or_else(|| {
+                NetdError::Invalid(format!("--socket-group: no group {name:?} on this host"))
+            })?),
+            None => lookup_group(DEFAULT_SOCKET_GROUP)?,
+        };
         Ok(Config {
+            socket_group,
+            log_format,
             docker_socket,
             cluster,
             default_network_options,
@@ -218,6 +266,19 @@ impl Config {
             default_network,
         })
     }
+}
+
+/// A group by name, from the host's group database.
+fn lookup_group(name: &str) -> Result<Option<SocketGroup>> {
+    let group = nix::unistd::Group::from_name(name).map_err(|e| {
+        NetdError::Invalid(format!(
+            "--socket-group: cannot look up group {name:?}: {e}"
+        ))
+    })?;
+    Ok(group.map(|g| SocketGroup {
+        name: g.name,
+        gid: g.gid.as_raw(),
+    }))
 }
 
 /// The cluster flags, checked; `None` without `--cluster-store`, when every other

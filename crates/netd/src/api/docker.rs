@@ -65,6 +65,7 @@ pub fn router(engine: EngineHandle) -> Router {
         .merge(api.clone())
         .nest("/{version}", api)
         .fallback(unsupported)
+        .layer(axum::middleware::from_fn(super::listen::log_request))
         .with_state(engine)
 }
 

@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod docker;
+pub mod listen;
 pub mod server;
 pub mod types;

@@ -1,8 +1,5 @@
 //! The API server: thin handlers that hand each request to the engine thread.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -97,6 +94,7 @@ pub fn router(services: Services) -> Router {
         .route("/system/reconcile", post(reconcile))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/nodes/{name}", delete(remove_cluster_node))
+        .layer(axum::middleware::from_fn(super::listen::log_request))
         .with_state(services)
 }
 
@@ -327,23 +325,4 @@ async fn remove_policy(
 async fn reconcile(State(e): State<EngineHandle>) -> ApiResult<Reconciled> {
     let repairs = e.call(|e| e.reconcile()).await?;
     Ok(Json(Reconciled { repairs }))
-}
-
-/// Binds the API socket (mode 0660), replacing a stale socket file left by a crash.
-pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{} is in use by a running netd", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
 }

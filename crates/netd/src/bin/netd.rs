@@ -5,32 +5,55 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use netd::api::listen;
 use netd::api::server;
-use netd::config::{Args, Config};
+use netd::config::{Args, Config, LogFormat};
 use netd::engine::{EngineConfig, EngineHandle};
 use netd::state::Paths;
 
+/// Exit code of a usage error (a bad flag or setting), as clap's own.
+const USAGE: u8 = 2;
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match run() {
+    let args = Args::parse();
+    let config = match Config::from_args(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let format = config.log_format;
+    init_log(format);
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match format {
+                LogFormat::Json => tracing::error!("{e:#}"),
+                LogFormat::Text => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let config = Config::from_args(&args)?;
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find netd's own executable")?;
     let pause_binary = exe.with_file_name("netd-pause");
     if !pause_binary.exists() {
@@ -52,6 +75,8 @@ fn run() -> anyhow::Result<()> {
         resolv_conf: config.resolv_conf.clone(),
         default_network_options: config.default_network_options.clone(),
     };
+    // Before any thread starts: the socket systemd may have passed.
+    let activated = listen::activated().context("the socket systemd passed")?;
     let (engine, repairs) = EngineHandle::spawn(engine_config)?;
     for repair in &repairs {
         tracing::info!("start-up repair: {repair}");
@@ -77,20 +102,47 @@ fn run() -> anyhow::Result<()> {
             }
             None => None,
         };
-        let listener = server::bind(&config.socket)
-            .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+        let gid = config.socket_group.as_ref().map(|g| g.gid);
+        let owns_socket = activated.is_none();
+        let listener = match activated {
+            Some(listener) => {
+                tracing::info!("netd listening on the socket systemd passed");
+                listener
+            }
+            None => {
+                let listener = listen::bind(&config.socket, gid)
+                    .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+                tracing::info!(
+                    "netd listening on {} (group {})",
+                    config.socket.display(),
+                    config
+                        .socket_group
+                        .as_ref()
+                        .map_or("root", |g| g.name.as_str())
+                );
+                listener
+            }
+        };
         if let Some(path) = &config.docker_socket {
-            let docker = server::bind(path)
-                .with_context(|| format!("--docker-socket: cannot listen on {}", path.display()))?;
+            let docker = match listen::bind(path, gid) {
+                Ok(docker) => docker,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&config.socket);
+                    return Err(e).with_context(|| {
+                        format!("--docker-socket: cannot listen on {}", path.display())
+                    });
+                }
+            };
             tracing::info!("Docker network API on {}", path.display());
-            let router = netd::api::docker::router(engine.clone());
+            let router = netd::api::docker::router(engine.clone())
+                .into_make_service_with_connect_info::<listen::Caller>();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(docker, router).await {
                     tracing::error!("Docker API server failed: {e}");
                 }
             });
         }
-        tracing::info!("netd listening on {}", config.socket.display());
+        listen::notify_ready();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?;
         let shutdown = async move {
@@ -101,12 +153,16 @@ fn run() -> anyhow::Result<()> {
         };
         axum::serve(
             listener,
-            server::router(server::Services { engine, cluster }),
+            server::router(server::Services { engine, cluster })
+                .into_make_service_with_connect_info::<listen::Caller>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
         .context("API server failed")?;
-        let _ = std::fs::remove_file(&config.socket);
+        // A socket systemd passed stays systemd's (it listens on while netd restarts).
+        if owns_socket {
+            let _ = std::fs::remove_file(&config.socket);
+        }
         if let Some(path) = &config.docker_socket {
             let _ = std::fs::remove_file(path);
         }

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "netctl",
-    version,
+    version = netd::VERSION,
     about = "Command line of the netd container network daemon"
 )]
 pub struct Cli {
@@ -49,14 +49,22 @@ pub enum Cmd {
     /// Take netd's interfaces, address, ports and names out of attached namespaces (the
     /// namespaces and their processes stay).
     Detach {
+        /// Sandboxes (name or id).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// List a sandbox's published ports, or the host address of one (PORT[/PROTO]).
-    Port { name: String, port: Option<String> },
+    Port {
+        /// The sandbox (name or id).
+        name: String,
+        /// One container port, PORT or PORT/PROTO (default: all of them).
+        port: Option<String>,
+    },
     /// Run a command inside a sandbox.
     Exec {
+        /// The sandbox (name or id).
         name: String,
+        /// The command and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
@@ -68,16 +76,24 @@ pub enum Cmd {
         /// Another name the sandbox answers to on this network (repeatable).
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// The network (name or id).
         network: String,
+        /// The sandbox (name or id).
         name: String,
     },
     /// Disconnect a sandbox from a network.
-    Disconnect { network: String, name: String },
+    Disconnect {
+        /// The network (name or id).
+        network: String,
+        /// The sandbox (name or id).
+        name: String,
+    },
     /// List sandboxes ({{.ID}}, {{.Names}}, {{.Status}}, {{.Networks}}, {{.IPAddress}},
     /// {{.Ports}}, {{.CreatedAt}} for --format).
     Ps(ListArgs),
     /// Show sandboxes in detail (JSON).
     Inspect {
+        /// Sandboxes (name or id).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -86,6 +102,7 @@ pub enum Cmd {
         /// Stop processes running in the sandbox (and sandboxes sharing it) first.
         #[arg(short, long)]
         force: bool,
+        /// Sandboxes (name or id).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -97,13 +114,27 @@ pub enum Cmd {
     Cluster(ClusterCmd),
     /// Set (KEY=VALUE) or remove (KEY-) a sandbox's labels; policies follow at once.
     Label {
+        /// The sandbox (name or id).
         name: String,
+        /// KEY=VALUE to set, KEY- to remove.
         #[arg(required = true)]
         changes: Vec<String>,
     },
     /// Network policies (Kubernetes NetworkPolicy, networking.k8s.io/v1).
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Print a shell completion script: `source <(netctl completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of netctl (section 1, one per command) and netd (section 8)
+    /// into a directory; the install script runs it.
+    #[command(hide = true)]
+    GenerateMan {
+        /// Where the pages go (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +151,7 @@ pub enum PolicyCmd {
     },
     /// List the policies of a namespace.
     Ls {
+        /// The namespace (default: default).
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
         /// Every namespace's.
@@ -128,14 +160,18 @@ pub enum PolicyCmd {
     },
     /// Show a policy as it is applied (JSON).
     Inspect {
+        /// The policy's name.
         name: String,
+        /// The policy's namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
     /// Remove policies.
     Rm {
+        /// Policies' names.
         #[arg(required = true)]
         names: Vec<String>,
+        /// The policies' namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
@@ -154,7 +190,10 @@ pub enum ClusterCmd {
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     /// Release a dead node's leases and names now, instead of when they expire.
-    Rm { name: String },
+    Rm {
+        /// The node's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +221,7 @@ pub enum NetworkCmd {
         /// A label KEY=VALUE (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// The network's name.
         name: String,
     },
     /// List networks ({{.ID}}, {{.Name}}, {{.Driver}}, {{.Scope}} for --format).
@@ -189,12 +229,14 @@ pub enum NetworkCmd {
     Ls(ListArgs),
     /// Show networks in detail (JSON).
     Inspect {
+        /// Networks (name or id).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove networks.
     #[command(alias = "remove")]
     Rm {
+        /// Networks (name or id).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -272,4 +314,43 @@ pub struct EndpointArgs {
     /// A label, KEY=VALUE (repeatable); netd.namespace=NS puts the sandbox in namespace NS.
     #[arg(short, long = "label")]
     pub labels: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every command says what it is in `--help` and the man pages.
+    #[test]
+    fn every_flag_and_argument_has_help() {
+        fn missing(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    out.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && !sub.is_hide_set() {
+                    out.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                missing(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut out = Vec::new();
+        missing(
+            &<Cli as clap::CommandFactory>::command(),
+            "netctl",
+            &mut out,
+        );
+        missing(
+            &<netd::config::Args as clap::CommandFactory>::command(),
+            "netd",
+            &mut out,
+        );
+        assert!(out.is_empty(), "without help:\n{}", out.join("\n"));
+    }
 }

@@ -23,6 +23,16 @@ use args::{
     SystemCmd,
 };
 
+/// netctl's pages (`netctl.1`, `netctl-network-create.1`, ...) and netd's (`netd.8`).
+fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let netctl = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(netctl, dir)?;
+    let netd = <netd::config::Args as clap::CommandFactory>::command();
+    clap_mangen::Man::new(netd).section("8").generate_to(dir)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -172,6 +182,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             for lease in answer.released {
                 println!("released {lease}");
             }
+            Ok(0)
+        }
+        Cmd::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "netctl", &mut script);
+            use std::io::Write;
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => Ok(0),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                Err(e) => bail!("cannot write the completion script: {e}"),
+            }
+        }
+        Cmd::GenerateMan { dir } => {
+            generate_man(&dir)?;
             Ok(0)
         }
         Cmd::System(SystemCmd::Reconcile) => {
