@@ -85,8 +85,9 @@ pub fn bind(path: &Path, gid: Option<u32>) -> std::io::Result<UnixListener> {
 
 /// The socket systemd passed (`netd.socket`), if netd was started by socket activation:
 /// `LISTEN_PID` is this process and `LISTEN_FDS` at least 1. The variables are removed so
-/// that children do not take them as theirs.
-pub fn activated() -> std::io::Result<Option<UnixListener>> {
+/// that children do not take them as theirs. Taken before any thread starts; made a
+/// tokio listener with `UnixListener::from_std` on the runtime.
+pub fn activated() -> std::io::Result<Option<std::os::unix::net::UnixListener>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     let ours = pid
@@ -110,7 +111,7 @@ pub fn activated() -> std::io::Result<Option<UnixListener>> {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
     .map_err(std::io::Error::from)?;
-    UnixListener::from_std(listener).map(Some)
+    Ok(Some(listener))
 }
 
 /// Tells systemd (`Type=notify`) that netd is ready: `READY=1` to `$NOTIFY_SOCKET`. Does

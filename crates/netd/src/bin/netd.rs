@@ -107,7 +107,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let listener = match activated {
             Some(listener) => {
                 tracing::info!("netd listening on the socket systemd passed");
-                listener
+                tokio::net::UnixListener::from_std(listener).context("the socket systemd passed")?
             }
             None => {
                 let listener = listen::bind(&config.socket, gid)
