@@ -412,3 +412,37 @@ fn versions_name_the_commit() {
         );
     }
 }
+
+/// `network connect` / `network disconnect` as Docker users type them.
+#[test]
+fn network_connect_and_disconnect_as_in_docker() {
+    let host = TestHost::new();
+    host.netctl_ok(&["network", "create", "--subnet", "10.63.0.0/24", "front"]);
+    host.netctl_ok(&["network", "create", "--subnet", "10.64.0.0/24", "back"]);
+    host.netctl_ok(&["run", "--name", "web", "--network", "front"]);
+    host.netctl_ok(&["run", "--name", "db", "--network", "back"]);
+    let db = host.ip_of("db", "back");
+    assert!(!host.can_ping("web", &db), "networks are isolated");
+    host.netctl_ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "site",
+        "--ip",
+        "10.64.0.50",
+        "back",
+        "web",
+    ]);
+    assert_eq!(host.ip_of("web", "back"), "10.64.0.50");
+    assert!(host.can_ping("web", &db));
+    assert!(host.can_ping("db", "10.64.0.50"));
+    host.netctl_ok(&["network", "disconnect", "back", "web"]);
+    assert!(!host.can_ping("web", &db));
+    let out = host.netctl(&["network", "conect", "back", "web"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("similar subcommands exist") && err.contains("'connect'"),
+        "a mistyped command suggests the right one: {err}"
+    );
+}

@@ -68,26 +68,10 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Connect a sandbox to a network (next free ethN).
-    Connect {
-        /// The sandbox's address on the network (default: the next free one).
-        #[arg(long)]
-        ip: Option<String>,
-        /// Another name the sandbox answers to on this network (repeatable).
-        #[arg(long = "alias")]
-        aliases: Vec<String>,
-        /// The network (name or id).
-        network: String,
-        /// The sandbox (name or id).
-        name: String,
-    },
-    /// Disconnect a sandbox from a network.
-    Disconnect {
-        /// The network (name or id).
-        network: String,
-        /// The sandbox (name or id).
-        name: String,
-    },
+    /// Connect a sandbox to a network (next free ethN); also `network connect`.
+    Connect(ConnectArgs),
+    /// Disconnect a sandbox from a network; also `network disconnect`.
+    Disconnect(DisconnectArgs),
     /// List sandboxes ({{.ID}}, {{.Names}}, {{.Status}}, {{.Networks}}, {{.IPAddress}},
     /// {{.Ports}}, {{.CreatedAt}} for --format).
     Ps(ListArgs),
@@ -135,6 +119,30 @@ pub enum Cmd {
         /// Where the pages go (created if missing).
         dir: PathBuf,
     },
+}
+
+/// `connect` and `network connect` (Docker's spelling).
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// The sandbox's address on the network (default: the next free one).
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Another name the sandbox answers to on this network (repeatable).
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// The network (name or id).
+    pub network: String,
+    /// The sandbox (name or id).
+    pub name: String,
+}
+
+/// `disconnect` and `network disconnect`.
+#[derive(Debug, clap::Args)]
+pub struct DisconnectArgs {
+    /// The network (name or id).
+    pub network: String,
+    /// The sandbox (name or id).
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +235,10 @@ pub enum NetworkCmd {
     /// List networks ({{.ID}}, {{.Name}}, {{.Driver}}, {{.Scope}} for --format).
     #[command(alias = "list")]
     Ls(ListArgs),
+    /// Connect a sandbox to a network, as `docker network connect`.
+    Connect(ConnectArgs),
+    /// Disconnect a sandbox from a network, as `docker network disconnect`.
+    Disconnect(DisconnectArgs),
     /// Show networks in detail (JSON).
     Inspect {
         /// Networks (name or id).

@@ -19,9 +19,31 @@ use netd::api::types::{
 };
 
 use args::{
-    Cli, ClusterCmd, Cmd, EndpointArgs, ListArgs, NetworkCmd, NodeCmd, PolicyCmd, RunArgs,
-    SystemCmd,
+    Cli, ClusterCmd, Cmd, ConnectArgs, DisconnectArgs, EndpointArgs, ListArgs, NetworkCmd, NodeCmd,
+    PolicyCmd, RunArgs, SystemCmd,
 };
+
+async fn connect(client: &Client, args: ConnectArgs) -> anyhow::Result<u8> {
+    let body = ConnectRequest {
+        container: args.name,
+        ip: args.ip,
+        aliases: args.aliases,
+    };
+    let _: SandboxId = client
+        .post(&format!("/networks/{}/connect", args.network), &body)
+        .await?;
+    Ok(0)
+}
+
+async fn disconnect(client: &Client, args: DisconnectArgs) -> anyhow::Result<u8> {
+    let body = DisconnectRequest {
+        container: args.name,
+    };
+    let _: SandboxId = client
+        .post(&format!("/networks/{}/disconnect", args.network), &body)
+        .await?;
+    Ok(0)
+}
 
 /// netctl's pages (`netctl.1`, `netctl-network-create.1`, ...) and netd's (`netd.8`).
 fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -115,29 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let info: SandboxInfo = client.get(&format!("/sandboxes/{name}")).await?;
             sandbox::wait_foreground(&info, &command)
         }
-        Cmd::Connect {
-            ip,
-            aliases,
-            network,
-            name,
-        } => {
-            let body = ConnectRequest {
-                container: name,
-                ip,
-                aliases,
-            };
-            let _: SandboxId = client
-                .post(&format!("/networks/{network}/connect"), &body)
-                .await?;
-            Ok(0)
-        }
-        Cmd::Disconnect { network, name } => {
-            let body = DisconnectRequest { container: name };
-            let _: SandboxId = client
-                .post(&format!("/networks/{network}/disconnect"), &body)
-                .await?;
-            Ok(0)
-        }
+        Cmd::Connect(args) => connect(&client, args).await,
+        Cmd::Disconnect(args) => disconnect(&client, args).await,
         Cmd::Ps(ListArgs {
             quiet,
             format,
@@ -252,6 +253,8 @@ async fn network(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
             output::print_networks(&list, quiet, format.as_deref());
             Ok(0)
         }
+        NetworkCmd::Connect(args) => connect(client, args).await,
+        NetworkCmd::Disconnect(args) => disconnect(client, args).await,
         NetworkCmd::Inspect { names } => {
             inspect_all::<NetworkInfo>(client, "networks", &names).await
         }
