@@ -303,6 +303,8 @@ fn members_of_the_socket_group_use_netctl_and_others_are_refused() {
 fn json_logs_name_each_request_with_its_caller_and_duration() {
     let mut host = TestHost::with_args(&["--log-format", "json"]);
     host.netctl_ok(&["network", "create", "--subnet", "10.61.0.0/24", "logged"]);
+    host.sh_ok("iptables", &["-F"]);
+    host.netctl_ok(&["system", "reconcile"]);
     host.stop_netd();
     let log = host.netd_log();
     let events: Vec<serde_json::Value> = log
@@ -318,6 +320,14 @@ fn json_logs_name_each_request_with_its_caller_and_duration() {
     assert!(create["pid"].as_i64().unwrap() > 0);
     assert!(create["duration_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(create["level"], "INFO");
+    // Repairs are warnings.
+    assert!(
+        events.iter().any(|e| e["level"] == "WARN"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reconcile repair: "))),
+        "{log}"
+    );
 }
 
 #[test]

@@ -324,5 +324,8 @@ async fn remove_policy(
 
 async fn reconcile(State(e): State<EngineHandle>) -> ApiResult<Reconciled> {
     let repairs = e.call(|e| e.reconcile()).await?;
+    for repair in &repairs {
+        tracing::warn!("reconcile repair: {repair}");
+    }
     Ok(Json(Reconciled { repairs }))
 }

@@ -79,7 +79,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let activated = listen::activated().context("the socket systemd passed")?;
     let (engine, repairs) = EngineHandle::spawn(engine_config)?;
     for repair in &repairs {
-        tracing::info!("start-up repair: {repair}");
+        tracing::warn!("start-up repair: {repair}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
