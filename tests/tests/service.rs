@@ -456,3 +456,41 @@ fn network_connect_and_disconnect_as_in_docker() {
         "a mistyped command suggests the right one: {err}"
     );
 }
+
+/// `system info` counts what is there and says where and what netd is.
+#[test]
+fn system_info_tells_version_backend_counts_and_directories() {
+    let host = TestHost::new();
+    host.netctl_ok(&["network", "create", "--subnet", "10.65.0.0/24", "counted"]);
+    host.netctl_ok(&[
+        "run",
+        "--name",
+        "one",
+        "--network",
+        "counted",
+        "-p",
+        "8080:80",
+    ]);
+    host.netctl_ok(&["run", "--name", "two", "--network", "counted"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&host.netctl_ok(&["system", "info", "--format", "json"])).unwrap();
+    let version = must_run(Command::new(bin_dir().join("netd")).arg("--version"));
+    assert_eq!(
+        format!("netd {}", info["Version"].as_str().unwrap()),
+        version.trim()
+    );
+    assert_eq!(info["FirewallBackend"], netd_tests::iptables_backend());
+    // The default network and the one made here.
+    assert_eq!(info["Networks"], 2);
+    assert_eq!(info["Sandboxes"], 2);
+    assert_eq!(info["PublishedPorts"], 1);
+    assert_eq!(info["Policies"], 0);
+    assert_eq!(info["Root"], host.root().to_str().unwrap());
+    assert_eq!(info["RunDir"], host.run_dir().to_str().unwrap());
+    assert!(info["ClusterStore"].is_null());
+    let text = host.netctl_ok(&["system", "info"]);
+    assert!(
+        text.contains("Sandboxes: 2\n") && text.contains("Uptime: "),
+        "{text}"
+    );
+}

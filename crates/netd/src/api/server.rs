@@ -13,7 +13,7 @@ use super::types::{
     ConnectRequest, DisconnectRequest, Empty, ErrorMessage, LabelRequest, NetworkCreated,
     NetworkInfo, NetworkPolicy, NetworkRemoved, NetworksPruned, NodeRemoved, PoliciesApplied,
     PolicyApplied, PolicyApplyRequest, PolicyQuery, ProcessRequest, Reconciled, RunRequest,
-    SandboxId, SandboxInfo,
+    SandboxId, SandboxInfo, SystemInfo,
 };
 use crate::cluster::{ClusterHandle, NodeLease};
 use crate::engine::{AttachRequest, EngineHandle};
@@ -50,6 +50,9 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 pub struct Services {
     pub engine: EngineHandle,
     pub cluster: Option<ClusterHandle>,
+    /// When netd started, and the etcd members it was given, for `system info`.
+    pub started: std::time::Instant,
+    pub cluster_store: Option<String>,
 }
 
 impl axum::extract::FromRef<Services> for EngineHandle {
@@ -92,6 +95,7 @@ pub fn router(services: Services) -> Router {
             get(inspect_policy).delete(remove_policy),
         )
         .route("/system/reconcile", post(reconcile))
+        .route("/system/info", get(system_info))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/nodes/{name}", delete(remove_cluster_node))
         .layer(axum::middleware::from_fn(super::listen::log_request))
@@ -320,6 +324,35 @@ async fn remove_policy(
         }
     }
     Ok(Json(Empty {}))
+}
+
+async fn system_info(State(services): State<Services>) -> ApiResult<SystemInfo> {
+    let (counts, root, run_dir) = services
+        .engine
+        .call(|e| {
+            let paths = e.paths();
+            Ok((e.counts(), paths.root.clone(), paths.run_dir.clone()))
+        })
+        .await?;
+    let (networks, sandboxes, published_ports, policies) = counts;
+    let backend = tokio::task::spawn_blocking(|| linkd::Iptables::default().backend())
+        .await
+        .map_err(|e| NetdError::Internal(format!("firewall backend: {e}")))?;
+    Ok(Json(SystemInfo {
+        version: crate::VERSION.to_string(),
+        firewall_backend: match backend {
+            linkd::Backend::Nft => "nft".into(),
+            linkd::Backend::Legacy => "legacy".into(),
+        },
+        networks,
+        sandboxes,
+        published_ports,
+        policies,
+        root,
+        run_dir,
+        cluster_store: services.cluster_store.clone(),
+        uptime_seconds: services.started.elapsed().as_secs(),
+    }))
 }
 
 async fn reconcile(State(e): State<EngineHandle>) -> ApiResult<Reconciled> {

@@ -243,6 +243,26 @@ pub struct Reconciled {
     pub repairs: Vec<String>,
 }
 
+/// `GET /system/info`: what an operator asks first (`netctl system info`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SystemInfo {
+    /// The version and the git commit netd was built from.
+    pub version: String,
+    /// `nft` or `legacy`: where the iptables tools write.
+    pub firewall_backend: String,
+    pub networks: usize,
+    pub sandboxes: usize,
+    pub published_ports: usize,
+    pub policies: usize,
+    /// The state directory (`--root`).
+    pub root: std::path::PathBuf,
+    pub run_dir: std::path::PathBuf,
+    /// The etcd members, when clustered.
+    pub cluster_store: Option<String>,
+    pub uptime_seconds: u64,
+}
+
 /// Every error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorMessage {

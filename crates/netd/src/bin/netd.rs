@@ -54,6 +54,7 @@ fn init_log(format: LogFormat) {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let exe = std::env::current_exe().context("cannot find netd's own executable")?;
     let pause_binary = exe.with_file_name("netd-pause");
     if !pause_binary.exists() {
@@ -86,6 +87,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let cluster_store = config.cluster.as_ref().map(|c| c.endpoints.join(","));
     runtime.block_on(async move {
         let cluster = match &config.cluster {
             Some(settings) => {
@@ -153,8 +155,13 @@ fn run(config: Config) -> anyhow::Result<()> {
         };
         axum::serve(
             listener,
-            server::router(server::Services { engine, cluster })
-                .into_make_service_with_connect_info::<listen::Caller>(),
+            server::router(server::Services {
+                engine,
+                cluster,
+                started,
+                cluster_store,
+            })
+            .into_make_service_with_connect_info::<listen::Caller>(),
         )
         .with_graceful_shutdown(shutdown)
         .await

@@ -341,6 +341,17 @@ impl Engine {
         self.store.commit(changes)
     }
 
+    /// Networks, sandboxes, published ports and policies, for `system info`.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let ports = self.state.sandboxes.values().map(|s| s.ports.len()).sum();
+        (
+            self.state.networks.len(),
+            self.state.sandboxes.len(),
+            ports,
+            self.state.policies.len(),
+        )
+    }
+
     pub fn paths(&self) -> &Paths {
         &self.config.paths
     }

@@ -278,6 +278,12 @@ pub struct ListArgs {
 pub enum SystemCmd {
     /// Repair the kernel state from netd's records now, and print what was repaired.
     Reconcile,
+    /// Show netd's version, firewall backend, object counts, directories and uptime.
+    Info {
+        /// `json` for the whole answer as JSON.
+        #[arg(long)]
+        format: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -15,7 +15,7 @@ use netd::api::client::Client;
 use netd::api::types::{
     AttachRequest, ConnectRequest, DisconnectRequest, Empty, LabelRequest, NetworkCreated,
     NetworkInfo, NetworkPolicy, NetworkRequest, NetworksPruned, NodeRemoved, PoliciesApplied,
-    PolicyApplyRequest, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo,
+    PolicyApplyRequest, ProcessRequest, Reconciled, RunRequest, SandboxId, SandboxInfo, SystemInfo,
 };
 
 use args::{
@@ -198,6 +198,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::GenerateMan { dir } => {
             generate_man(&dir)?;
+            Ok(0)
+        }
+        Cmd::System(SystemCmd::Info { format }) => {
+            let info: SystemInfo = client.get("/system/info").await?;
+            match format.as_deref() {
+                Some("json") => println!("{}", serde_json::to_string_pretty(&info)?),
+                Some(other) => bail!("--format: {other:?} is not a format (json)"),
+                None => output::print_system_info(&info),
+            }
             Ok(0)
         }
         Cmd::System(SystemCmd::Reconcile) => {

@@ -259,3 +259,21 @@ pub fn print_policies(list: &[NetworkPolicy]) {
         &rows,
     );
 }
+
+/// `system info`, one `Key: value` line each, as `docker info` prints.
+pub fn print_system_info(info: &netd::api::types::SystemInfo) {
+    let uptime = humantime::format_duration(std::time::Duration::from_secs(info.uptime_seconds));
+    println!("Version: {}", info.version);
+    println!("Firewall backend: {}", info.firewall_backend);
+    println!("Networks: {}", info.networks);
+    println!("Sandboxes: {}", info.sandboxes);
+    println!("Published ports: {}", info.published_ports);
+    println!("Network policies: {}", info.policies);
+    println!("Root directory: {}", info.root.display());
+    println!("Run directory: {}", info.run_dir.display());
+    println!(
+        "Cluster store: {}",
+        info.cluster_store.as_deref().unwrap_or("none")
+    );
+    println!("Uptime: {uptime}");
+}
