@@ -12,10 +12,11 @@ set -euo pipefail
 # certificates of the TLS one; python3-docker: the Docker SDK the Docker API test drives;
 # ipset: the kernel sets network policy matches on. systemd: systemd-analyze (verifying
 # the units) and systemd-socket-activate; binutils: strip, for the Debian package; passwd:
-# the users and group of the socket access test.
+# the users and group of the socket access test; python3-prometheus-client: the parser
+# the metrics test reads /metrics with.
 packages=(iptables iproute2 iputils-ping socat util-linux procps conntrack dnsutils dnsmasq-base python3 openssl
   containernetworking-plugins containerd runc busybox-static python3-grpcio python3-protobuf
-  protobuf-compiler libprotobuf-dev etcd-server etcd-client python3-docker ipset systemd binutils passwd)
+  protobuf-compiler libprotobuf-dev etcd-server etcd-client python3-docker ipset systemd binutils passwd python3-prometheus-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::new_without_default)]
 
 pub mod cluster;
+pub mod upstream;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,9 +5,10 @@
 // Tests fail by panicking with a reason.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use netd_tests::upstream::{record, Upstream};
 use netd_tests::{run, TestHost, INTERNET_IP};
 
 const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/dnsprobe.py");
@@ -80,55 +81,6 @@ fn a_records(dig_output: &str) -> Vec<String> {
 /// Which UDP sockets listen on port 53 in the test host.
 fn dns_listeners(host: &TestHost) -> String {
     host.sh_ok("ss", &["-H", "-lnu", "sport", "= :53"])
-}
-
-/// A dnsmasq in the "internet" namespace answering the given `--host-record`s and
-/// `--txt-record`s, and nothing else; killed on drop.
-struct Upstream(Child);
-
-impl Upstream {
-    fn start(host: &TestHost, listen: &str, extra: &[String]) -> Upstream {
-        let mut cmd = host.internet_cmd(
-            "dnsmasq",
-            &[
-                "--conf-file=/dev/null",
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                &format!("--listen-address={listen}"),
-                "--port=53",
-                "--pid-file=",
-                "--user=root",
-                "--group=root",
-            ],
-        );
-        cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::null());
-        let child = cmd.spawn().expect("start dnsmasq");
-        let upstream = Upstream(child);
-        let ready = TestHost::eventually(Duration::from_secs(5), || {
-            let out = run(host
-                .internet_cmd(
-                    "dig",
-                    &["+time=1", "+tries=1", &format!("@{listen}"), "ready.test"],
-                )
-                .stdin(Stdio::null()));
-            String::from_utf8_lossy(&out.stdout).contains("status:")
-        });
-        assert!(ready, "dnsmasq on {listen} did not come up");
-        upstream
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn record(kind: &str, value: &str) -> String {
-    format!("--{kind}-record={value}")
 }
 
 #[test]

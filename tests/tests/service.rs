@@ -320,6 +320,10 @@ fn json_logs_name_each_request_with_its_caller_and_duration() {
     assert!(create["pid"].as_i64().unwrap() > 0);
     assert!(create["duration_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(create["level"], "INFO");
+    // The operation and the object it touched.
+    assert_eq!(create["operation"], "network_create");
+    assert_eq!(create["network"], "logged");
+    assert_eq!(create["result"], "ok");
     // Repairs are warnings.
     assert!(
         events.iter().any(|e| e["level"] == "WARN"
@@ -339,6 +343,7 @@ fn usage_errors_exit_2_and_leave_no_socket() {
             "--socket-group",
         ),
         (vec!["--log-format", "xml"], "--log-format"),
+        (vec!["--metrics-addr", "localhost"], "--metrics-addr"),
         (vec!["--no-such-flag"], "--no-such-flag"),
     ] {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -493,4 +498,319 @@ fn system_info_tells_version_backend_counts_and_directories() {
         text.contains("Sandboxes: 2\n") && text.contains("Uptime: "),
         "{text}"
     );
+}
+
+const METRICS_PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/metrics.py");
+const METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// One scrape of `/metrics`, parsed by prometheus_client's OpenMetrics parser: each
+/// sample by `name{label="value",...}` (labels sorted).
+fn scrape(host: &TestHost) -> std::collections::BTreeMap<String, f64> {
+    // Debian's interpreter, which has python3-prometheus-client.
+    let out = must_run(&mut host.cmd(
+        "/usr/bin/python3",
+        &[METRICS_PROBE, &format!("http://{METRICS_ADDR}/metrics")],
+    ));
+    out.lines()
+        .map(|line| {
+            let sample: serde_json::Value = serde_json::from_str(line).unwrap();
+            let labels: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(sample["labels"].clone()).unwrap();
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let key = format!(
+                "{}{{{}}}",
+                sample["name"].as_str().unwrap(),
+                labels.join(",")
+            );
+            (key, sample["value"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// How much a sample grew between two scrapes (absent counts as 0).
+fn grew(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    key: &str,
+) -> f64 {
+    after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+}
+
+fn op(operation: &str, result: &str) -> String {
+    format!("netd_operations_total{{api=\"netd\",operation=\"{operation}\",result=\"{result}\"}}")
+}
+
+fn repairs(after: &std::collections::BTreeMap<String, f64>, trigger: &str) -> f64 {
+    after
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("netd_reconcile_repairs_total{")
+                && k.contains(&format!("trigger=\"{trigger}\""))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `/metrics` parses with the Prometheus project's parser, and its counters move by
+/// exactly what was done: operations by result, DNS answers by kind, repairs by what
+/// found them; the gauges say what is there.
+#[test]
+fn metrics_parse_and_move_by_exactly_the_operations_made() {
+    let mut host = TestHost::with_args(&[
+        "--metrics-addr",
+        METRICS_ADDR,
+        "--firewall-check-interval",
+        "1",
+    ]);
+    host.add_internet();
+    let _upstream = netd_tests::upstream::Upstream::start(
+        &host,
+        netd_tests::INTERNET_IP,
+        &[netd_tests::upstream::record(
+            "host",
+            "up.example,203.0.113.7",
+        )],
+    );
+    let before = scrape(&host);
+    assert_eq!(before["netd_networks{}"], 1.0, "the default network");
+    let build = before
+        .keys()
+        .find(|k| k.starts_with("netd_build_info{"))
+        .unwrap();
+    assert!(build.contains("commit=\""), "{build}");
+
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.66.0.0/24",
+        "--opt",
+        "bridge-name=brm",
+        "m",
+    ]);
+    host.netctl_err(&["network", "create", "--subnet", "10.67.0.0/24", "m"]);
+    host.netctl_err(&["network", "create", "--subnet", "10.68.0.0/33", "bad"]);
+    host.netctl_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "m",
+        "-p",
+        "8080:80",
+    ]);
+    host.netctl_ok(&["run", "-d", "--name", "client", "--network", "m"]);
+    host.netctl_ok(&["rm", "client"]);
+    host.netctl_err(&["network", "inspect", "nosuch"]);
+    host.netctl_ok(&["network", "ls"]);
+    let dig = |name: &str| {
+        let out = host.exec("web", &["dig", "+time=2", "+tries=1", name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(dig("web").contains("status: NOERROR"));
+    assert!(dig("nosuch.netd.internal").contains("status: NXDOMAIN"));
+    assert!(dig("up.example").contains("203.0.113.7"));
+    let after = scrape(&host);
+
+    for (key, by) in [
+        (op("network_create", "ok"), 1.0),
+        (op("network_create", "rejected"), 2.0),
+        (op("sandbox_run", "ok"), 2.0),
+        (op("sandbox_remove", "ok"), 1.0),
+        (op("network_inspect", "rejected"), 1.0),
+        (op("network_list", "ok"), 1.0),
+        (op("network_create", "failed"), 0.0),
+        (
+            "netd_operation_duration_seconds_count{api=\"netd\",operation=\"network_create\"}"
+                .into(),
+            3.0,
+        ),
+        ("netd_dns_queries_total{answer=\"local\"}".into(), 1.0),
+        ("netd_dns_queries_total{answer=\"nxdomain\"}".into(), 1.0),
+        ("netd_dns_queries_total{answer=\"forwarded\"}".into(), 1.0),
+        ("netd_dns_forward_duration_seconds_count{}".into(), 1.0),
+        ("netd_dns_forward_failures_total{}".into(), 0.0),
+    ] {
+        assert_eq!(grew(&before, &after, &key), by, "{key}");
+    }
+    // Operations as they were made, every one of them within the histogram's range.
+    let slowest = "netd_operation_duration_seconds_bucket{api=\"netd\",le=\"+Inf\",operation=\"sandbox_run\"}";
+    assert_eq!(grew(&before, &after, slowest), 2.0);
+    assert_eq!(after["netd_networks{}"], 2.0);
+    assert_eq!(after["netd_sandboxes{}"], 1.0);
+    assert_eq!(after["netd_published_ports{}"], 1.0);
+    assert_eq!(after["netd_policies{}"], 0.0);
+    assert!(
+        !after.keys().any(|k| k.contains("cluster_store")),
+        "not clustered"
+    );
+
+    // The periodic check runs every second and counts what it repairs; the log says each.
+    let checks = after["netd_firewall_checks_total{}"];
+    host.sh_ok("iptables", &["-F"]);
+    let repaired = TestHost::eventually(Duration::from_secs(5), || {
+        repairs(&scrape(&host), "periodic") > repairs(&after, "periodic")
+    });
+    assert!(repaired, "{}", host.netd_log());
+    let later = scrape(&host);
+    assert!(later["netd_firewall_checks_total{}"] > checks);
+    let logged = host.netd_log().matches("firewall check: ").count() as f64;
+    assert_eq!(repairs(&later, "periodic"), logged, "{}", host.netd_log());
+
+    // On demand: what `system reconcile` prints is what is counted.
+    host.sh_ok("ip", &["addr", "flush", "dev", "brm"]);
+    let printed = host.netctl_ok(&["system", "reconcile"]);
+    let printed = printed
+        .lines()
+        .filter(|l| *l != "nothing to repair")
+        .count() as f64;
+    let last = scrape(&host);
+    assert!(printed >= 1.0);
+    assert_eq!(
+        repairs(&last, "on_demand") - repairs(&later, "on_demand"),
+        printed
+    );
+    assert!(
+        grew(
+            &later,
+            &last,
+            "netd_reconcile_repairs_total{kind=\"bridge\",trigger=\"on_demand\"}"
+        ) >= 1.0
+    );
+    assert_eq!(grew(&later, &last, &op("system_reconcile", "ok")), 1.0);
+
+    // A second netd on the same metrics address is a usage error and leaves no socket.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("second.sock");
+    let out = run(&mut host.cmd(
+        bin_dir().join("netd").to_str().unwrap(),
+        &[
+            "--root",
+            dir.path().join("root").to_str().unwrap(),
+            "--run-dir",
+            dir.path().join("run").to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--no-default-network",
+            "--metrics-addr",
+            METRICS_ADDR,
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-addr 127.0.0.1:9464"));
+    assert!(!socket.exists());
+}
+
+/// `system events` shows the kept operations (filtered as Docker's), and streams new ones
+/// as they happen.
+#[test]
+fn system_events_show_what_was_done_and_stream_what_follows() {
+    let host = TestHost::new();
+    host.netctl_ok(&["network", "create", "--subnet", "10.69.0.0/24", "ev"]);
+    host.netctl_err(&["network", "create", "--subnet", "10.69.1.0/24", "ev"]);
+    host.netctl_ok(&["run", "-d", "--name", "one", "--network", "ev"]);
+    host.netctl_ok(&["network", "disconnect", "ev", "one"]);
+    host.netctl_ok(&["network", "ls"]);
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut argv = vec!["system", "events", "--since", "10m", "--until", "0s"];
+        argv.extend_from_slice(args);
+        host.netctl_ok(&argv)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    let all = lines(&[]);
+    let seen: Vec<(String, String, String)> = all
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("network", "create", "ok"),
+        ("network", "create", "rejected"),
+        ("sandbox", "start", "ok"),
+        ("network", "disconnect", "ok"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    // Reads (network ls) are no events.
+    assert_eq!(seen, expected, "{all:#?}");
+    assert_eq!(all[0]["objects"]["network"], "ev");
+    assert!(
+        all[1]["error"].as_str().unwrap().contains("ev"),
+        "{}",
+        all[1]
+    );
+    assert_eq!(all[2]["objects"]["sandbox"], "one");
+    assert_eq!(all[2]["objects"]["network"], "ev");
+    assert_eq!(all[3]["objects"]["sandbox"], "one");
+    assert_eq!(all[0]["uid"], 0);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0]["time_nano"].as_u64() <= w[1]["time_nano"].as_u64()));
+
+    let network_ok = lines(&["--filter", "type=network", "--filter", "result=ok"]);
+    assert_eq!(network_ok.len(), 2, "{network_ok:#?}");
+    let of_one = lines(&["--filter", "container=one"]);
+    assert_eq!(of_one.len(), 2, "{of_one:#?}");
+    let text = host.netctl_ok(&[
+        "system",
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--format",
+        "text",
+        "--filter",
+        "event=disconnect",
+    ]);
+    assert!(
+        text.contains(" network disconnect network=ev sandbox=one (ok, "),
+        "{text}"
+    );
+    let bad = host.netctl_err(&["system", "events", "--filter", "colour=red"]);
+    assert!(bad.contains("colour is not a filter"), "{bad}");
+
+    // Live: a watcher started now sees the next change, and only what its filter takes.
+    let mut watcher = host
+        .netctl_cmd(&[
+            "system",
+            "events",
+            "--since",
+            "0s",
+            "--filter",
+            "network=live",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    host.netctl_ok(&["network", "create", "--subnet", "10.69.2.0/24", "other"]);
+    host.netctl_ok(&["network", "create", "--subnet", "10.69.3.0/24", "live"]);
+    let line = rx.recv_timeout(Duration::from_secs(5));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+    assert_eq!(event["action"], "create");
+    assert_eq!(event["objects"]["network"], "live");
 }

@@ -84,6 +84,10 @@ pub struct Args {
     /// collectors [default: text].
     #[arg(long, value_name = "text|json")]
     pub log_format: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (as 127.0.0.1:9464; keep it off
+    /// public addresses) [default: off].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +115,7 @@ struct FileConfig {
     etcd_keyfile: Option<PathBuf>,
     socket_group: Option<String>,
     log_format: Option<String>,
+    metrics_addr: Option<String>,
 }
 
 /// How netd writes its log.
@@ -152,6 +157,8 @@ pub struct Config {
     /// Owner group of the sockets; `None`: root's.
     pub socket_group: Option<SocketGroup>,
     pub log_format: LogFormat,
+    /// Where `/metrics` is served (`--metrics-addr`); off when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -250,7 +257,16 @@ impl Config {
             })?),
             None => lookup_group(DEFAULT_SOCKET_GROUP)?,
         };
+        let metrics_addr = match args.metrics_addr.clone().or(file.metrics_addr) {
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|e| {
+                NetdError::Invalid(format!(
+                    "--metrics-addr: {text:?} is not an address and port (as 127.0.0.1:9464): {e}"
+                ))
+            })?),
+            None => None,
+        };
         Ok(Config {
+            metrics_addr,
             socket_group,
             log_format,
             docker_socket,

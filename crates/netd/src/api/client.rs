@@ -83,6 +83,53 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        let response = self.request(method, path, body).await?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| http("reading the answer")(e.into()))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| http("decoding the answer")(e.into()))
+    }
+
+    /// `GET path` of a streamed answer of lines (`/system/events`): `each` gets every line
+    /// as it arrives, until netd ends the answer or `each` says stop.
+    pub async fn lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), ClientError> {
+        let response = self.request::<()>(Method::GET, path, None).await?;
+        let mut body = response.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| http("reading the answer")(e.into()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if !each(&line[..end]) {
+                    return Ok(());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            each(&pending);
+        }
+        Ok(())
+    }
+
+    /// Connects, sends the request and returns the answer's head and body; an error answer
+    /// is read and returned as netd's message.
+    async fn request<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect {
@@ -111,18 +158,18 @@ impl Client {
             .await
             .map_err(|e| http("sending the request")(e.into()))?;
         let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| http("reading the answer")(e.into()))?
-            .to_bytes();
         if status >= 400 {
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| http("reading the answer")(e.into()))?
+                .to_bytes();
             let message = serde_json::from_slice::<ErrorMessage>(&body)
                 .map(|e| e.message)
                 .unwrap_or_else(|_| format!("netd answered {status}"));
             return Err(ClientError::Api { status, message });
         }
-        serde_json::from_slice(&body).map_err(|e| http("decoding the answer")(e.into()))
+        Ok(response)
     }
 }

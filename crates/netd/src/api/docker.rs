@@ -65,7 +65,10 @@ pub fn router(engine: EngineHandle) -> Router {
         .merge(api.clone())
         .nest("/{version}", api)
         .fallback(unsupported)
-        .layer(axum::middleware::from_fn(super::listen::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            super::listen::Api::Docker,
+            super::listen::observe,
+        ))
         .with_state(engine)
 }
 

@@ -1,18 +1,25 @@
 //! The API's sockets as a system service has them: bound here (mode 0660, owned by the
-//! socket group) or handed over by systemd (socket activation); every request logged with
-//! who made it (SO_PEERCRED) and how long it took; and systemd told when netd is ready.
+//! socket group) or handed over by systemd (socket activation); every request logged,
+//! counted and (a change) published as an event, with who made it (SO_PEERCRED), what it
+//! touched and how long it took; and systemd told when netd is ready.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use tokio::net::UnixListener;
+
+use super::operations::{self, Objects, Operation};
+use super::types::Event;
+use crate::metrics::OperationLabels;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
@@ -34,28 +41,188 @@ impl Connected<IncomingStream<'_, UnixListener>> for Caller {
     }
 }
 
-/// Logs each request: method, path, answer, duration, and the caller's uid and pid.
-/// Reads at DEBUG, changes at INFO.
-pub async fn log_request(request: Request, next: Next) -> Response {
-    let caller = request
-        .extensions()
+/// Which API a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Netd,
+    Docker,
+}
+
+impl Api {
+    fn name(self) -> &'static str {
+        match self {
+            Api::Netd => "netd",
+            Api::Docker => "docker",
+        }
+    }
+
+    fn operation(self, method: &Method, route: &str) -> Option<Operation> {
+        match self {
+            Api::Netd => operations::netd(method, route),
+            Api::Docker => operations::docker(method, route),
+        }
+    }
+}
+
+/// The largest request body a change may carry (a policy file of many objects).
+const MAX_BODY: usize = 16 << 20;
+
+/// What the middleware needs of a request after it is answered.
+struct Asked {
+    method: Method,
+    path: String,
+    operation: Option<Operation>,
+    params: Vec<(String, String)>,
+    body: Option<serde_json::Value>,
+    caller: Caller,
+}
+
+/// Observes each request: one log event (reads at DEBUG, changes at INFO) with the
+/// operation, the objects it touched, its result and duration, and the caller's uid and
+/// pid; the operation's metrics; and, for changes, an event for `netctl system events`.
+pub async fn observe(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let caller = parts
+        .extensions
         .get::<ConnectInfo<Caller>>()
         .map(|c| c.0)
         .unwrap_or_default();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let uid = caller.uid.map_or(-1, i64::from);
-    let pid = caller.pid.map_or(-1, i64::from);
-    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
-        tracing::debug!(%method, path, status, duration_ms, uid, pid, "request");
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let operation = route
+        .as_deref()
+        .and_then(|route| api.operation(&parts.method, route));
+    let params = match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(raw) => raw
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let changes = operations::changes(&parts.method);
+    let mut asked = Asked {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        operation,
+        params,
+        body: None,
+        caller,
+    };
+    let response = if changes {
+        // Buffered, to read the names it carries; handlers parse it as before.
+        let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let response = too_large(&e);
+                finish(api, &asked, &response, None, started);
+                return response;
+            }
+        };
+        asked.body = serde_json::from_slice(&bytes).ok();
+        next.run(Request::from_parts(parts, Body::from(bytes)))
+            .await
     } else {
-        tracing::info!(%method, path, status, duration_ms, uid, pid, "request");
+        next.run(Request::from_parts(parts, body)).await
+    };
+    if !changes {
+        finish(api, &asked, &response, None, started);
+        return response;
     }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let answer = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    let response = Response::from_parts(parts, Body::from(bytes));
+    finish(api, &asked, &response, answer.as_ref(), started);
     response
+}
+
+fn too_large(e: &axum::Error) -> Response {
+    let message = format!("the request body: {e} (at most {MAX_BODY} bytes)");
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(super::types::ErrorMessage { message }),
+    )
+        .into_response()
+}
+
+/// Logs, counts and publishes one answered request.
+fn finish(
+    api: Api,
+    asked: &Asked,
+    response: &Response,
+    answer: Option<&serde_json::Value>,
+    started: Instant,
+) {
+    let took = started.elapsed();
+    let status = response.status();
+    let result = if status.is_server_error() {
+        "failed"
+    } else if status.is_client_error() {
+        "rejected"
+    } else {
+        "ok"
+    };
+    let operation = asked.operation.unwrap_or(Operation {
+        name: "unknown",
+        object: "unknown",
+        action: "unknown",
+    });
+    crate::metrics::get().operation(
+        OperationLabels {
+            api: api.name(),
+            operation: operation.name,
+            result,
+        },
+        took,
+    );
+    let objects = Objects::of(&operation, &asked.params, asked.body.as_ref(), answer);
+    let duration_ms = took.as_secs_f64() * 1000.0;
+    let status = status.as_u16();
+    let (method, path) = (&asked.method, asked.path.as_str());
+    let uid = asked.caller.uid.map_or(-1, i64::from);
+    let pid = asked.caller.pid.map_or(-1, i64::from);
+    let (network, sandbox, policy, node, container) = (
+        objects.network.as_deref(),
+        objects.sandbox.as_deref(),
+        objects.policy.as_deref(),
+        objects.node.as_deref(),
+        objects.container.as_deref(),
+    );
+    if !operations::changes(method) {
+        tracing::debug!(
+            operation = operation.name, %method, path, status, result, duration_ms, uid, pid,
+            network, sandbox, policy, node, container, "request"
+        );
+        return;
+    }
+    tracing::info!(
+        operation = operation.name, %method, path, status, result, duration_ms, uid, pid,
+        network, sandbox, policy, node, container, "request"
+    );
+    let error = (result != "ok")
+        .then(|| answer.and_then(|a| a.get("message")?.as_str().map(str::to_string)))
+        .flatten();
+    let now = std::time::SystemTime::now();
+    crate::events::publish(Event {
+        time: humantime::format_rfc3339_millis(now).to_string(),
+        time_nano: crate::events::nanos(now),
+        object: operation.object.to_string(),
+        action: operation.action.to_string(),
+        operation: operation.name.to_string(),
+        api: api.name().to_string(),
+        result: result.to_string(),
+        status,
+        duration_ms,
+        uid: asked.caller.uid,
+        pid: asked.caller.pid,
+        objects,
+        error,
+    });
 }
 
 /// Binds a socket (mode 0660, group `gid` when given), replacing a stale socket file

@@ -4,5 +4,7 @@
 pub mod client;
 pub mod docker;
 pub mod listen;
+pub mod metrics;
+pub mod operations;
 pub mod server;
 pub mod types;

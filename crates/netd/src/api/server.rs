@@ -15,9 +15,12 @@ use super::types::{
     PolicyApplied, PolicyApplyRequest, PolicyQuery, ProcessRequest, Reconciled, RunRequest,
     SandboxId, SandboxInfo, SystemInfo,
 };
+use super::types::{Event, EventsQuery};
 use crate::cluster::{ClusterHandle, NodeLease};
 use crate::engine::{AttachRequest, EngineHandle};
 use crate::error::NetdError;
+use axum::body::Bytes;
+use std::collections::BTreeMap;
 
 /// An engine error as an HTTP answer.
 #[derive(Debug)]
@@ -96,9 +99,13 @@ pub fn router(services: Services) -> Router {
         )
         .route("/system/reconcile", post(reconcile))
         .route("/system/info", get(system_info))
+        .route("/system/events", get(events))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/nodes/{name}", delete(remove_cluster_node))
-        .layer(axum::middleware::from_fn(super::listen::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            super::listen::Api::Netd,
+            super::listen::observe,
+        ))
         .with_state(services)
 }
 
@@ -356,9 +363,78 @@ async fn system_info(State(services): State<Services>) -> ApiResult<SystemInfo> 
 }
 
 async fn reconcile(State(e): State<EngineHandle>) -> ApiResult<Reconciled> {
-    let repairs = e.call(|e| e.reconcile()).await?;
+    let repairs = e
+        .call(|e| e.reconcile(Some(crate::metrics::Trigger::on_demand)))
+        .await?;
     for repair in &repairs {
         tracing::warn!("reconcile repair: {repair}");
     }
     Ok(Json(Reconciled { repairs }))
+}
+
+/// `GET /system/events`: the kept events since `since`, then each new one as it happens,
+/// one JSON object per line, until `until` (when given) or until the caller hangs up.
+async fn events(Query(query): Query<EventsQuery>) -> Result<Response, ApiError> {
+    let filters = match query.filters.as_deref() {
+        None | Some("") => BTreeMap::new(),
+        Some(text) => serde_json::from_str::<BTreeMap<String, Vec<String>>>(text).map_err(|e| {
+            ApiError(NetdError::Invalid(format!(
+                "filters: {e} (expected {{\"key\": [\"value\", ...]}})"
+            )))
+        })?,
+    };
+    let filters = crate::events::Filters::new(filters)
+        .map_err(|e| ApiError(NetdError::Invalid(e.to_string())))?;
+    let until = query.until;
+    let (past, mut live) = crate::events::subscribe(query.since);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let line = |event: &Event| {
+        let mut line = serde_json::to_vec(event).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    };
+    tokio::spawn(async move {
+        let ended = |event: &Event| until.is_some_and(|u| event.time_nano > u);
+        for event in past.iter().filter(|e| filters.matches(e)) {
+            if ended(event) || tx.send(line(event)).await.is_err() {
+                return;
+            }
+        }
+        let wait = until.map(|u| {
+            let now = crate::events::now_nanos();
+            std::time::Duration::from_nanos(u.saturating_sub(now))
+        });
+        let deadline = tokio::time::sleep(wait.unwrap_or(std::time::Duration::MAX / 4));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline, if wait.is_some() => return,
+                _ = tx.closed() => return,
+                event = live.recv() => match event {
+                    Ok(event) => {
+                        if ended(&event) {
+                            return;
+                        }
+                        if filters.matches(&event) && tx.send(line(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!("an events watcher fell {missed} events behind; they are lost to it");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }

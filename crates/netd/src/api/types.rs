@@ -308,3 +308,47 @@ pub struct LabelRequest {
 }
 
 pub use bridge_driver::policy::NetworkPolicy;
+
+pub use super::operations::Objects;
+
+/// One line of `GET /system/events` (`netctl system events`): a change made through an
+/// API, named as Docker names its events (type, action), with the objects it touched, its
+/// result and who asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339, UTC, to the millisecond.
+    pub time: String,
+    pub time_nano: u64,
+    /// `network`, `sandbox`, `policy`, `node`, `system`.
+    #[serde(rename = "type")]
+    pub object: String,
+    /// `create`, `connect`, `destroy`, ... (`--filter event=`).
+    pub action: String,
+    /// The metrics' name of the operation (`network_create`).
+    pub operation: String,
+    /// `netd` or `docker`: which API it came through.
+    pub api: String,
+    /// `ok`, `rejected` (the caller's error) or `failed` (netd's).
+    pub result: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+    pub objects: Objects,
+    /// netd's message, when the operation did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Query of `GET /system/events`: from when (ns since the epoch; without it, only what
+/// follows), until when (without it, for as long as the caller reads), and Docker's
+/// `filters` as JSON (`{"type":["network"]}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub until: Option<u64>,
+    #[serde(default)]
+    pub filters: Option<String>,
+}

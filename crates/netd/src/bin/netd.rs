@@ -23,9 +23,26 @@ fn main() -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
+    // Bound first: an address in use is the operator's mistake, found before anything
+    // starts or any socket is made.
+    let metrics = match config
+        .metrics_addr
+        .map(std::net::TcpListener::bind)
+        .transpose()
+    {
+        Ok(listener) => listener,
+        Err(e) => {
+            let addr = config
+                .metrics_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            eprintln!("error: --metrics-addr {addr}: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
     let format = config.log_format;
     init_log(format);
-    match run(config) {
+    match run(config, metrics) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match format {
@@ -53,8 +70,9 @@ fn init_log(format: LogFormat) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, metrics: Option<std::net::TcpListener>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    netd::metrics::init(config.cluster.is_some());
     let exe = std::env::current_exe().context("cannot find netd's own executable")?;
     let pause_binary = exe.with_file_name("netd-pause");
     if !pause_binary.exists() {
@@ -141,6 +159,18 @@ fn run(config: Config) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(docker, router).await {
                     tracing::error!("Docker API server failed: {e}");
+                }
+            });
+        }
+        if let Some(listener) = metrics {
+            listener.set_nonblocking(true).context("--metrics-addr")?;
+            let address = listener.local_addr().context("--metrics-addr")?;
+            let listener = tokio::net::TcpListener::from_std(listener).context("--metrics-addr")?;
+            tracing::info!("metrics at http://{address}/metrics");
+            let router = netd::api::metrics::router(engine.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("the metrics server failed: {e}");
                 }
             });
         }

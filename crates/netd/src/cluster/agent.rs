@@ -143,9 +143,14 @@ impl Agent {
             let endpoint = self.settings.endpoints[member % members].clone();
             let started = tokio::time::Instant::now();
             let ended = self.session(&endpoint).await;
+            let metrics = &crate::metrics::get().cluster;
+            metrics.store_up.set(0);
             let why = match ended {
                 Ok(()) => return,
-                Err(e) => e.to_string(),
+                Err(e) => {
+                    metrics.sessions_lost.inc();
+                    e.to_string()
+                }
             };
             member += 1;
             if started.elapsed() > Duration::from_secs(10) {
@@ -212,6 +217,8 @@ impl Agent {
         renew.tick().await;
         loop {
             let revision = self.list(&mut client).await?;
+            crate::metrics::get().cluster.revision.set(revision);
+            crate::metrics::get().cluster.store_up.set(1);
             let _ = self.status.send(Ok(()));
             self.sync(&mut client).await?;
             let mut stream = client
@@ -287,6 +294,11 @@ impl Agent {
 
     /// Applies a watch response's events to the held keys.
     fn apply_events(&mut self, response: &etcd_client::WatchResponse) {
+        let metrics = &crate::metrics::get().cluster;
+        metrics.watch_events.inc_by(response.events().len() as u64);
+        if let Some(header) = response.header() {
+            metrics.revision.set(header.revision());
+        }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();

@@ -61,6 +61,8 @@ struct Pending {
     attempt_deadline: Instant,
     deadline: Instant,
     client_max: u16,
+    /// When it was first sent, for the forwarding latency.
+    started: Instant,
 }
 
 impl Pending {
@@ -85,6 +87,7 @@ impl Pending {
     }
 
     fn fail(&self) {
+        crate::metrics::get().dns.forward_failures.inc();
         let answer = query::server_failure(&self.request, self.client_max);
         if answer.len() >= 12 {
             self.deliver(answer);
@@ -187,6 +190,7 @@ impl Forwarder {
             attempt_deadline: Instant::now(),
             deadline: Instant::now() + BUDGET,
             client_max,
+            started: Instant::now(),
         };
         let (Some(first), Some(question_end)) =
             (upstreams.first().copied(), query::question_end(request))
@@ -241,6 +245,10 @@ impl Forwarder {
         let Some(pending) = self.remove(key) else {
             return;
         };
+        crate::metrics::get()
+            .dns
+            .forward_seconds
+            .observe(pending.started.elapsed().as_secs_f64());
         if answer[2] & 0x02 != 0 {
             self.runtime
                 .spawn(refetch_over_tcp(pending, from, answer.to_vec()));

@@ -71,13 +71,27 @@ async fn connection(
             _ => return,
         }
         let outcome = query::handle(&request, server, client_ip, &records.load(), Transport::Tcp);
+        let metrics = &crate::metrics::get().dns;
         let answer = match outcome {
-            Outcome::Answer(answer) => answer,
+            Outcome::Answer(answer) => {
+                metrics.count_answer(&answer);
+                answer
+            }
             Outcome::Forward { upstreams, .. } => {
+                metrics.forwarded.inc();
                 let upstreams = forward::upstreams_for(&upstreams, host, records);
+                let started = std::time::Instant::now();
                 match forward::forward_tcp(&request, &upstreams).await {
-                    Some(answer) => answer,
-                    None => query::server_failure(&request, u16::MAX),
+                    Some(answer) => {
+                        metrics
+                            .forward_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        answer
+                    }
+                    None => {
+                        metrics.forward_failures.inc();
+                        query::server_failure(&request, u16::MAX)
+                    }
                 }
             }
             Outcome::Drop => continue,

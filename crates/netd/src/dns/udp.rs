@@ -225,6 +225,7 @@ impl EventLoop {
             let records = self.records.load();
             match query::handle(request, server, client_ip, &records, Transport::Udp) {
                 Outcome::Answer(answer) => {
+                    crate::metrics::get().dns.count_answer(&answer);
                     if let Err(e) = socket.send_to(&answer, client) {
                         tracing::debug!("DNS answer to {client}: {e}");
                     }
@@ -233,6 +234,7 @@ impl EventLoop {
                     upstreams,
                     client_max,
                 } => {
+                    crate::metrics::get().dns.forwarded.inc();
                     let upstreams = forward::upstreams_for(&upstreams, &self.host, &self.records);
                     self.forwarder
                         .start(request, client, &socket, upstreams, client_max);

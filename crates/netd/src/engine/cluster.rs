@@ -311,6 +311,11 @@ impl Engine {
         for network in networks {
             match self.apply_overlay(&network) {
                 Ok(repairs) => {
+                    crate::metrics::get().repaired(
+                        crate::metrics::RepairKind::overlay,
+                        crate::metrics::Trigger::periodic,
+                        repairs.len(),
+                    );
                     for repair in repairs {
                         tracing::warn!("overlay check: network {}: {repair}", network.name);
                     }

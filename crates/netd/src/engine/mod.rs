@@ -140,6 +140,8 @@ impl Engine {
         for policy in store.load::<bridge_driver::policy::NetworkPolicy>(Kind::Policy)? {
             state.policies.insert(policy.key(), policy);
         }
+        // Nothing recorded: what start-up does is setting up, not repairing.
+        let first_start = state.networks.is_empty() && state.sandboxes.is_empty();
         state.rebuild_pools()?;
         for dir in [config.paths.netns_dir(), config.paths.sandboxes_dir()] {
             std::fs::create_dir_all(&dir)
@@ -170,7 +172,15 @@ impl Engine {
         engine.repair_policy_sets()?;
         engine.ensure_default_network()?;
         let mut repairs = engine.hold_recorded_ports();
-        repairs.extend(engine.reconcile()?);
+        let trigger = (!first_start).then_some(crate::metrics::Trigger::startup);
+        let reconciled = engine.reconcile(trigger)?;
+        if first_start {
+            for setup in reconciled {
+                tracing::info!("first start: {setup}");
+            }
+        } else {
+            repairs.extend(reconciled);
+        }
         Ok((engine, repairs))
     }
 

@@ -10,16 +10,47 @@ use linkd::Kernel;
 
 use super::{dataplane, Engine, Runtime};
 use crate::error::Result;
+use crate::metrics::{RepairKind, Trigger};
 use crate::state::Sandbox;
+
+/// The repairs of one reconcile or check: each line as it is reported, and counted in the
+/// metrics by its kind and by what found it.
+struct Repairs {
+    /// `None`: the first start, which sets up rather than repairs; not counted.
+    trigger: Option<Trigger>,
+    lines: Vec<String>,
+}
+
+impl Repairs {
+    fn new(trigger: Option<Trigger>) -> Repairs {
+        Repairs {
+            trigger,
+            lines: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, kind: RepairKind, lines: impl IntoIterator<Item = String>) {
+        let before = self.lines.len();
+        self.lines.extend(lines);
+        if let Some(trigger) = self.trigger {
+            crate::metrics::get().repaired(kind, trigger, self.lines.len() - before);
+        }
+    }
+}
 
 impl Engine {
     /// The periodic check: restores the firewall if something removed netd's rules.
     pub(super) fn check_firewall(&mut self) {
-        let (mut repairs, stale_sets) = match self.repair_policy_sets() {
-            Ok(found) => found,
+        crate::metrics::get().firewall_checks.inc();
+        let mut repairs = Repairs::new(Some(Trigger::periodic));
+        let stale_sets = match self.repair_policy_sets() {
+            Ok((fixed, stale)) => {
+                repairs.add(RepairKind::policy_set, fixed);
+                stale
+            }
             Err(e) => {
                 tracing::error!("policy set check failed: {e}");
-                (Vec::new(), Vec::new())
+                Vec::new()
             }
         };
         let networks = self.firewall_networks();
@@ -28,52 +59,67 @@ impl Engine {
                 if !fixed.is_empty() {
                     self.forget_rule_handles();
                 }
-                repairs.extend(fixed);
+                repairs.add(RepairKind::firewall, fixed);
             }
             Err(e) => tracing::error!("firewall check failed: {e}"),
         }
-        repairs.extend(self.destroy_sets(&stale_sets));
-        for repair in repairs {
+        let destroyed = self.destroy_sets(&stale_sets);
+        repairs.add(RepairKind::policy_set, destroyed);
+        for repair in repairs.lines {
             tracing::warn!("firewall check: {repair}");
         }
     }
 
-    pub fn reconcile(&mut self) -> Result<Vec<String>> {
-        let mut repairs = Vec::new();
+    /// Makes the kernel match the records (at start-up, or on demand); returns the repairs.
+    /// `trigger` is `None` at the first start, when what is done is setting up.
+    pub fn reconcile(&mut self, trigger: Option<Trigger>) -> Result<Vec<String>> {
+        let mut repairs = Repairs::new(trigger);
         let networks: Vec<_> = self.ordered_networks().into_iter().cloned().collect();
         for network in &networks {
-            for repair in dataplane::ensure_bridge(&mut self.host, &bridge_plan(network))? {
-                repairs.push(format!("network {}: {repair}", network.name));
-            }
+            let fixed = dataplane::ensure_bridge(&mut self.host, &bridge_plan(network))?;
+            let name = &network.name;
+            repairs.add(
+                RepairKind::bridge,
+                fixed.into_iter().map(|r| format!("network {name}: {r}")),
+            );
         }
         for network in networks.iter().filter(|n| n.cluster.is_some()) {
-            for repair in self.apply_overlay(network)? {
-                repairs.push(format!("network {}: {repair}", network.name));
-            }
+            let fixed = self.apply_overlay(network)?;
+            let name = &network.name;
+            repairs.add(
+                RepairKind::overlay,
+                fixed.into_iter().map(|r| format!("network {name}: {r}")),
+            );
         }
         self.apply_host_sysctls()?;
         let (set_repairs, stale_sets) = self.repair_policy_sets()?;
-        repairs.extend(set_repairs);
+        repairs.add(RepairKind::policy_set, set_repairs);
         let wanted = self.firewall_networks();
         let firewall =
             dataplane::reconcile_firewall(&mut *self.firewall, &wanted, &self.policy.rules)?;
         if !firewall.is_empty() {
             self.forget_rule_handles();
         }
-        repairs.extend(firewall);
-        repairs.extend(self.destroy_sets(&stale_sets));
+        repairs.add(RepairKind::firewall, firewall);
+        let destroyed = self.destroy_sets(&stale_sets);
+        repairs.add(RepairKind::policy_set, destroyed);
 
         // Owners first, so sandboxes that join them find the namespace in place.
         let mut sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
         sandboxes.sort_by_key(|s| s.joined.is_some());
+        let mut fixed = Vec::new();
         for sandbox in &sandboxes {
-            if let Err(e) = self.reconcile_sandbox(sandbox, &mut repairs) {
-                repairs.push(format!("sandbox {}: could not repair: {e}", sandbox.name));
+            if let Err(e) = self.reconcile_sandbox(sandbox, &mut fixed) {
+                fixed.push(format!("sandbox {}: could not repair: {e}", sandbox.name));
             }
         }
-        self.remove_leaks(&mut repairs)?;
-        repairs.extend(self.publish_dns());
-        Ok(repairs)
+        repairs.add(RepairKind::sandbox, fixed);
+        let mut leaks = Vec::new();
+        self.remove_leaks(&mut leaks)?;
+        repairs.add(RepairKind::leak, leaks);
+        let dns = self.publish_dns();
+        repairs.add(RepairKind::dns, dns);
+        Ok(repairs.lines)
     }
 
     /// The periodic check's part for attached namespaces: one whose owner removed it (the

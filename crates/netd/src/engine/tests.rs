@@ -392,7 +392,10 @@ fn reconcile_repairs_what_others_removed_and_then_finds_nothing() {
     fx.fake.world().firewall.flush_table("nat");
     fx.processes.table().clear();
 
-    let repairs = fx.engine.reconcile().expect("reconcile");
+    let repairs = fx
+        .engine
+        .reconcile(Some(crate::metrics::Trigger::on_demand))
+        .expect("reconcile");
     let said = |what: &str| repairs.iter().any(|r| r.contains(what));
     assert!(said("recreated interface eth0"), "{repairs:?}");
     assert!(said("restarted its pause process"), "{repairs:?}");
@@ -415,7 +418,10 @@ fn reconcile_repairs_what_others_removed_and_then_finds_nothing() {
         .contains(&"-j NETD-FORWARD".to_string()));
     assert_eq!(fx.processes.table().len(), 1);
 
-    let again = fx.engine.reconcile().expect("reconcile again");
+    let again = fx
+        .engine
+        .reconcile(Some(crate::metrics::Trigger::on_demand))
+        .expect("reconcile again");
     assert!(again.is_empty(), "nothing left to repair: {again:?}");
 }
 

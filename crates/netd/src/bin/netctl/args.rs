@@ -284,6 +284,27 @@ pub enum SystemCmd {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Stream netd's operations as they happen, one JSON object per line (as docker events).
+    Events(EventsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Also show the kept events since TIME: a duration ago (10m, 1h30m), RFC 3339
+    /// (2026-12-02T10:00:00Z) or Unix seconds.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Stop at TIME (as --since; a past TIME prints the kept events and ends).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only events matching KEY=VALUE: type, event, operation, result, api, network,
+    /// sandbox (or container), policy, node (repeatable; values of one key are
+    /// alternatives, different keys must all match).
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// `json` (one object per line, the default) or `text` (one line for people).
+    #[arg(long, value_name = "json|text")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

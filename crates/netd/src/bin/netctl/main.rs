@@ -2,6 +2,7 @@
 //! `docker exec`.
 
 mod args;
+mod events;
 mod output;
 mod sandbox;
 
@@ -209,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Cmd::System(SystemCmd::Events(args)) => events::run(&client, args).await,
         Cmd::System(SystemCmd::Reconcile) => {
             let answer: Reconciled = client.send(Method::POST, "/system/reconcile").await?;
             if answer.repairs.is_empty() {
