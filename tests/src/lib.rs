@@ -10,6 +10,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::new_without_default)]
 
 pub mod cluster;
+pub mod metrics;
 pub mod upstream;
 
 use std::os::unix::fs::PermissionsExt;
@@ -66,7 +67,7 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-fn must(cmd: &mut Command) -> String {
+pub(crate) fn must(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(
         out.status.success(),

@@ -494,7 +494,13 @@ fn etcd_faults() {
         hosts,
         mut etcd,
         underlay: _underlay,
-    } = bed(&[], false);
+    } = bed(&["--metrics-addr", netd_tests::metrics::ADDR], false);
+    let metric = |host: &TestHost, key: &str| {
+        netd_tests::metrics::scrape(host)
+            .get(key)
+            .copied()
+            .unwrap_or(-1.0)
+    };
     etcd.kill_member(0);
     create_cluster_network(&hosts[0], "vxlan", "10.80.0.0/16", "ov");
     let all: Vec<&TestHost> = hosts.iter().collect();
@@ -504,8 +510,21 @@ fn etcd_faults() {
     assert!(TestHost::eventually(Duration::from_secs(3), || {
         resolves(&hosts[0], "f1", "f2").is_some()
     }));
+    // The metrics tell the store's state: up, the watch delivering, a revision seen.
+    assert_eq!(metric(&hosts[1], "netd_cluster_store_up{}"), 1.0);
+    assert!(metric(&hosts[1], "netd_cluster_watch_events_total{}") > 0.0);
+    assert!(metric(&hosts[1], "netd_cluster_store_revision{}") > 0.0);
+    let lost = metric(&hosts[1], "netd_cluster_store_sessions_lost_total{}");
 
     etcd.kill_all();
+    assert!(
+        TestHost::eventually(Duration::from_secs(15), || metric(
+            &hosts[1],
+            "netd_cluster_store_up{}"
+        ) == 0.0),
+        "the store is gone and the metrics do not say so"
+    );
+    assert!(metric(&hosts[1], "netd_cluster_store_sessions_lost_total{}") > lost);
     let err = hosts[0].netctl_err(&[
         "network",
         "create",
@@ -535,6 +554,7 @@ fn etcd_faults() {
     );
     create_cluster_network(&hosts[2], "host-gw", "10.81.0.0/16", "other");
     wait_for_network(&all, "other", 3);
+    assert_eq!(metric(&hosts[1], "netd_cluster_store_up{}"), 1.0);
 }
 
 /// Bad input changes nothing in etcd or the kernel, and netd keeps running.

@@ -500,31 +500,10 @@ fn system_info_tells_version_backend_counts_and_directories() {
     );
 }
 
-const METRICS_PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/metrics.py");
-const METRICS_ADDR: &str = "127.0.0.1:9464";
+const METRICS_ADDR: &str = netd_tests::metrics::ADDR;
 
-/// One scrape of `/metrics`, parsed by prometheus_client's OpenMetrics parser: each
-/// sample by `name{label="value",...}` (labels sorted).
 fn scrape(host: &TestHost) -> std::collections::BTreeMap<String, f64> {
-    // Debian's interpreter, which has python3-prometheus-client.
-    let out = must_run(&mut host.cmd(
-        "/usr/bin/python3",
-        &[METRICS_PROBE, &format!("http://{METRICS_ADDR}/metrics")],
-    ));
-    out.lines()
-        .map(|line| {
-            let sample: serde_json::Value = serde_json::from_str(line).unwrap();
-            let labels: std::collections::BTreeMap<String, String> =
-                serde_json::from_value(sample["labels"].clone()).unwrap();
-            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            let key = format!(
-                "{}{{{}}}",
-                sample["name"].as_str().unwrap(),
-                labels.join(",")
-            );
-            (key, sample["value"].as_f64().unwrap())
-        })
-        .collect()
+    netd_tests::metrics::scrape(host)
 }
 
 /// How much a sample grew between two scrapes (absent counts as 0).
