@@ -177,4 +177,41 @@ fn the_docker_cli_runs_every_network_verb() {
     ok(&["network", "create", "spare"]);
     let pruned = ok(&["network", "prune", "-f"]);
     assert!(pruned.contains("spare"), "{pruned}");
+    // Each change through Docker's API is an event, named as Docker names it.
+    let events = host.netctl_ok(&[
+        "system",
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "api=docker",
+        "--filter",
+        "result=ok",
+        "--format",
+        "text",
+    ]);
+    let seen: Vec<String> = events
+        .lines()
+        // "TIME TYPE ACTION OBJECTS (RESULT, ...)": what is between the time and the result.
+        .map(|l| {
+            let head = l.split(" (").next().unwrap_or("");
+            head.split_once(' ')
+                .map_or("", |(_, rest)| rest)
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "network create network=cli1",
+            "network connect network=cli1 sandbox=web",
+            "network disconnect network=cli1 sandbox=web",
+            "network destroy network=cli1",
+            "network create network=spare",
+            "network prune",
+        ],
+        "{events}"
+    );
 }

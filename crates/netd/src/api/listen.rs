@@ -193,7 +193,8 @@ fn finish(
         objects.node.as_deref(),
         objects.container.as_deref(),
     );
-    if !operations::changes(method) {
+    // Reads, and paths that are no operation (which change nothing), are no events.
+    if !operations::changes(method) || asked.operation.is_none() {
         tracing::debug!(
             operation = operation.name, %method, path, status, result, duration_ms, uid, pid,
             network, sandbox, policy, node, container, "request"

@@ -59,8 +59,10 @@ pub fn netd(method: &Method, route: &str) -> Option<Operation> {
     })
 }
 
-/// The same for the Docker network API (`--docker-socket`).
+/// The same for the Docker network API (`--docker-socket`), at `/` or under a version
+/// (`/v1.47/networks/create`).
 pub fn docker(method: &Method, route: &str) -> Option<Operation> {
+    let route = route.strip_prefix("/{version}").unwrap_or(route);
     let m = method.as_str();
     Some(match (m, route) {
         ("GET" | "HEAD", "/_ping") => op("ping", "system", "ping"),
@@ -277,6 +279,8 @@ mod tests {
     fn unknown_routes_are_no_operation() {
         assert_eq!(netd(&Method::GET, "/nosuch"), None);
         assert_eq!(docker(&Method::POST, "/networks"), None);
+        let versioned = docker(&Method::POST, "/{version}/networks/create");
+        assert_eq!(versioned.map(|o| o.name), Some("network_create"));
         assert!(changes(&Method::DELETE));
         assert!(!changes(&Method::HEAD));
     }
