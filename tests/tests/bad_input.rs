@@ -198,6 +198,44 @@ fn exhausted_subnet_is_refused_cleanly() {
     assert_eq!(host.netctl_ok(&["ps", "-q"]).lines().count(), 1);
 }
 
+/// A bridge takes 1023 ports (port numbers below the kernel's BR_MAX_PORTS, 0 unused): a sandbox beyond them is refused
+/// by name and nothing is left behind.
+#[test]
+fn a_full_bridge_is_refused_cleanly() {
+    let host = TestHost::new();
+    host.netctl_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.71.0.0/16",
+        "--opt",
+        "bridge-name=brfull",
+        "full",
+    ]);
+    // Filled with bare veth pairs, which cost far less than sandboxes (this kernel has no
+    // dummy links).
+    let batch = host.dir.path().join("ports.batch");
+    let lines: String = (0..1023)
+        .map(|i| format!("link add fp{i} master brfull type veth peer name fq{i}\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    host.sh_ok("ip", &["-batch", batch.to_str().unwrap()]);
+    let links = host.links();
+    let mounts = host.netns_mounts();
+    let err = host.netctl_err(&["run", "-d", "--name", "over", "--network", "full"]);
+    assert!(
+        err.contains("bridge brfull has 1023 ports, the most a Linux bridge takes"),
+        "{err}"
+    );
+    assert_eq!(host.links(), links);
+    assert_eq!(host.netns_mounts(), mounts);
+    assert!(host.netctl_ok(&["ps", "-q"]).is_empty());
+    // A port freed, the same request works (the name was not left taken).
+    host.sh_ok("ip", &["link", "del", "fp0"]);
+    host.netctl_ok(&["run", "-d", "--name", "over", "--network", "full"]);
+    assert_eq!(host.netctl_ok(&["ps", "-q"]).lines().count(), 1);
+}
+
 #[test]
 fn unreachable_daemon_is_a_clear_error() {
     let mut host = TestHost::new();

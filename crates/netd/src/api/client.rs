@@ -84,12 +84,7 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let response = self.request(method, path, body).await?;
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| http("reading the answer")(e.into()))?
-            .to_bytes();
+        let body = read_all(response).await?;
         serde_json::from_slice(&body).map_err(|e| http("decoding the answer")(e.into()))
     }
 
@@ -159,12 +154,7 @@ impl Client {
             .map_err(|e| http("sending the request")(e.into()))?;
         let status = response.status().as_u16();
         if status >= 400 {
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| http("reading the answer")(e.into()))?
-                .to_bytes();
+            let body = read_all(response).await?;
             let message = serde_json::from_slice::<ErrorMessage>(&body)
                 .map(|e| e.message)
                 .unwrap_or_else(|_| format!("netd answered {status}"));
@@ -172,4 +162,13 @@ impl Client {
         }
         Ok(response)
     }
+}
+
+async fn read_all(response: hyper::Response<hyper::body::Incoming>) -> Result<Bytes, ClientError> {
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| http("reading the answer")(e.into()))?
+        .to_bytes())
 }

@@ -41,6 +41,10 @@ pub fn owned_bridge_network(link: &linkd::Link) -> Option<&str> {
 /// cost of a new sandbox grows with the number of sandboxes.
 pub const SANDBOX_SYSCTLS: &[(&str, &str)] = &[("net/ipv6/conf/default/disable_ipv6", "1")];
 
+/// Ports a Linux bridge takes (port numbers 1 to 1023, below the kernel's `BR_MAX_PORTS`):
+/// the most sandboxes one network holds on a host.
+pub const BRIDGE_MAX_PORTS: usize = 1023;
+
 /// Creates an endpoint: the veth pair (peer born in the sandbox); the host end without
 /// IPv6 (for the same reason as [`SANDBOX_SYSCTLS`]) and up; then inside the sandbox the
 /// interface up, its address and, if it carries it, the default route, in one batch.
@@ -58,7 +62,16 @@ pub fn create_endpoint(
         peer_name: &plan.interface,
         peer_mac: plan.mac,
         peer_netns: netns.fd(),
-    })])?;
+    })])
+    .map_err(|e| match e.errno() {
+        // The kernel's BR_MAX_PORTS: a full network, as a full address pool is.
+        Some(libc::EXFULL) => NetdError::Conflict(format!(
+            "bridge {} has {BRIDGE_MAX_PORTS} ports, the most a Linux bridge takes: \
+             use another network for this sandbox",
+            plan.bridge
+        )),
+        _ => e.into(),
+    })?;
     // Best effort: a kernel without IPv6 has no such sysctl, and nothing to disable.
     let _ = host.sysctl_set(
         &format!("net/ipv6/conf/{}/disable_ipv6", plan.host_veth),
