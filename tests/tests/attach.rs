@@ -32,6 +32,7 @@ fn namespaces_of_other_runtimes_join_by_path_and_by_pid() {
 
     // By path: a namespace made with `ip netns add`, with a published port.
     let ns = host.add_container_netns();
+    let veths_before = host.sandbox_veths();
     host.netctl_ok(&[
         "attach",
         "--netns",
@@ -45,6 +46,12 @@ fn namespaces_of_other_runtimes_join_by_path_and_by_pid() {
         "-p",
         "8080:80",
     ]);
+    let c1_veth: Vec<String> = host
+        .sandbox_veths()
+        .into_iter()
+        .filter(|v| !veths_before.contains(v))
+        .collect();
+    assert_eq!(c1_veth.len(), 1, "{c1_veth:?}");
     let c1 = host.inspect("c1");
     assert_eq!(c1["Managed"], false);
     assert_eq!(c1["NetworkSettings"]["SandboxKey"], ns);
@@ -117,14 +124,23 @@ fn namespaces_of_other_runtimes_join_by_path_and_by_pid() {
         "{eth1:?}"
     );
     host.netctl_ok(&["disconnect", "other", "c2"]);
-
-    // detach takes netd's objects out and leaves the namespace and its processes.
-    host.netctl_ok(&["detach", "c2"]);
-    let links = in_ns(&proc_ns, "ip", &["-br", "link"]);
+    // At once again: the new eth1 waits for the old one's deletion, and works.
+    host.netctl_ok(&["connect", "other", "c2"]);
+    let eth1 = in_ns(&proc_ns, "ip", &["-br", "addr", "show", "eth1"]);
     assert!(
-        !String::from_utf8_lossy(&links.stdout).contains("eth0"),
-        "{links:?}"
+        String::from_utf8_lossy(&eth1.stdout).contains("10.35.0."),
+        "{eth1:?}"
     );
+    host.netctl_ok(&["disconnect", "other", "c2"]);
+
+    // detach takes netd's objects out and leaves the namespace and its processes. It
+    // returns once the veth carries nothing; the kernel's deletion (some 20 ms) follows.
+    host.netctl_ok(&["detach", "c2"]);
+    let gone = TestHost::eventually(Duration::from_secs(2), || {
+        let links = in_ns(&proc_ns, "ip", &["-br", "link"]);
+        !String::from_utf8_lossy(&links.stdout).contains("eth0")
+    });
+    assert!(gone, "{:?}", in_ns(&proc_ns, "ip", &["-br", "link"]));
     assert!(
         std::path::Path::new(&proc_ns).exists(),
         "the owner still runs"
@@ -166,7 +182,7 @@ fn namespaces_of_other_runtimes_join_by_path_and_by_pid() {
         "--ip",
         &c1_ip,
     ]);
-    assert!(!host.sandbox_veths().iter().any(|v| v.contains("c1")));
+    assert!(!host.sandbox_veths().contains(&c1_veth[0]));
 }
 
 #[test]
@@ -386,5 +402,40 @@ fn several_networks_and_a_hostname_at_once() {
     assert!(
         String::from_utf8_lossy(&eth1.stdout).contains("10.37.1."),
         "{eth1:?}"
+    );
+}
+
+/// A detach returns before the kernel has deleted the veth; nothing sees it half done: the
+/// same namespace attached again at once gets its `eth0` (after the old one is gone) and
+/// the address, a reconcile finds nothing to repair, and a stop at once still deletes it.
+#[test]
+fn a_detached_veth_is_deleted_behind_the_answer_and_never_counted_a_leak() {
+    let mut host = TestHost::new();
+    host.netctl_ok(&["network", "create", "--subnet", "10.37.0.0/30", "pair"]);
+    let ns = host.add_container_netns();
+    for round in 0..3 {
+        host.netctl_ok(&["attach", "--netns", &ns, "--name", "a", "--network", "pair"]);
+        // The /30 has one address for sandboxes: it must be free again after each detach.
+        assert_eq!(host.ip_of("a", "pair"), "10.37.0.2", "round {round}");
+        host.netctl_ok(&["detach", "a"]);
+        if round == 2 {
+            assert_eq!(
+                host.netctl_ok(&["system", "reconcile"]).trim(),
+                "nothing to repair"
+            );
+        }
+    }
+    host.netctl_ok(&["attach", "--netns", &ns, "--name", "b", "--network", "pair"]);
+    host.netctl_ok(&["detach", "b"]);
+    host.stop_netd();
+    assert!(
+        host.sandbox_veths().is_empty(),
+        "{:?}",
+        host.sandbox_veths()
+    );
+    let links = in_ns(&ns, "ip", &["-br", "link"]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("eth0"),
+        "{links:?}"
     );
 }

@@ -213,6 +213,20 @@ pub fn set_up_by_name_request(name: &str) -> Request {
     )
 }
 
+/// The request that takes a link off its bridge and down, found by name: from then on it
+/// carries nothing, so it can wait to be deleted (which takes the kernel far longer).
+pub fn release_port_by_name_request(name: &str) -> Request {
+    let mut msg = LinkMessage::default();
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    msg.attributes.push(LinkAttribute::Controller(0));
+    Request::new(
+        format!("take {name} off its bridge and down"),
+        RouteNetlinkMessage::SetLink(msg),
+        0,
+    )
+}
+
 /// The request that brings a link up.
 pub fn set_up_request(index: u32, what: &str) -> Request {
     Request::new(

@@ -305,6 +305,7 @@ impl RecordingKernel {
             match attr {
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+                LinkAttribute::Controller(0) => link.master = None,
                 LinkAttribute::Controller(master) => link.master = Some(*master),
                 LinkAttribute::Address(mac) if mac.len() == 6 => {
                     let mut m = [0u8; 6];

@@ -183,6 +183,7 @@ fn run(config: Config, metrics: Option<std::net::TcpListener>) -> anyhow::Result
                 _ = tokio::signal::ctrl_c() => {},
             }
         };
+        let stopping = engine.clone();
         axum::serve(
             listener,
             server::router(server::Services {
@@ -196,6 +197,13 @@ fn run(config: Config, metrics: Option<std::net::TcpListener>) -> anyhow::Result
         .with_graceful_shutdown(shutdown)
         .await
         .context("API server failed")?;
+        // Veths released a moment ago are deleted before netd goes.
+        let _ = stopping
+            .call(|e| {
+                e.finish_deletions();
+                Ok(())
+            })
+            .await;
         // A socket systemd passed stays systemd's (it listens on while netd restarts).
         if owns_socket {
             let _ = std::fs::remove_file(&config.socket);

@@ -10,6 +10,7 @@ mod inspect;
 mod networks;
 pub mod policy;
 mod ports;
+pub mod reaper;
 mod reconcile;
 mod sandboxes;
 #[cfg(test)]
@@ -69,6 +70,8 @@ pub struct System {
     pub namespaces: Box<dyn Namespaces>,
     pub firewall: Box<dyn Firewall>,
     pub processes: Box<dyn crate::pause::Processes>,
+    /// Where released veths are deleted (off the request path on a real host).
+    pub reaper: Box<dyn reaper::Reaper>,
 }
 
 impl System {
@@ -82,6 +85,7 @@ impl System {
             processes: Box::new(crate::pause::HostProcesses {
                 binary: paths.pause_binary.clone(),
             }),
+            reaper: Box::new(reaper::ThreadReaper::start()?),
         })
     }
 }
@@ -96,6 +100,7 @@ pub struct Engine {
     namespaces: Box<dyn Namespaces>,
     firewall: Box<dyn Firewall>,
     processes: Box<dyn crate::pause::Processes>,
+    reaper: Box<dyn reaper::Reaper>,
     runtime: HashMap<String, Runtime>,
     ports: ports::PortTable,
     /// nf_tables handles of each sandbox's DNAT rules, when known (see `ports`).
@@ -160,6 +165,7 @@ impl Engine {
             namespaces: system.namespaces,
             firewall: system.firewall,
             processes: system.processes,
+            reaper: system.reaper,
             runtime: HashMap::new(),
             ports: ports::PortTable::default(),
             rule_handles: HashMap::new(),

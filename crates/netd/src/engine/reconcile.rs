@@ -297,6 +297,10 @@ impl Engine {
             })
             .collect();
         for link in self.host.links()? {
+            // Released, and on its way out.
+            if self.reaper.pending(&link.name) {
+                continue;
+            }
             if link.kind.as_deref() == Some("veth")
                 && parse_host_veth_name(&link.name).is_some()
                 && !wanted_veths.contains(&link.name)

@@ -7,10 +7,11 @@ use bridge_driver::model::parse_ip;
 use bridge_driver::names::validate_name;
 use bridge_driver::plan::{endpoint_plan, EndpointPlan};
 use bridge_driver::Network;
+use linkd::link::release_port_by_name_request;
 use linkd::Kernel;
 use serde::{Deserialize, Serialize};
 
-use super::{dataplane, Engine, PublishRequest, Runtime, DEFAULT_NETWORK_NAME};
+use super::{dataplane, reaper, Engine, PublishRequest, Runtime, DEFAULT_NETWORK_NAME};
 use crate::error::{NetdError, Result};
 use crate::files;
 use crate::pause;
@@ -452,7 +453,9 @@ impl Engine {
         std::fs::create_dir_all(&dir)
             .map_err(|e| NetdError::io(format!("cannot create {}", dir.display()), e))?;
         let netns_path = self.netns_path(sandbox);
-        if sandbox.attached.is_some() {
+        if let Some(attached) = &sandbox.attached {
+            // A sandbox detached from this namespace a moment ago may still hold `eth0`.
+            self.reaper.wait((attached.dev, attached.inode));
             let (netns, mut inner) = self.namespaces.open(&netns_path)?;
             for (plan, bridge) in self.endpoint_plans(sandbox)? {
                 let bridge_index = self.host.require_link(&bridge)?.index;
@@ -495,6 +498,34 @@ impl Engine {
         let netns = self.netns_path(sandbox);
         let pid_file = self.paths().sandbox_file(&sandbox.id, "pause.pid");
         self.processes.start_pause(&netns, &sandbox.id, &pid_file)
+    }
+
+    /// Takes a veth off its bridge and down at once, so it carries nothing from here on,
+    /// then has the reaper delete it (see `reaper`). Best effort, as teardown is.
+    pub(super) fn release_veth(&mut self, netns: Option<reaper::NetnsKey>, veth: &str) {
+        match self.host.batch(vec![release_port_by_name_request(veth)]) {
+            Ok(()) => self.reaper.delete(&mut *self.host, netns, veth),
+            // Gone already (its namespace went with its owner).
+            Err(e) if e.errno() == Some(libc::ENODEV) => {}
+            Err(e) => {
+                tracing::warn!("cannot release {veth}: {e}; deleting it");
+                self.reaper.delete(&mut *self.host, netns, veth);
+            }
+        }
+    }
+
+    /// The identity of a sandbox's namespace: recorded for attached ones, of the mount for
+    /// netd's own.
+    pub(super) fn netns_key(&self, sandbox: &Sandbox) -> Option<reaper::NetnsKey> {
+        match &sandbox.attached {
+            Some(attached) => Some((attached.dev, attached.inode)),
+            None => linkd::Netns::identity(self.netns_path(sandbox)).ok(),
+        }
+    }
+
+    /// At stop: the deletions still pending are done.
+    pub fn finish_deletions(&self) {
+        self.reaper.drain();
     }
 
     /// The sandbox attached for an OCI container.
@@ -567,11 +598,11 @@ impl Engine {
         let _ = self.remove_port_rules(sandbox);
         self.release_ports(sandbox);
         let runtime = self.runtime.remove(&sandbox.id).unwrap_or_default();
-        if sandbox.attached.is_some() {
+        if let Some(attached) = &sandbox.attached {
             // The namespace stays with its owner: take netd's interfaces out of it.
             for endpoint in &sandbox.endpoints {
                 let veth = bridge_driver::names::host_veth_name(&sandbox.id, endpoint.interface);
-                let _ = self.host.delete_link_by_name(&veth);
+                self.release_veth(Some((attached.dev, attached.inode)), &veth);
             }
         }
         if let Some(id) = sandbox
@@ -748,6 +779,10 @@ impl Engine {
         network: &Network,
         endpoint: &Endpoint,
     ) -> Result<()> {
+        // The same interface name may still be taken by one being deleted.
+        if let Some(key) = self.netns_key(sandbox) {
+            self.reaper.wait(key);
+        }
         let (netns, mut inner) = self.namespaces.open(&self.netns_path(sandbox))?;
         let plan = endpoint_plan(
             network,
@@ -802,9 +837,10 @@ impl Engine {
             self.apply_ports(&sandbox)?;
         }
 
-        let (_netns, mut inner) = self.namespaces.open(&self.netns_path(&sandbox))?;
-        inner.delete_link_by_name(&format!("eth{}", removed.interface))?;
+        let veth = bridge_driver::names::host_veth_name(&sandbox.id, removed.interface);
+        self.release_veth(self.netns_key(&sandbox), &veth);
         if let Some(next) = new_default {
+            let (_netns, mut inner) = self.namespaces.open(&self.netns_path(&sandbox))?;
             if let Some(gateway_net) = self.state.networks.get(&next.network_id) {
                 let gateway = gateway_net.gateway;
                 let link = inner.require_link(&format!("eth{}", next.interface))?;

@@ -49,6 +49,7 @@ fn system(fake: &FakeHost, processes: &RecordingProcesses) -> System {
         namespaces: Box::new(fake.namespaces()),
         firewall: Box::new(fake.firewall()),
         processes: Box::new(processes.clone()),
+        reaper: Box::new(super::reaper::InlineReaper),
     }
 }
 
