@@ -373,6 +373,16 @@ fn every_verb_in_every_spec_version() {
             .expect("DEL twice");
         rt.each("DEL", &list, &id, "", &runtime, None)
             .expect("DEL without netns");
+        // DEL returns once eth0's name is free (the kernel's wait after that is a detached
+        // process's): the same namespace takes an ADD again at once.
+        let again = rt.add(&list, &id, &netns, &runtime).expect("ADD again");
+        assert!(
+            ip_in(&netns, &["addr", "show", "eth0"]).contains("inet 10.60."),
+            "{again}"
+        );
+        rt.each("DEL", &list, &id, &netns, &runtime, Some(&again))
+            .expect("DEL again");
+        assert!(!ip_in(&netns, &["link"]).contains("eth0"));
     }
     let version = rt.exec_raw(
         "netd-bridge",

@@ -469,8 +469,7 @@ impl Plugin for Bridge {
             let run_dir = host.run_dir.clone();
             masq::remove(host.firewall(), &run_dir, &conf.name, &env.container_id)?;
         }
-        // The IPAM plugin releases the addresses while the kernel deletes the veth (which
-        // takes an RCU grace period, ~10-20 ms).
+        // The IPAM plugin releases the addresses while the veth is deleted.
         let ipam = match bc.ipam_type() {
             Ok(ipam_type) => Some(host.delegate.start(env, ipam_type, Command::Del, config)?),
             Err(_) => None,
@@ -480,8 +479,11 @@ impl Plugin for Bridge {
         } else {
             // A namespace that is gone took the interface with it.
             match host.namespaces.open(Path::new(&env.netns)) {
-                Ok((_netns, mut inner)) => inner
-                    .delete_link_by_name(&env.ifname)
+                // Returns once the name is free; the kernel's wait after that (~20 ms for
+                // a veth) is a detached process's.
+                Ok((netns, mut inner)) => host
+                    .namespaces
+                    .delete_link_soon(&netns, &mut *inner, &env.ifname)
                     .map_err(CniError::from),
                 Err(_) => Ok(()),
             }

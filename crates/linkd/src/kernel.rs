@@ -176,6 +176,18 @@ pub trait Namespaces: std::fmt::Debug {
     fn remove(&mut self, path: &Path) -> Result<()>;
     /// Whether a live namespace is held at `path`.
     fn is_mounted(&mut self, path: &Path) -> bool;
+    /// Deletes link `name` in `netns` (`inner` is its kernel), returning once the name is
+    /// free; the real namespaces leave the kernel's slow part of it to a detached process
+    /// (see [`Netns::delete_link_detached`]).
+    fn delete_link_soon(
+        &mut self,
+        netns: &Netns,
+        inner: &mut dyn Kernel,
+        name: &str,
+    ) -> Result<()> {
+        let _ = netns;
+        inner.delete_link_by_name(name)
+    }
 }
 
 /// The real namespaces: bind mounts of `nsfs` (see [`Netns`]).
@@ -204,5 +216,14 @@ impl Namespaces for MountedNamespaces {
 
     fn is_mounted(&mut self, path: &Path) -> bool {
         Netns::is_mounted(path)
+    }
+
+    fn delete_link_soon(
+        &mut self,
+        netns: &Netns,
+        inner: &mut dyn Kernel,
+        name: &str,
+    ) -> Result<()> {
+        netns.delete_link_detached(name, inner)
     }
 }

@@ -15,6 +15,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::error::{LinkdError, Result};
+use crate::kernel::Kernel;
 use crate::netlink::Netlink;
 
 const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
@@ -84,6 +85,57 @@ impl Netns {
     /// there (a pause process, before it forks).
     pub fn join(&self) -> Result<()> {
         setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| nix_error(&self.path, e))
+    }
+
+    /// Deletes link `name` in this namespace from a detached process, and returns once the
+    /// name is gone. The kernel frees the name at once; the wait that follows (some 20 ms
+    /// of RCU grace periods and references, for a veth) is the detached process's. For a
+    /// short-lived program (a CNI plugin's DEL) that must neither pay that wait nor leave
+    /// the name taken for the next ADD. `watch` is a kernel inside this namespace. The
+    /// caller must be single-threaded (this forks).
+    pub fn delete_link_detached(&self, name: &str, watch: &mut dyn Kernel) -> Result<()> {
+        use nix::unistd::{fork, ForkResult};
+        let Some(link) = watch.link_by_name(name)? else {
+            return Ok(());
+        };
+        // SAFETY: single-threaded caller; the children only join the namespace, send one
+        // request and exit.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                // Whoever reads this process's output must not wait for the children.
+                for fd in 0..3 {
+                    // SAFETY: closing the standard descriptors of a child about to exit.
+                    unsafe { libc::close(fd) };
+                }
+                // SAFETY: as above.
+                if let Ok(ForkResult::Child) = unsafe { fork() } {
+                    if self.join().is_ok() {
+                        if let Ok(mut netlink) = Netlink::open() {
+                            let _ = netlink.delete_link(link.index, name);
+                        }
+                    }
+                }
+                // SAFETY: _exit skips destructors and atexit handlers, as a forked child of
+                // a Rust program should.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let _ = nix::sys::wait::waitpid(child, None);
+            }
+            Err(_) => return watch.delete_link(link.index, name),
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match watch.link_by_name(name)? {
+                Some(l) if l.index == link.index => {}
+                _ => return Ok(()),
+            }
+            if std::time::Instant::now() >= deadline {
+                // The detached process did not get to it: delete it here.
+                return watch.delete_link(link.index, name);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 
     /// Opens a netlink socket bound to this namespace (usable from any thread afterwards).
