@@ -171,6 +171,30 @@ fn namespaces_of_other_runtimes_join_by_path_and_by_pid() {
         "c1 still listed: {}",
         listed(&host)
     );
+    // Both releases are events, as Docker tells of a container that died.
+    let died = host.netctl_ok(&[
+        "system",
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "event=die",
+    ]);
+    let died: Vec<serde_json::Value> = died
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = died
+        .iter()
+        .map(|e| e["objects"]["sandbox"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c3", "c1"], "{died:?}");
+    assert_eq!(died[1]["objects"]["network"], "mynet");
+    assert_eq!(died[1]["api"], "internal");
+    assert_eq!(died[1]["type"], "sandbox");
+    assert!(died[1]["uid"].is_null());
     let dig = host.exec("web", &["dig", "+short", "c1"]);
     assert!(String::from_utf8_lossy(&dig.stdout).trim().is_empty());
     host.netctl_ok(&[

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
-use crate::api::types::Event;
+use crate::api::types::{Event, Objects};
 
 /// Events kept for `--since` (Docker keeps 256; netd's are small).
 pub const HISTORY: usize = 1024;
@@ -46,6 +46,27 @@ pub fn publish(event: Event) {
     history.push_back(event.clone());
     // No watcher is no error.
     let _ = BUS.live.send(event);
+}
+
+/// Records what netd did by itself (not asked through an API): `sandbox` `die` when a
+/// sandbox's namespace went with its owner.
+pub fn publish_internal(object: &str, action: &str, operation: &str, objects: Objects) {
+    let now = SystemTime::now();
+    publish(Event {
+        time: humantime::format_rfc3339_millis(now).to_string(),
+        time_nano: nanos(now),
+        object: object.to_string(),
+        action: action.to_string(),
+        operation: operation.to_string(),
+        api: "internal".to_string(),
+        result: "ok".to_string(),
+        status: None,
+        duration_ms: None,
+        uid: None,
+        pid: None,
+        objects,
+        error: None,
+    });
 }
 
 /// The kept events from `since` on, and a receiver of the ones to come.
@@ -119,7 +140,6 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::operations::Objects;
 
     fn event(object: &str, action: &str, network: Option<&str>, sandbox: Option<&str>) -> Event {
         Event {
@@ -130,8 +150,8 @@ mod tests {
             operation: format!("{object}_{action}"),
             api: "netd".into(),
             result: "ok".into(),
-            status: 200,
-            duration_ms: 1.0,
+            status: Some(200),
+            duration_ms: Some(1.0),
             uid: Some(0),
             pid: None,
             objects: Objects {

@@ -326,12 +326,14 @@ pub struct Event {
     pub action: String,
     /// The metrics' name of the operation (`network_create`).
     pub operation: String,
-    /// `netd` or `docker`: which API it came through.
+    /// `netd` or `docker`: which API it came through; `internal` for what netd did by
+    /// itself (a sandbox whose namespace its owner removed is released: `sandbox` `die`).
     pub api: String,
     /// `ok`, `rejected` (the caller's error) or `failed` (netd's).
     pub result: String,
-    pub status: u16,
-    pub duration_ms: f64,
+    /// The HTTP status and how long the request took; none for internal events.
+    pub status: Option<u16>,
+    pub duration_ms: Option<f64>,
     pub uid: Option<u32>,
     pub pid: Option<i32>,
     pub objects: Objects,

@@ -134,10 +134,32 @@ impl Engine {
             .collect();
         for sandbox in gone {
             match self.forget_sandbox(&sandbox, false) {
-                Ok(()) => tracing::info!(
-                    "sandbox {}: its namespace is gone; released its address, ports and names",
-                    sandbox.name
-                ),
+                Ok(()) => {
+                    tracing::info!(
+                        "sandbox {}: its namespace is gone; released its address, ports and names",
+                        sandbox.name
+                    );
+                    let network = sandbox
+                        .endpoints
+                        .first()
+                        .and_then(|e| self.state.networks.get(&e.network_id))
+                        .map(|n| n.name.clone());
+                    let container = sandbox
+                        .attached
+                        .as_ref()
+                        .and_then(|a| a.container_id.clone());
+                    crate::events::publish_internal(
+                        "sandbox",
+                        "die",
+                        "sandbox_gone",
+                        crate::api::types::Objects {
+                            network,
+                            sandbox: Some(sandbox.name.clone()),
+                            container,
+                            ..Default::default()
+                        },
+                    );
+                }
                 Err(e) => tracing::error!("sandbox {}: cannot release it: {e}", sandbox.name),
             }
         }

@@ -58,11 +58,13 @@ pub fn text_line(event: &Event) -> String {
         line.push(' ');
         line.push_str(&objects);
     }
-    let uid = event.uid.map_or("?".to_string(), |u| u.to_string());
-    line.push_str(&format!(
-        " ({}, {:.1} ms, uid {uid})",
-        event.result, event.duration_ms
-    ));
+    match (event.duration_ms, event.uid) {
+        (Some(ms), uid) => {
+            let uid = uid.map_or("?".to_string(), |u| u.to_string());
+            line.push_str(&format!(" ({}, {ms:.1} ms, uid {uid})", event.result));
+        }
+        (None, _) => line.push_str(&format!(" ({}, by netd)", event.result)),
+    }
     if let Some(error) = &event.error {
         line.push_str(&format!(": {error}"));
     }
