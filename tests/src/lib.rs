@@ -327,6 +327,22 @@ impl TestHost {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The events netd kept from the last ten minutes (`netctl system events --since 10m
+    /// --until 0s ARGS`), as printed: JSON lines, or text with `--format text`.
+    pub fn kept_events_text(&self, args: &[&str]) -> String {
+        let mut argv = vec!["system", "events", "--since", "10m", "--until", "0s"];
+        argv.extend_from_slice(args);
+        self.netctl_ok(&argv)
+    }
+
+    /// The same, each event parsed.
+    pub fn kept_events(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        self.kept_events_text(args)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event {l}: {e}")))
+            .collect()
+    }
+
     /// Runs netctl expecting failure; returns stderr (checked to be one `error:` line).
     pub fn netctl_err(&self, args: &[&str]) -> String {
         let out = self.netctl(args);

@@ -172,20 +172,7 @@ fn namespaces_of_other_runtimes_join_by_path_and_by_pid() {
         listed(&host)
     );
     // Both releases are events, as Docker tells of a container that died.
-    let died = host.netctl_ok(&[
-        "system",
-        "events",
-        "--since",
-        "10m",
-        "--until",
-        "0s",
-        "--filter",
-        "event=die",
-    ]);
-    let died: Vec<serde_json::Value> = died
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let died = host.kept_events(&["--filter", "event=die"]);
     let names: Vec<&str> = died
         .iter()
         .map(|e| e["objects"]["sandbox"].as_str().unwrap())

@@ -691,14 +691,7 @@ fn system_events_show_what_was_done_and_stream_what_follows() {
     host.netctl_ok(&["run", "-d", "--name", "one", "--network", "ev"]);
     host.netctl_ok(&["network", "disconnect", "ev", "one"]);
     host.netctl_ok(&["network", "ls"]);
-    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
-        let mut argv = vec!["system", "events", "--since", "10m", "--until", "0s"];
-        argv.extend_from_slice(args);
-        host.netctl_ok(&argv)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-            .collect()
-    };
+    let lines = |args: &[&str]| host.kept_events(args);
     let all = lines(&[]);
     let seen: Vec<(String, String, String)> = all
         .iter()
@@ -739,18 +732,7 @@ fn system_events_show_what_was_done_and_stream_what_follows() {
     assert_eq!(network_ok.len(), 2, "{network_ok:#?}");
     let of_one = lines(&["--filter", "container=one"]);
     assert_eq!(of_one.len(), 2, "{of_one:#?}");
-    let text = host.netctl_ok(&[
-        "system",
-        "events",
-        "--since",
-        "10m",
-        "--until",
-        "0s",
-        "--format",
-        "text",
-        "--filter",
-        "event=disconnect",
-    ]);
+    let text = host.kept_events_text(&["--format", "text", "--filter", "event=disconnect"]);
     assert!(
         text.contains(" network disconnect network=ev sandbox=one (ok, "),
         "{text}"
